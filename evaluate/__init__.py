@@ -1,0 +1,1 @@
+"""Generalization evaluation of optimizers on held-out tasks against tuned baselines."""

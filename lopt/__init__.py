@@ -1,0 +1,1 @@
+"""Learned optimizers: architectures, muP rules, hand-designed baselines and the Optax adapter."""

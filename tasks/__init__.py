@@ -1,0 +1,22 @@
+"""Training tasks for learned optimizers: models in muP and standard parameterization on offline data.
+
+    task = tasks.get_task("mlp_mnist_14x14", width=256)
+    params = task.init(key)
+    loss = task.loss(params, task.batch(task.data, key), key)
+"""
+
+from tasks.base import (
+    PARAMETERIZATIONS,
+    ROLES,
+    SPLITS,
+    ConfigError,
+    Task,
+    TaskConfig,
+    TaskFamily,
+)
+from tasks.families import FixedTaskFamily, ImageMLPFamily, QuadraticFamily
+from tasks.image import ConvConfig, ImageMLPConfig
+from tasks.language import LanguageModelConfig, LanguageModelTask
+from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig
+from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
+from tasks.supervised import SupervisedTask

@@ -1,0 +1,79 @@
+"""Task families: distributions over task configs, each field drawn uniformly from a tuple of choices.
+
+Choices are discrete on purpose: tasks whose parameters have the same shapes can be vmapped together,
+and a finite set of shapes means a finite number of compilations in meta-training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tasks.base import ConfigError, TaskConfig, TaskFamily, numpy_rng
+from tasks.image import ImageMLPConfig
+from tasks.procedural import QuadraticConfig
+
+
+def _require_choices(family: object, *fields: str) -> None:
+    for field in fields:
+        choices = getattr(family, field)
+        if not isinstance(choices, tuple) or not choices:
+            raise ConfigError(f"{type(family).__name__}.{field}={choices!r}: must be a non-empty tuple of choices")
+
+
+def _pick(rng, choices: tuple[Any, ...]) -> Any:
+    return choices[int(rng.integers(len(choices)))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMLPFamily(TaskFamily):
+    """MLP classifiers on image datasets at several sizes, widths and depths."""
+
+    datasets: tuple[tuple[str, int], ...] = (("digits", 8), ("mnist", 8), ("mnist", 14))  # (dataset, image size)
+    widths: tuple[int, ...] = (32, 64, 128)  # hidden units
+    depths: tuple[int, ...] = (1, 2)  # hidden layers
+    batch_sizes: tuple[int, ...] = (64, 128)  # examples a step
+    activations: tuple[str, ...] = ("relu",)  # one of tasks.models.ACTIVATIONS each
+    parameterizations: tuple[str, ...] = ("mup",)  # "mup" and / or "sp"
+
+    def __post_init__(self):
+        _require_choices(self, "datasets", "widths", "depths", "batch_sizes", "activations", "parameterizations")
+        for dataset, size in self.datasets:  # fail now, not at the first sample
+            ImageMLPConfig(dataset=dataset, image_size=size)
+
+    def sample(self, key) -> ImageMLPConfig:
+        rng = numpy_rng(key)
+        dataset, image_size = _pick(rng, self.datasets)
+        return ImageMLPConfig(dataset=dataset, image_size=image_size, width=_pick(rng, self.widths),
+                              depth=_pick(rng, self.depths), batch_size=_pick(rng, self.batch_sizes),
+                              activation=_pick(rng, self.activations),
+                              parameterization=_pick(rng, self.parameterizations))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadraticFamily(TaskFamily):
+    """Random quadratics of several sizes and conditionings."""
+
+    dims: tuple[int, ...] = (10,)  # parameters
+    condition_numbers: tuple[float, ...] = (10.0, 100.0, 1000.0)  # eigenvalue spread
+    noise_stds: tuple[float, ...] = (0.0, 0.1)  # gradient noise
+    num_seeds: int = 1000  # distinct matrices A per (dim, condition number)
+
+    def __post_init__(self):
+        _require_choices(self, "dims", "condition_numbers", "noise_stds")
+
+    def sample(self, key) -> QuadraticConfig:
+        rng = numpy_rng(key)
+        return QuadraticConfig(dim=_pick(rng, self.dims), condition_number=_pick(rng, self.condition_numbers),
+                               noise_std=_pick(rng, self.noise_stds), seed=int(rng.integers(self.num_seeds)))
+
+
+class FixedTaskFamily(TaskFamily):
+    """A family that always gives the same config: meta-train on one task."""
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    def sample(self, key) -> TaskConfig:
+        del key
+        return self.config

@@ -1,0 +1,78 @@
+"""Image classification tasks: MLP and conv net on the offline image datasets or files on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_positive_int
+from tasks.datasets import check_image_dataset_name, load_image_dataset
+from tasks.models import ACTIVATIONS, MLP, ConvNet
+from tasks.supervised import SupervisedTask, classification_loss_scale
+
+
+@functools.lru_cache(maxsize=16)
+def image_device_data(dataset: str, image_size: int | None):
+    """The splits of an image dataset as device arrays, uploaded once per process."""
+    arrays = load_image_dataset(dataset, image_size).device_arrays()
+    return {split: {"input": a["image"], "target": a["label"]} for split, a in arrays.items()}
+
+
+def _validate_image_fields(config) -> None:
+    check_image_dataset_name(config.dataset)
+    if config.image_size is not None:
+        require_positive_int(config, "image_size")
+    require_positive_int(config, "width", "depth", "batch_size")
+    require_choice(config, "activation", tuple(ACTIVATIONS))
+    require_choice(config, "parameterization", PARAMETERIZATIONS)
+
+
+def _image_task(config, model_type) -> SupervisedTask:
+    dataset = load_image_dataset(config.dataset, config.image_size)
+    model = model_type(width=config.width, depth=config.depth, num_outputs=dataset.num_classes,
+                       activation=config.activation, parameterization=config.parameterization)
+    return SupervisedTask(config, model, functools.partial(image_device_data, config.dataset, config.image_size),
+                          config.batch_size, dataset.num_classes,
+                          classification_loss_scale(dataset.num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMLPConfig(TaskConfig):
+    """An MLP classifier on an image dataset."""
+
+    kind = "image_mlp"
+    dataset: str = "mnist"  # "digits", "mnist", "idx:DIR", "cifar10:DIR" or "npz:FILE"
+    image_size: int | None = 14  # images resized to this many pixels a side; None keeps their size
+    width: int = 128  # units of every hidden layer
+    depth: int = 2  # number of hidden layers
+    activation: str = "relu"  # one of tasks.models.ACTIVATIONS
+    batch_size: int = 128  # examples a training step
+    parameterization: str = "mup"  # "mup" or "sp" (standard)
+
+    def __post_init__(self):
+        _validate_image_fields(self)
+
+    def build(self) -> SupervisedTask:
+        return _image_task(self, MLP)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConfig(TaskConfig):
+    """A small conv net classifier on an image dataset."""
+
+    kind = "image_conv"
+    dataset: str = "mnist"  # "digits", "mnist", "idx:DIR", "cifar10:DIR" or "npz:FILE"
+    image_size: int | None = 14  # images resized to this many pixels a side; None keeps their size
+    width: int = 16  # channels of every convolution
+    depth: int = 2  # number of 3x3 convolutions
+    activation: str = "relu"  # one of tasks.models.ACTIVATIONS
+    batch_size: int = 64  # examples a training step
+    parameterization: str = "mup"  # "mup" or "sp" (standard)
+
+    def __post_init__(self):
+        _validate_image_fields(self)
+
+    def build(self) -> SupervisedTask:
+        return _image_task(self, ConvNet)
+
+

@@ -1,0 +1,85 @@
+"""Named tasks and task families, found by plain dictionary look-up (no gin, no string magic).
+
+`get_task("mlp_mnist_14x14", width=512, parameterization="sp")` builds a registered task with fields
+changed; `config_from_dict` rebuilds any task from the record `TaskConfig.to_dict` wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
+from tasks.families import ImageMLPFamily, QuadraticFamily
+from tasks.image import ConvConfig, ImageMLPConfig
+from tasks.language import LanguageModelConfig
+from tasks.procedural import QuadraticConfig, TeacherStudentConfig
+
+CONFIG_TYPES: dict[str, type[TaskConfig]] = {
+    config_type.kind: config_type
+    for config_type in (ImageMLPConfig, ConvConfig, LanguageModelConfig, QuadraticConfig, TeacherStudentConfig)
+}
+
+TASKS: dict[str, TaskConfig] = {
+    "mlp_digits_8x8": ImageMLPConfig(dataset="digits", image_size=8, width=64, depth=2),
+    "mlp_mnist_8x8": ImageMLPConfig(dataset="mnist", image_size=8, width=64, depth=2),
+    "mlp_mnist_14x14": ImageMLPConfig(dataset="mnist", image_size=14, width=128, depth=2),
+    "mlp_mnist_28x28": ImageMLPConfig(dataset="mnist", image_size=28, width=128, depth=2),
+    "conv_digits_8x8": ConvConfig(dataset="digits", image_size=8, width=16, depth=2),
+    "conv_mnist_14x14": ConvConfig(dataset="mnist", image_size=14, width=16, depth=2),
+    "transformer_shakespeare": LanguageModelConfig(dataset="shakespeare", width=64, depth=2),
+    "quadratic_10d": QuadraticConfig(dim=10, condition_number=100.0),
+    "teacher_student": TeacherStudentConfig(),
+}
+
+FAMILIES: dict[str, TaskFamily] = {
+    # The default meta-training distribution: MLPs of widths 32-128 on the 8x8 and 14x14 image sets.
+    "mlp_images": ImageMLPFamily(),
+    # The same in standard parameterization, the muP optimizers' comparison.
+    "mlp_images_sp": ImageMLPFamily(parameterizations=("sp",)),
+    "quadratics": QuadraticFamily(),
+}
+
+
+def _unknown(kind: str, name: str, known) -> KeyError:
+    return KeyError(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}")
+
+
+def task_config(name: str, **changes: Any) -> TaskConfig:
+    """The config of a registered task, with fields changed (each checked by the config)."""
+    if name not in TASKS:
+        raise _unknown("task", name, TASKS)
+    config = TASKS[name]
+    fields = {field.name for field in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ConfigError(f"task {name!r} ({type(config).__name__}) has no field {', '.join(unknown)}; "
+                          f"its fields: {', '.join(sorted(fields))}")
+    return dataclasses.replace(config, **changes)
+
+
+def get_task(name_or_config: str | TaskConfig, **changes: Any) -> Task:
+    """A task from a registered name (with optional field changes) or from a config."""
+    if isinstance(name_or_config, TaskConfig):
+        return dataclasses.replace(name_or_config, **changes).build()
+    return task_config(name_or_config, **changes).build()
+
+
+def get_family(name: str) -> TaskFamily:
+    if name not in FAMILIES:
+        raise _unknown("task family", name, FAMILIES)
+    return FAMILIES[name]
+
+
+def config_from_dict(record: dict[str, Any]) -> TaskConfig:
+    """Rebuilds a config from `TaskConfig.to_dict()` output (e.g. read back from JSON)."""
+    record = dict(record)
+    kind = record.pop("kind", None)
+    if kind not in CONFIG_TYPES:
+        raise _unknown("task config kind", str(kind), CONFIG_TYPES)
+    config_type = CONFIG_TYPES[kind]
+    fields = {field.name for field in dataclasses.fields(config_type)}
+    unknown = sorted(set(record) - fields)
+    if unknown:
+        raise ConfigError(f"{config_type.__name__} has no field {', '.join(unknown)}")
+    return config_type(**record)

@@ -1,0 +1,66 @@
+"""Tasks that fit a model to (input, target) examples: image classification and regression."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from tasks.base import Task, TaskConfig
+from tasks.datasets import sample_examples
+
+
+class SupervisedTask(Task):
+    """A flax model trained on minibatches of examples drawn from fixed splits.
+
+    `data` maps each split to {"input": (N, ...), "target": (N,)}; classification targets are class ids,
+    regression targets are floats.
+    """
+
+    def __init__(self, config: TaskConfig, model: nn.Module, data: Callable[[], dict[str, Any]],
+                 batch_size: int, num_classes: int | None, loss_scale: float):
+        self.config = config
+        self.model = model
+        self._data = data
+        self.batch_size = batch_size
+        self.num_classes = num_classes  # None for regression
+        self.loss_scale = loss_scale
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._data()
+
+    def init(self, key):
+        example = self.data["train"]["input"][:1]
+        return self.model.init(key, jnp.zeros_like(example))["params"]
+
+    def batch(self, data, key, split: str = "train"):
+        return sample_examples(data[split], key, self.batch_size)
+
+    def loss_and_aux(self, params, batch, key):
+        del key  # the models are deterministic
+        outputs = self.model.apply({"params": params}, batch["input"])
+        if self.num_classes is None:
+            loss = jnp.mean(jnp.square(outputs[..., 0] - batch["target"]))
+            return loss, {}
+        loss = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["target"]).mean()
+        accuracy = jnp.mean(jnp.argmax(outputs, axis=-1) == batch["target"])
+        return loss, {"accuracy": accuracy}
+
+    def roles(self, params):
+        return self.model.roles(params)
+
+    def normalize_loss(self, loss):
+        return loss / self.loss_scale
+
+    def __repr__(self) -> str:
+        return f"SupervisedTask({self.config!r})"
+
+
+def classification_loss_scale(num_classes: int) -> float:
+    """The cross-entropy of a uniform prediction, which a muP model (zero readout) starts at."""
+    return math.log(num_classes)

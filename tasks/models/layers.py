@@ -42,7 +42,7 @@ class Readout(nn.Module):
         logits = x @ kernel.astype(x.dtype)
         if mup:
             logits = logits / fan_in
-        return logits + bias.astype(x.dtype)
+        return logits + bias.astype(x.dtype).reshape((1,) * (logits.ndim - 1) + (-1,))
 
 
 def assign_roles(params: Any, input_layers: tuple[str, ...], output_layers: tuple[str, ...]) -> Any:

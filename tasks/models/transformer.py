@@ -67,7 +67,7 @@ class TransformerLM(nn.Module):
     def __call__(self, tokens_BL: jax.Array) -> jax.Array:
         embed = nn.Embed(self.vocab_size, self.width, embedding_init=embedding_normal, name="embed")
         positions = self.param("position_embed", embedding_normal, (self.max_length, self.width))
-        x = embed(tokens_BL) + positions[: tokens_BL.shape[1]]
+        x = embed(tokens_BL) + positions[None, : tokens_BL.shape[1]]
         for layer in range(self.depth):
             x = Block(self.width, self.head_dim, self.parameterization, name=f"block_{layer}")(x)
         x = nn.LayerNorm(name="final_norm")(x)

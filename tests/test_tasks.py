@@ -1,0 +1,126 @@
+"""Every registered task trains-ready; configs validate, serialize and are found by name."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tasks
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_registered_task_has_finite_loss_and_nonzero_gradient(name, key):
+    task = tasks.get_task(name)
+    params = task.init(key)
+
+    @jax.jit
+    def loss_and_grad(params, data, key):
+        batch = task.batch(data, key)
+        (loss, aux), grads = jax.value_and_grad(task.loss_and_aux, has_aux=True)(params, batch, key)
+        return loss, aux, grads, task.normalize_loss(loss)
+
+    loss, aux, grads, normalized = loss_and_grad(params, task.data, key)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    assert jnp.isfinite(loss) and jnp.isfinite(grad_norm)
+    assert grad_norm > 0
+    assert 0.2 < normalized < 5, "the normalizer puts an untrained model's loss near 1"
+    assert all(jnp.isfinite(value) for value in aux.values())
+    roles = task.roles(params)
+    assert jax.tree.structure(roles) == jax.tree.structure(params)
+    assert set(jax.tree.leaves(roles)) <= set(tasks.ROLES)
+
+
+def test_batches_are_deterministic_in_the_key_and_differ_across_keys(key):
+    task = tasks.get_task("mlp_digits_8x8", batch_size=8)
+    sample = jax.jit(task.batch, static_argnames="split")
+    first, again = sample(task.data, key), sample(task.data, key)
+    other = sample(task.data, jax.random.key(1))
+    np.testing.assert_array_equal(first["input"], again["input"])
+    assert not np.array_equal(first["input"], other["input"])
+    assert first["input"].shape == (8, 8, 8, 1) and first["target"].dtype == jnp.int32
+    valid = sample(task.data, key, split="valid")
+    assert not np.array_equal(first["input"], valid["input"])
+
+
+def test_mlp_roles_follow_mup(key):
+    task = tasks.get_task("mlp_digits_8x8", depth=3)
+    roles = task.roles(task.init(key))
+    assert roles["input"] == {"kernel": "input", "bias": "input"}
+    assert roles["hidden_1"]["kernel"] == "hidden" and roles["hidden_2"]["kernel"] == "hidden"
+    assert roles["readout"] == {"kernel": "output", "bias": "input"}
+
+
+def test_mup_readout_is_zero_and_sp_readout_is_not(key):
+    mup = tasks.get_task("mlp_digits_8x8").init(key)
+    sp = tasks.get_task("mlp_digits_8x8", parameterization="sp").init(key)
+    assert not jnp.any(mup["readout"]["kernel"])
+    width = sp["readout"]["kernel"].shape[0]
+    assert jnp.std(sp["readout"]["kernel"]) == pytest.approx(width ** -0.5, rel=0.2)
+    # Hidden weights are N(0, 1/fan_in) in both parameterizations.
+    assert jnp.std(mup["hidden_1"]["kernel"]) == pytest.approx(width ** -0.5, rel=0.2)
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(width=0), "width"),
+    (dict(depth=-1), "depth"),
+    (dict(parameterization="ntk"), "parameterization"),
+    (dict(activation="swish9"), "activation"),
+    (dict(batch_size=2.5), "batch_size"),
+])
+def test_invalid_config_values_are_refused_naming_the_field(change, field):
+    with pytest.raises(tasks.ConfigError, match=rf"ImageMLPConfig\.{field}="):
+        tasks.task_config("mlp_mnist_14x14", **change)
+
+
+def test_transformer_width_must_be_a_multiple_of_head_dim():
+    with pytest.raises(tasks.ConfigError, match=r"LanguageModelConfig\.width=40: must be a multiple of head_dim=16"):
+        tasks.task_config("transformer_shakespeare", width=40)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(KeyError, match="unknown task 'mlp_cifar'; known: .*mlp_mnist_14x14"):
+        tasks.get_task("mlp_cifar")
+    with pytest.raises(KeyError, match="unknown task family 'nope'; known: .*mlp_images"):
+        tasks.get_family("nope")
+    with pytest.raises(ValueError, match="unknown image dataset 'imagenet'; known: digits, mnist, cifar10:PATH"):
+        tasks.ImageMLPConfig(dataset="imagenet")
+    with pytest.raises(ValueError, match="unknown text dataset 'wiki'; known: shakespeare, text:PATH"):
+        tasks.LanguageModelConfig(dataset="wiki")
+    with pytest.raises(tasks.ConfigError, match="has no field colour"):
+        tasks.task_config("mlp_mnist_14x14", colour="red")
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_configs_round_trip_through_json(name):
+    config = tasks.TASKS[name]
+    assert tasks.config_from_dict(json.loads(config.to_json())) == config
+    assert hash(config) == hash(tasks.config_from_dict(config.to_dict()))
+
+
+def test_default_family_samples_mlps_of_widths_32_to_128_on_8x8_and_14x14_images():
+    family = tasks.get_family("mlp_images")
+    configs = [family.sample(jax.random.key(seed)) for seed in range(64)]
+    assert configs[5] == family.sample(jax.random.key(5)), "sampling is deterministic in the key"
+    assert {c.width for c in configs} == {32, 64, 128}
+    assert {(c.dataset, c.image_size) for c in configs} == {("digits", 8), ("mnist", 8), ("mnist", 14)}
+    assert {c.parameterization for c in configs} == {"mup"}
+    assert isinstance(family.task(configs[0]), tasks.Task)
+
+
+def test_family_choices_are_validated():
+    with pytest.raises(tasks.ConfigError, match=r"ImageMLPFamily\.widths=\(\): must be a non-empty tuple"):
+        tasks.ImageMLPFamily(widths=())
+    with pytest.raises(tasks.ConfigError, match=r"ImageMLPConfig\.image_size=0"):
+        tasks.ImageMLPFamily(datasets=(("mnist", 0),))
+
+
+def test_quadratic_loss_is_half_x_a_x(key):
+    task = tasks.get_task("quadratic_10d")
+    params = task.init(key)
+    batch = task.batch(task.data, key)
+    matrix = np.asarray(task.data["matrix"])
+    np.testing.assert_allclose(np.linalg.eigvalsh(matrix)[[0, -1]], [1.0, 100.0], rtol=1e-4)
+    x = np.asarray(params["x"])
+    assert float(task.loss(params, batch, key)) == pytest.approx(0.5 * x @ matrix @ x, rel=1e-5)

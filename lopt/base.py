@@ -1,0 +1,86 @@
+"""The learned-optimizer interface and the Optax adapter built on it.
+
+An architecture holds only its settings. Its meta-parameters theta come from `init(key)`, and
+`transform(theta, num_steps, roles)` turns them into an `optax.GradientTransformationExtraArgs`. That
+transform is the inner step everywhere: meta-training unrolls it, evaluation runs it, and a
+practitioner chains it like `optax.adam`. The optimizer a user loads is the function that was
+meta-trained.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt import mup
+from lopt.types import PARAMETERIZATIONS, MetaParams, Params, PRNGKey, Roles
+
+
+class LearnedOptimizer(abc.ABC):
+    """An optimizer whose update rule has meta-parameters theta. Subclasses are final dataclasses of
+    JSON-serializable settings (so a checkpoint's spec rebuilds them) and implement the four methods."""
+
+    architecture: ClassVar[str]  # the name a checkpoint's spec records
+    parameterization: str  # "mup": hidden updates are divided by fan_in; "sp": nothing is rescaled
+
+    @abc.abstractmethod
+    def init(self, key: PRNGKey) -> MetaParams:
+        """Fresh meta-parameters."""
+
+    @abc.abstractmethod
+    def init_state(self, theta: MetaParams, params: Params, num_steps: int | jax.Array) -> Any:
+        """The optimizer state for params (a NamedTuple of arrays; never the params themselves)."""
+
+    @abc.abstractmethod
+    def step(self, theta: MetaParams, grads: Params, state: Any, params: Params,
+             loss: jax.Array | None) -> tuple[Params, Any]:
+        """Updates to add to params before the muP rescaling, and the next state."""
+
+    @abc.abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serializable."""
+
+    def transform(self, theta: MetaParams, num_steps: int | jax.Array, roles: Roles | None = None
+                  ) -> optax.GradientTransformationExtraArgs:
+        """This optimizer with meta-parameters theta as an Optax transform.
+
+        `num_steps` is the length of the training run (learned optimizers condition on it). `roles` is a
+        pytree like params of "input" | "hidden" | "output"; a muP optimizer requires it.
+        """
+        if self.parameterization == "mup" and roles is None:
+            raise mup.RolesError(
+                f"this {self.architecture} optimizer is muP-parameterized and needs the muP role of every "
+                "parameter tensor: pass roles=task.roles(params) for a tasks.Task, or "
+                "roles=lopt.infer_roles(init_params_at_width_a, init_params_at_width_b) for any model")
+
+        def init_fn(params):
+            if roles is not None:
+                mup.check_roles(roles, params)
+            return self.init_state(theta, params, num_steps)
+
+        def update_fn(grads, state, params=None, *, loss=None, **extra_args):
+            del extra_args
+            if params is None:
+                raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
+            # Statistics are kept in float32 whatever the params' dtype; updates come back in it.
+            grads32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
+            params32 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+            updates, state = self.step(theta, grads32, state, params32, loss)
+            updates = mup.scale_updates(updates, roles, self.parameterization)
+            return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params), state
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def spec(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "settings": self.settings(),
+                "parameterization": self.parameterization}
+
+
+def check_parameterization(optimizer: LearnedOptimizer) -> None:
+    if optimizer.parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"{type(optimizer).__name__}.parameterization={optimizer.parameterization!r}: "
+                         f"must be one of {', '.join(PARAMETERIZATIONS)}")

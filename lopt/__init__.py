@@ -1,1 +1,14 @@
-"""Learned optimizers: architectures, muP rules, hand-designed baselines and the Optax adapter."""
+"""Learned optimizers: architectures, muP rules, hand-designed baselines and the Optax adapter.
+
+    tx = lopt.load("path/or/name", num_steps=1000, roles=task.roles(params))
+    opt_state = tx.init(params)
+    updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+"""
+
+from lopt.base import LearnedOptimizer
+from lopt.hand_designed import Adam
+from lopt.loading import PretrainedInfo, check_theta, list_pretrained, load, load_optimizer, save
+from lopt.mlp_lopt import MLPLOpt
+from lopt.mup import RolesError, check_roles, infer_roles, scale_updates
+from lopt.registry import ARCHITECTURES, SpecError, from_spec
+from lopt.types import MetaParams, Params, Roles

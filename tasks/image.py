@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
+
 from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_positive_int
 from tasks.datasets import check_image_dataset_name, load_image_dataset
 from tasks.models import ACTIVATIONS, MLP, ConvNet
@@ -14,7 +16,8 @@ from tasks.supervised import SupervisedTask, classification_loss_scale
 @functools.lru_cache(maxsize=16)
 def image_device_data(dataset: str, image_size: int | None):
     """The splits of an image dataset as device arrays, uploaded once per process."""
-    arrays = load_image_dataset(dataset, image_size).device_arrays()
+    with jax.ensure_compile_time_eval():  # concrete arrays even when first asked for inside a trace
+        arrays = load_image_dataset(dataset, image_size).device_arrays()
     return {split: {"input": a["image"], "target": a["label"]} for split, a in arrays.items()}
 
 
@@ -32,7 +35,7 @@ def _image_task(config, model_type) -> SupervisedTask:
     model = model_type(width=config.width, depth=config.depth, num_outputs=dataset.num_classes,
                        activation=config.activation, parameterization=config.parameterization)
     return SupervisedTask(config, model, functools.partial(image_device_data, config.dataset, config.image_size),
-                          config.batch_size, dataset.num_classes,
+                          dataset.image_shape, config.batch_size, dataset.num_classes,
                           classification_loss_scale(dataset.num_classes))
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -17,7 +18,8 @@ from tasks.models import TransformerLM
 @functools.lru_cache(maxsize=8)
 def text_device_data(dataset: str):
     """The splits of a text dataset as device token arrays, uploaded once per process."""
-    return load_text_dataset(dataset).device_arrays()
+    with jax.ensure_compile_time_eval():  # concrete arrays even when first asked for inside a trace
+        return load_text_dataset(dataset).device_arrays()
 
 
 @dataclasses.dataclass(frozen=True)

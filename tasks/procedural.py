@@ -41,7 +41,8 @@ def _quadratic_matrix(config: QuadraticConfig) -> jax.Array:
     rng = np.random.default_rng(config.seed)
     rotation, _ = np.linalg.qr(rng.normal(size=(config.dim, config.dim)))
     eigenvalues = np.geomspace(1.0, config.condition_number, config.dim)
-    return jnp.asarray((rotation * eigenvalues) @ rotation.T, jnp.float32)
+    with jax.ensure_compile_time_eval():  # concrete even when first asked for inside a trace
+        return jnp.asarray((rotation * eigenvalues) @ rotation.T, jnp.float32)
 
 
 class QuadraticTask(Task):
@@ -103,7 +104,7 @@ class TeacherStudentConfig(TaskConfig):
                       parameterization=self.parameterization)
         # A zero-initialized muP readout predicts 0, so the starting loss is the targets' mean square.
         loss_scale = float(jnp.mean(jnp.square(data()["train"]["target"])))
-        return SupervisedTask(self, student, data, self.batch_size, None, loss_scale)
+        return SupervisedTask(self, student, data, (self.input_dim,), self.batch_size, None, loss_scale)
 
 
 # Examples in each split: a fixed pool, so splits are disjoint draws and every run sees the same data.
@@ -119,8 +120,9 @@ def _teacher_student_arrays(input_dim: int, teacher_width: int, noise_std: float
     for split, size in TEACHER_STUDENT_SPLIT_SIZES.items():
         inputs = rng.normal(size=(size, input_dim))
         targets = np.tanh(inputs @ hidden) @ readout + noise_std * rng.normal(size=size)
-        splits[split] = {"input": jnp.asarray(inputs, jnp.float32), "target": jnp.asarray(targets, jnp.float32)}
-    return splits
+        splits[split] = {"input": inputs.astype(np.float32), "target": targets.astype(np.float32)}
+    with jax.ensure_compile_time_eval():  # concrete even when first asked for inside a trace
+        return jax.device_put(splits)
 
 
 def _teacher_student_data(input_dim: int, teacher_width: int, noise_std: float, seed: int):

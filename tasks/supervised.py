@@ -22,9 +22,10 @@ class SupervisedTask(Task):
     """
 
     def __init__(self, config: TaskConfig, model: nn.Module, data: Callable[[], dict[str, Any]],
-                 batch_size: int, num_classes: int | None, loss_scale: float):
+                 input_shape: tuple[int, ...], batch_size: int, num_classes: int | None, loss_scale: float):
         self.config = config
         self.model = model
+        self.input_shape = input_shape  # of one example
         self._data = data
         self.batch_size = batch_size
         self.num_classes = num_classes  # None for regression
@@ -35,8 +36,7 @@ class SupervisedTask(Task):
         return self._data()
 
     def init(self, key):
-        example = self.data["train"]["input"][:1]
-        return self.model.init(key, jnp.zeros_like(example))["params"]
+        return self.model.init(key, jnp.zeros((1,) + self.input_shape, jnp.float32))["params"]
 
     def batch(self, data, key, split: str = "train"):
         return sample_examples(data[split], key, self.batch_size)

@@ -124,3 +124,16 @@ def test_quadratic_loss_is_half_x_a_x(key):
     np.testing.assert_allclose(np.linalg.eigvalsh(matrix)[[0, -1]], [1.0, 100.0], rtol=1e-4)
     x = np.asarray(params["x"])
     assert float(task.loss(params, batch, key)) == pytest.approx(0.5 * x @ matrix @ x, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mlp_mnist_8x8", "teacher_student", "quadratic_10d"])
+def test_data_first_touched_inside_a_trace_is_cached_concrete(name):
+    """The device-data caches must never keep tracers, whichever transformation asks first."""
+    from tasks import image, procedural
+
+    image.image_device_data.cache_clear()
+    procedural._teacher_student_arrays.cache_clear()
+    procedural._quadratic_matrix.cache_clear()
+    task = tasks.get_task(name)
+    jax.eval_shape(lambda key: task.batch(task.data, key), jax.random.key(0))
+    assert all(not isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(task.data))

@@ -1,0 +1,28 @@
+"""Shared helpers for the learned-optimizer tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lopt
+
+
+def normalized_descent_theta(optimizer: lopt.MLPLOpt, step_size: float):
+    """An MLPLOpt theta whose update is -step_size * g / rms(g) per tensor: hidden unit 0 carries the
+    normalized gradient feature (input 0), unit 1 its negative, the direction is their difference and
+    the magnitude bias sets exp(m * exp_mult) * step_mult = step_size."""
+    theta = optimizer.init(jax.random.key(0))
+    layers = {}
+    sizes = [optimizer.num_inputs] + [optimizer.hidden_size] * optimizer.hidden_layers + [2]
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weight = np.zeros((fan_in, fan_out), np.float32)
+        bias = np.zeros((fan_out,), np.float32)
+        if index == 0:
+            weight[0, 0], weight[0, 1] = 1.0, -1.0
+        elif index < len(sizes) - 2:
+            weight[0, 0], weight[1, 1] = 1.0, 1.0
+        else:
+            weight[0, 0], weight[1, 0] = 1.0, -1.0
+            bias[1] = np.log(step_size / optimizer.step_mult) / optimizer.exp_mult
+        layers[f"layer_{index}"] = {"w": jnp.asarray(weight), "b": jnp.asarray(bias)}
+    return {**theta, "mlp": layers}

@@ -1,0 +1,164 @@
+"""Learned optimizers as Optax transforms: training, muP scaling, dtypes, roles and compilation."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lopt
+import tasks
+from tests.lopt_helpers import normalized_descent_theta
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "learned_optimization"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = tasks.get_task("mlp_digits_8x8", width=32, batch_size=64)
+    params = task.init(jax.random.key(0))
+    return task, params, task.roles(params)
+
+
+def train(task, params, transform, steps):
+    """A jitted flax training loop with the transform chained after gradient clipping."""
+    optimizer = optax.chain(optax.clip_by_global_norm(10.0), transform)
+
+    @jax.jit
+    def run(params, data, key):
+        def step(carry, key):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, key), key)
+            updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        _, losses = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
+        return losses
+
+    return run(params, task.data, jax.random.key(1))
+
+
+def test_mlp_lopt_in_an_optax_chain_lowers_the_loss(digits):
+    task, params, roles = digits
+    optimizer = lopt.MLPLOpt(hidden_size=4)
+    transform = optimizer.transform(normalized_descent_theta(optimizer, 0.02), num_steps=200, roles=roles)
+    losses = train(task, params, transform, 200)
+    assert losses[-20:].mean() < 0.6 * losses[:5].mean(), losses[::20]
+
+
+def test_adam_through_the_interface_matches_optax_adam(digits):
+    task, params, _ = digits
+    adam = lopt.Adam(learning_rate=3e-3)
+    ours = train(task, params, adam.transform(adam.init(None), num_steps=30), 30)
+    reference = train(task, params, optax.adam(3e-3), 30)
+    # theta holds log(lr) and log(1 - beta); float32 exp(log(x)) differs from x in the last bits.
+    np.testing.assert_allclose(ours, reference, rtol=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", [lopt.Adam(parameterization="mup"), lopt.MLPLOpt(hidden_size=4)],
+                         ids=["mu_adam", "mlp_lopt"])
+def test_mup_divides_exactly_the_hidden_updates_by_fan_in(optimizer, digits):
+    task, params, roles = digits
+    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(2)), None)
+    theta = optimizer.init(jax.random.key(0))
+    sp_optimizer = type(optimizer)(**{**optimizer.settings(), "parameterization": "sp"})
+    updates = {}
+    for name, opt in (("mup", optimizer), ("sp", sp_optimizer)):
+        transform = opt.transform(theta, 100, roles)
+        updates[name], _ = transform.update(grads, transform.init(params), params)
+    for path, role in jax.tree_util.tree_flatten_with_path(roles)[0]:
+        mup_update = np.asarray(_at(updates["mup"], path))
+        sp_update = np.asarray(_at(updates["sp"], path))
+        expected = sp_update / lopt.mup.fan_in(sp_update) if role == "hidden" else sp_update
+        np.testing.assert_allclose(mup_update, expected, rtol=1e-6, err_msg=jax.tree_util.keystr(path))
+    assert "hidden" in jax.tree.leaves(roles)
+
+
+def _at(tree, path):
+    for entry in path:
+        tree = tree[entry.key]
+    return tree
+
+
+def test_second_update_does_not_recompile(digits):
+    task, params, roles = digits
+    optimizer = lopt.MLPLOpt(hidden_size=4)
+    transform = optimizer.transform(optimizer.init(jax.random.key(0)), 100, roles)
+    update = jax.jit(transform.update)
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = transform.init(params)
+    _, state = update(grads, state, params, loss=jnp.float32(1.0))
+    _, state = update(grads, state, params, loss=jnp.float32(0.5))
+    assert update._cache_size() == 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_update_keeps_the_params_dtype(dtype):
+    params = {"dense": {"kernel": jnp.ones((6, 5), dtype), "bias": jnp.zeros((5,), dtype)}, "scale": jnp.ones((), dtype)}
+    optimizer = lopt.MLPLOpt(hidden_size=4, parameterization="sp")
+    transform = optimizer.transform(optimizer.init(jax.random.key(0)), 10)
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.1, dtype), params)
+    updates, state = jax.jit(transform.update)(grads, transform.init(params), params)
+    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
+    assert all(jnp.all(jnp.isfinite(u.astype(jnp.float32))) for u in jax.tree.leaves(updates))
+    assert state.momentum["dense"]["kernel"].dtype == jnp.float32
+
+
+def test_infer_roles_from_two_widths_matches_the_tasks_roles():
+    for name, widths in (("mlp_mnist_8x8", (32, 64)), ("transformer_shakespeare", (32, 64)), ("conv_digits_8x8", (8, 16))):
+        narrow, wide = (tasks.get_task(name, width=w) for w in widths)
+        shapes = [jax.eval_shape(t.init, jax.random.key(0)) for t in (narrow, wide)]
+        assert lopt.infer_roles(*shapes) == narrow.roles(narrow.init(jax.random.key(0))), name
+
+
+def test_mup_optimizer_without_roles_says_how_to_get_them():
+    optimizer = lopt.MLPLOpt()
+    with pytest.raises(lopt.RolesError, match=r"roles=task.roles\(params\).*lopt.infer_roles"):
+        optimizer.transform(optimizer.init(jax.random.key(0)), 100)
+
+
+def test_roles_that_do_not_fit_the_params_are_named(digits):
+    task, params, roles = digits
+    optimizer = lopt.Adam(parameterization="mup")
+    missing = {key: value for key, value in roles.items() if key != "hidden_1"}
+    with pytest.raises(lopt.RolesError, match=r"params without a role: \['hidden_1'\]\['bias'\]"):
+        optimizer.transform(optimizer.init(None), 10, missing).init(params)
+    wrong = {**roles, "readout": {"kernel": "readout", "bias": "input"}}
+    with pytest.raises(lopt.RolesError, match=r"role of \['readout'\]\['kernel'\] is 'readout'"):
+        optimizer.transform(optimizer.init(None), 10, wrong).init(params)
+
+
+def test_invalid_settings_name_the_field():
+    with pytest.raises(ValueError, match=r"MLPLOpt.hidden_size=0"):
+        lopt.MLPLOpt(hidden_size=0)
+    with pytest.raises(ValueError, match=r"parameterization='ntk'"):
+        lopt.Adam(parameterization="ntk")
+
+
+@pytest.mark.parametrize("folder, hidden_size", [("adafac_mlp_lopt_h4", 4), ("adafac_mlp_lopt_h32", 32)])
+def test_mlp_lopt_reproduces_learned_optimizations_small_fc_lopt(folder, hidden_size):
+    """The same meta-parameters, gradients and losses give the parameters learned_optimization's
+    AdafacMLPLOpt produced, to float32 rounding of the parameters themselves."""
+    if not (FIXTURES / folder).is_dir():
+        pytest.skip(f"reference trajectories not found at {FIXTURES}")
+    flat = np.load(FIXTURES / folder / "theta_flat.npz")
+    trajectory = np.load(FIXTURES / folder / "trajectory.npz")
+    theta = {"momentum_decays": flat["momentum_decays"], "second_moment_decays": flat["rms_decays"],
+             "adafactor_decays": flat["adafactor_decays"],
+             "mlp": {f"layer_{i}": {"w": flat[f"nn/~/w{i}"], "b": flat[f"nn/~/b{i}"]} for i in range(3)}}
+    names = sorted({key.split("/", 1)[1] for key in trajectory.files if key.startswith("params_0/")})
+    at = lambda prefix: {name: jnp.asarray(trajectory[f"{prefix}/{name}"]) for name in names}  # noqa: E731
+    transform = lopt.MLPLOpt(hidden_size=hidden_size, parameterization="sp").transform(
+        theta, int(trajectory["num_steps"]))
+    params = at("params_0")
+    state = transform.init(params)
+    update = jax.jit(transform.update)
+    for step in range(int(trajectory["steps"])):
+        updates, state = update(at(f"grad_{step}"), state, params, loss=trajectory[f"loss_{step}"])
+        expected = at(f"params_{step + 1}")
+        for name in names:
+            np.testing.assert_allclose(params[name] + updates[name], expected[name], rtol=3e-7, atol=1e-9,
+                                       err_msg=f"step {step}, {name}")
+        params = expected

@@ -66,14 +66,14 @@ class Factored(NamedTuple):
 
 
 def init_factored(shape: tuple[int, ...], num_decays: int) -> Factored:
-    empty = jnp.zeros((0,), jnp.float32)
+    # Unused fields are empty arrays, each its own buffer: a state whose leaves alias cannot be donated.
     dims = factored_dims(shape)
     if dims is None:
-        return Factored(empty, empty, jnp.zeros(shape + (num_decays,), jnp.float32))
+        return Factored(jnp.zeros((0,)), jnp.zeros((0,)), jnp.zeros(shape + (num_decays,), jnp.float32))
     small, large = dims
     row_shape = tuple(np.delete(shape, large)) + (num_decays,)
     col_shape = tuple(np.delete(shape, small)) + (num_decays,)
-    return Factored(jnp.zeros(row_shape, jnp.float32), jnp.zeros(col_shape, jnp.float32), empty)
+    return Factored(jnp.zeros(row_shape, jnp.float32), jnp.zeros(col_shape, jnp.float32), jnp.zeros((0,)))
 
 
 # Added to g^2 so an all-zero gradient keeps the factored statistics positive.

@@ -20,6 +20,8 @@ from lopt.base import LearnedOptimizer, check_parameterization
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
 NUM_TENSOR_FEATURES = 28
+# Up to this hidden size the MLP runs as fused elementwise arithmetic; above it, as matmuls.
+ELEMENTWISE_MAX_HIDDEN = 8
 
 
 def time_features(iteration: jax.Array) -> jax.Array:
@@ -28,15 +30,14 @@ def time_features(iteration: jax.Array) -> jax.Array:
 
 
 class MLPLOptState(NamedTuple):
-    momentum: Any  # per tensor: shape + (3,), one entry per momentum decay
-    second_moment: Any  # per tensor: shape + (1,)
-    factored: Any  # per tensor: acc.Factored at the 3 Adafactor decays
+    statistics: Any  # per tensor: Statistics (momenta, second moment, Adafactor factors)
     iteration: jax.Array  # int32, steps taken
     num_steps: jax.Array  # int32, the training horizon
 
 
-def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: acc.Factored) -> jax.Array:
-    """The 28 per-parameter statistics of one tensor, shape + (28,), before normalization."""
+def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: acc.Factored) -> list[jax.Array]:
+    """The 28 per-parameter statistics of one tensor, before normalization, as blocks of shape + (k,)
+    (kept apart so that the small-MLP path never materializes all 28 columns)."""
     rsqrt = jax.lax.rsqrt(second_moment + 1e-6)
     features = [grad[..., None], param[..., None], momentum, second_moment, momentum * rsqrt, rsqrt,
                 factored_grad]
@@ -53,7 +54,7 @@ def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: 
         row_factor, col_factor = acc.factored_row_col_factors(stats.row, stats.col, dims)
         features += [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8),
                      momentum * row_factor * col_factor]
-    return jnp.concatenate(features, axis=-1)
+    return features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,56 +99,95 @@ class MLPLOpt(LearnedOptimizer):
         return {"momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
                 "adafactor_decays": jnp.zeros((3,)), "mlp": layers}
 
+    def decays(self, theta):
+        return (acc.learned_decays(self.momentum_decays, theta["momentum_decays"]),
+                acc.learned_decays(self.second_moment_decays, theta["second_moment_decays"]),
+                acc.learned_decays(self.adafactor_decays, theta["adafactor_decays"]))
+
     def init_state(self, theta, params, num_steps):
         del theta
-        return MLPLOptState(
-            momentum=jax.tree.map(lambda p: jnp.zeros(p.shape + (3,), jnp.float32), params),
-            second_moment=jax.tree.map(lambda p: jnp.zeros(p.shape + (1,), jnp.float32), params),
-            factored=jax.tree.map(lambda p: acc.init_factored(p.shape, 3), params),
-            iteration=jnp.asarray(0, jnp.int32),
-            num_steps=jnp.asarray(num_steps, jnp.int32))
+        return MLPLOptState(statistics=jax.tree.map(init_statistics, params),
+                            iteration=jnp.asarray(0, jnp.int32), num_steps=jnp.asarray(num_steps, jnp.int32))
 
     def step(self, theta, grads, state, params, loss):
         del loss  # small_fc_lopt reads no loss
-        momentum_decays = acc.learned_decays(self.momentum_decays, theta["momentum_decays"])
-        second_moment_decays = acc.learned_decays(self.second_moment_decays, theta["second_moment_decays"])
-        adafactor_decays = acc.learned_decays(self.adafactor_decays, theta["adafactor_decays"])
+        decays = self.decays(theta)
         # The time features are the same for every parameter, so their contribution to the first layer
         # is a per-step bias: computed once instead of broadcasting 11 columns to every parameter.
         first = theta["mlp"]["layer_0"]
         time_bias = time_features(state.iteration) @ first["w"][NUM_TENSOR_FEATURES:] + first["b"]
-
         treedef = jax.tree.structure(grads)
-        new_momentum, new_second_moment, new_factored, updates = [], [], [], []
-        for grad, param, momentum, second_moment, stats in zip(
-                treedef.flatten_up_to(grads), treedef.flatten_up_to(params),
-                treedef.flatten_up_to(state.momentum), treedef.flatten_up_to(state.second_moment),
-                treedef.flatten_up_to(state.factored)):
-            momentum = acc.update_momentum(momentum, grad, momentum_decays)
-            second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
-            stats, factored_grad = acc.update_factored(stats, grad, adafactor_decays)
-            new_momentum.append(momentum)
-            new_second_moment.append(second_moment)
-            new_factored.append(stats)
-            if grad.ndim == 0:  # a scalar is treated as a vector of one
-                features = tensor_features(grad[None], param[None], momentum[None], second_moment[None],
-                                           factored_grad[None], stats._replace(diag=stats.diag[None]))
-            else:
-                features = tensor_features(grad, param, momentum, second_moment, factored_grad, stats)
-            updates.append(-self._apply_mlp(theta["mlp"], features, time_bias).reshape(grad.shape))
-        next_state = MLPLOptState(treedef.unflatten(new_momentum), treedef.unflatten(new_second_moment),
-                                  treedef.unflatten(new_factored), state.iteration + 1, state.num_steps)
+        new_statistics, updates = [], []
+        for grad, param, stats in zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(params),
+                                      treedef.flatten_up_to(state.statistics)):
+            stats, blocks = advance_statistics(stats, grad, param, decays)
+            new_statistics.append(stats)
+            step = per_parameter_mlp(theta["mlp"], blocks, time_bias, self.exp_mult, self.step_mult)
+            updates.append(-step.reshape(grad.shape))
+        next_state = MLPLOptState(treedef.unflatten(new_statistics), state.iteration + 1, state.num_steps)
         return treedef.unflatten(updates), next_state
 
-    def _apply_mlp(self, layers, features, time_bias):
-        """The step for one tensor from its raw features (shape + (28,))."""
-        axes = tuple(range(features.ndim - 1))
-        # Per-tensor normalization x * rsqrt(1e-5 + mean x^2), folded into the first layer's weights.
-        scale = jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(features), axis=axes))
-        first = layers["layer_0"]
-        hidden = features @ (scale[:, None] * first["w"][:NUM_TENSOR_FEATURES]) + acc.trailing(time_bias, features.ndim)
-        for index in range(1, self.hidden_layers + 1):
+
+def per_parameter_mlp(layers, blocks, first_bias, exp_mult: float, step_mult: float) -> jax.Array:
+    """The step of one tensor from its raw feature blocks (shape + (k,), 28 columns in all).
+
+    layers: {"layer_0": {"w": (>=28, h), "b"}, ..., "layer_L": {"w": (h, 2), "b": (2,)}}; only the first
+    28 rows of layer_0's weights read the features, and `first_bias` replaces its bias (it carries the
+    per-step time contribution). Outputs direction d and magnitude m; the step is d * exp(m * exp_mult)
+    * step_mult.
+    """
+    axes = tuple(range(blocks[0].ndim - 1))
+    # Per-tensor normalization x * rsqrt(1e-5 + mean x^2), folded into the first layer's weights.
+    scale = jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
+    first_weights = scale[:, None] * layers["layer_0"]["w"][:NUM_TENSOR_FEATURES]
+    num_layers = len(layers)
+    if first_weights.shape[1] <= ELEMENTWISE_MAX_HIDDEN:
+        direction, magnitude = _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias)
+    else:
+        hidden = jnp.concatenate(blocks, axis=-1) @ first_weights + acc.trailing(first_bias, blocks[0].ndim)
+        for index in range(1, num_layers):
             layer = layers[f"layer_{index}"]
             hidden = jax.nn.relu(hidden) @ layer["w"] + acc.trailing(layer["b"], hidden.ndim)
         direction, magnitude = hidden[..., 0], hidden[..., 1]
-        return direction * jnp.exp(magnitude * self.exp_mult) * self.step_mult
+    return direction * jnp.exp(magnitude * exp_mult) * step_mult
+
+
+def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):
+    """The MLP as sums of per-parameter products: for a few hidden units, XLA fuses the features and
+    every layer into loops over the parameters, where a matmul would first write 28 columns out."""
+    columns = [block[..., k] for block in blocks for k in range(block.shape[-1])]
+    units = [sum(column * first_weights[i, j] for i, column in enumerate(columns)) + first_bias[j]
+             for j in range(first_weights.shape[1])]
+    for index in range(1, num_layers):
+        layer = layers[f"layer_{index}"]
+        inputs = [jax.nn.relu(unit) for unit in units]
+        units = [sum(unit * layer["w"][i, j] for i, unit in enumerate(inputs)) + layer["b"][j]
+                 for j in range(layer["w"].shape[1])]
+    return units
+
+
+class Statistics(NamedTuple):
+    """The running gradient statistics of one tensor."""
+
+    momentum: jax.Array  # shape + (3,)
+    second_moment: jax.Array  # shape + (1,)
+    factored: acc.Factored  # at the 3 Adafactor decays
+
+
+def init_statistics(param) -> Statistics:
+    return Statistics(jnp.zeros(param.shape + (3,), jnp.float32), jnp.zeros(param.shape + (1,), jnp.float32),
+                      acc.init_factored(param.shape, 3))
+
+
+def advance_statistics(stats: Statistics, grad, param, decays) -> tuple[Statistics, list[jax.Array]]:
+    """Statistics after one more gradient, and the tensor's 28 raw feature blocks (scalars are treated
+    as vectors of one). decays: (momentum, second moment, Adafactor) decay arrays."""
+    momentum_decays, second_moment_decays, adafactor_decays = decays
+    momentum = acc.update_momentum(stats.momentum, grad, momentum_decays)
+    second_moment = acc.update_second_moment(stats.second_moment, grad, second_moment_decays)
+    factored, factored_grad = acc.update_factored(stats.factored, grad, adafactor_decays)
+    new = Statistics(momentum, second_moment, factored)
+    if grad.ndim == 0:
+        return new, tensor_features(grad[None], param[None], momentum[None], second_moment[None],
+                                    factored_grad[None], factored._replace(diag=factored.diag[None]))
+    return new, tensor_features(grad, param, momentum, second_moment, factored_grad, factored)

@@ -85,6 +85,7 @@ def main(argv=None) -> str:
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
         "MLPLOpt hidden 4": lambda params: _mlp(4, params),
         "MLPLOpt hidden 32": lambda params: _mlp(32, params),
+        "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),
     }
     matmul_rate = matmul_flops_per_second(args.repeats)
     lines = [f"# Update cost against optax.adam ({platform.machine()}, {jax.devices()[0].device_kind}, "
@@ -100,7 +101,7 @@ def main(argv=None) -> str:
             seconds, state_bytes = time_update(make(params), params, args.repeats)
             adam_time = adam_time or seconds
             flops = ""
-            if name.startswith("MLPLOpt"):
+            if name.startswith("MLPLOpt hidden"):
                 rate = mlp_flops_per_param(int(name.split()[-1])) * count / seconds
                 flops = f"{rate / 1e9:.1f} ({rate / matmul_rate:.0%})"
             lines.append(f"| {count / 1e6:.2f}M | {name} | {seconds * 1e3:.2f} | {seconds / adam_time:.1f} | "
@@ -115,6 +116,11 @@ def main(argv=None) -> str:
 
 def _mlp(hidden: int, params):
     optimizer = lopt.MLPLOpt(hidden_size=hidden, parameterization="sp")
+    return optimizer.transform(optimizer.init(jax.random.key(0)), 1000)
+
+
+def _lstm():
+    optimizer = lopt.LSTMLOpt(parameterization="sp")
     return optimizer.transform(optimizer.init(jax.random.key(0)), 1000)
 
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
+from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
 
-ARCHITECTURES: dict[str, type[LearnedOptimizer]] = {cls.architecture: cls for cls in (MLPLOpt, Adam)}
+ARCHITECTURES: dict[str, type[LearnedOptimizer]] = {cls.architecture: cls for cls in (MLPLOpt, LSTMLOpt, Adam)}
 
 
 class SpecError(ValueError):

@@ -26,3 +26,11 @@ def normalized_descent_theta(optimizer: lopt.MLPLOpt, step_size: float):
             bias[1] = np.log(step_size / optimizer.step_mult) / optimizer.exp_mult
         layers[f"layer_{index}"] = {"w": jnp.asarray(weight), "b": jnp.asarray(bias)}
     return {**theta, "mlp": layers}
+
+
+# One small instance of every architecture; the shared tests run over all of them.
+EVERY_ARCHITECTURE = {
+    "mlp_lopt": lopt.MLPLOpt(hidden_size=4),
+    "lstm_lopt": lopt.LSTMLOpt(lstm_hidden_size=8, num_mlps=4),
+    "mu_adam": lopt.Adam(parameterization="mup"),
+}

@@ -10,6 +10,7 @@ import pytest
 import checkpoints
 import lopt
 from checkpoints import store
+from tests.lopt_helpers import EVERY_ARCHITECTURE
 
 
 @pytest.fixture
@@ -31,6 +32,16 @@ def test_round_trip_restores_theta_exactly_with_its_spec(saved):
     assert spec["provenance"] == {"task_family": "mlp_images", "estimator": "pes", "outer_steps": 0}
     assert spec["format_version"] == checkpoints.FORMAT_VERSION and "saved_at" in spec
     assert json.loads((directory / "spec.json").read_text())["optimizer"]["architecture"] == "mlp_lopt"
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+def test_every_architecture_round_trips(name, tmp_path):
+    optimizer = EVERY_ARCHITECTURE[name]
+    theta = optimizer.init(jax.random.key(1))
+    loaded_optimizer, loaded_theta, _ = lopt.load_optimizer(lopt.save(tmp_path / name, optimizer, theta))
+    assert loaded_optimizer == optimizer
+    for original, restored in zip(jax.tree.leaves(theta), jax.tree.leaves(loaded_theta)):
+        np.testing.assert_array_equal(original, restored)
 
 
 def test_load_gives_a_working_optax_transform(saved):
@@ -96,7 +107,7 @@ def _edit_spec(directory, edit):
 def test_unknown_architecture_newer_format_and_mismatched_theta_are_named(saved):
     _, _, directory = saved
     _edit_spec(directory, lambda spec: spec["optimizer"].update(architecture="velo9"))
-    with pytest.raises(lopt.SpecError, match="unknown learned-optimizer architecture 'velo9'; known: adam, mlp_lopt"):
+    with pytest.raises(lopt.SpecError, match="unknown learned-optimizer architecture 'velo9'; known: adam, lstm_lopt, mlp_lopt"):
         lopt.load_optimizer(directory)
     _edit_spec(directory, lambda spec: spec["optimizer"].update(architecture="mlp_lopt"))
     _edit_spec(directory, lambda spec: spec["optimizer"]["settings"].update(hidden_size=8))

@@ -10,7 +10,7 @@ import pytest
 
 import lopt
 import tasks
-from tests.lopt_helpers import normalized_descent_theta
+from tests.lopt_helpers import EVERY_ARCHITECTURE, normalized_descent_theta
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "learned_optimization"
 
@@ -57,17 +57,18 @@ def test_adam_through_the_interface_matches_optax_adam(digits):
     np.testing.assert_allclose(ours, reference, rtol=1e-4)
 
 
-@pytest.mark.parametrize("optimizer", [lopt.Adam(parameterization="mup"), lopt.MLPLOpt(hidden_size=4)],
-                         ids=["mu_adam", "mlp_lopt"])
-def test_mup_divides_exactly_the_hidden_updates_by_fan_in(optimizer, digits):
+@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+def test_mup_divides_exactly_the_hidden_updates_by_fan_in(name, digits):
+    optimizer = EVERY_ARCHITECTURE[name]
     task, params, roles = digits
     grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(2)), None)
     theta = optimizer.init(jax.random.key(0))
     sp_optimizer = type(optimizer)(**{**optimizer.settings(), "parameterization": "sp"})
     updates = {}
-    for name, opt in (("mup", optimizer), ("sp", sp_optimizer)):
+    for parameterization, opt in (("mup", optimizer), ("sp", sp_optimizer)):
         transform = opt.transform(theta, 100, roles)
-        updates[name], _ = transform.update(grads, transform.init(params), params)
+        updates[parameterization], _ = jax.jit(transform.update)(grads, transform.init(params), params,
+                                                                 loss=jnp.float32(2.3))
     for path, role in jax.tree_util.tree_flatten_with_path(roles)[0]:
         mup_update = np.asarray(_at(updates["mup"], path))
         sp_update = np.asarray(_at(updates["sp"], path))
@@ -82,9 +83,10 @@ def _at(tree, path):
     return tree
 
 
-def test_second_update_does_not_recompile_and_the_state_can_be_donated(digits):
+@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+def test_second_update_does_not_recompile_and_the_state_can_be_donated(name, digits):
     task, params, roles = digits
-    optimizer = lopt.MLPLOpt(hidden_size=4)
+    optimizer = EVERY_ARCHITECTURE[name]
     transform = optimizer.transform(optimizer.init(jax.random.key(0)), 100, roles)
     update = jax.jit(transform.update, donate_argnums=1)
     grads = jax.tree.map(jnp.ones_like, params)
@@ -95,15 +97,37 @@ def test_second_update_does_not_recompile_and_the_state_can_be_donated(digits):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_update_keeps_the_params_dtype(dtype):
-    params = {"dense": {"kernel": jnp.ones((6, 5), dtype), "bias": jnp.zeros((5,), dtype)}, "scale": jnp.ones((), dtype)}
-    optimizer = lopt.MLPLOpt(hidden_size=4, parameterization="sp")
-    transform = optimizer.transform(optimizer.init(jax.random.key(0)), 10)
+@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+def test_any_pytree_in_float32_or_bfloat16(name, dtype):
+    """Conv, dense, vector, scalar and 1-row tensors in nested dicts and lists; updates in the params' dtype."""
+    params = {"conv": jnp.ones((3, 3, 2, 4), dtype),
+              "layers": [{"kernel": jnp.ones((6, 5), dtype), "bias": jnp.zeros((5,), dtype)}],
+              "scale": jnp.ones((), dtype), "row": jnp.ones((1, 7), dtype)}
+    optimizer = EVERY_ARCHITECTURE[name]
+    roles = {"conv": "hidden", "layers": [{"kernel": "hidden", "bias": "input"}], "scale": "input", "row": "output"}
+    transform = optimizer.transform(optimizer.init(jax.random.key(0)), 10, roles)
     grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.1, dtype), params)
-    updates, state = jax.jit(transform.update)(grads, transform.init(params), params)
-    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params, loss=jnp.float32(1.0))
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    assert all(u.dtype == dtype and u.shape == p.shape for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)))
     assert all(jnp.all(jnp.isfinite(u.astype(jnp.float32))) for u in jax.tree.leaves(updates))
-    assert state.statistics["dense"]["kernel"].momentum.dtype == jnp.float32
+    assert any(jnp.any(u != 0) for u in jax.tree.leaves(updates))
+
+
+def test_lstm_lopt_needs_the_loss_and_param_scale_multiplies_by_the_tensor_rms():
+    params = {"w": jnp.full((4, 3), 3.0), "b": jnp.full((3,), 0.5)}
+    grads = {"w": jnp.linspace(-1, 1, 12).reshape(4, 3), "b": jnp.ones((3,))}
+    plain = lopt.LSTMLOpt(lstm_hidden_size=8, num_mlps=4, parameterization="sp")
+    scaled = lopt.LSTMLOpt(lstm_hidden_size=8, num_mlps=4, parameterization="sp", param_scale=True)
+    theta = plain.init(jax.random.key(0))
+    transform = plain.transform(theta, 10)
+    with pytest.raises(ValueError, match="reads the training loss: call update"):
+        transform.update(grads, transform.init(params), params)
+    plain_updates, _ = transform.update(grads, transform.init(params), params, loss=1.0)
+    scaled_transform = scaled.transform(theta, 10)
+    scaled_updates, _ = scaled_transform.update(grads, scaled_transform.init(params), params, loss=1.0)
+    np.testing.assert_allclose(scaled_updates["w"], 3.0 * plain_updates["w"], rtol=1e-5)
+    np.testing.assert_allclose(scaled_updates["b"], 0.5 * plain_updates["b"], rtol=1e-5)
 
 
 def test_infer_roles_from_two_widths_matches_the_tasks_roles():

@@ -11,3 +11,22 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
                    if line and not line.startswith("#")]
     assert TEST_COMMAND in ci_commands
+
+
+def test_readme_quickstart_runs(tmp_path, monkeypatch):
+    """The README's Optax example, verbatim, against a real checkpoint named as it names one."""
+    import jax
+
+    import lopt
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\nimport jax, jax.numpy as jnp, optax, lopt") + len("```python\n")
+    snippet = text[start:text.index("```", start)]
+    optimizer = lopt.MLPLOpt(hidden_size=4)
+    monkeypatch.chdir(tmp_path)
+    lopt.save("my_optimizer", optimizer, optimizer.init(jax.random.key(0)))
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    params, opt_state, loss = namespace["train_step"](namespace["params"], namespace["opt_state"],
+                                                      namespace["x"], namespace["y"])
+    assert float(loss) > 0 and jax.tree.structure(params) == jax.tree.structure(namespace["params"])

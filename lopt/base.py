@@ -10,6 +10,7 @@ meta-trained.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, ClassVar
 
 import jax
@@ -40,9 +41,9 @@ class LearnedOptimizer(abc.ABC):
              loss: jax.Array | None) -> tuple[Params, Any]:
         """Updates to add to params before the muP rescaling, and the next state."""
 
-    @abc.abstractmethod
     def settings(self) -> dict[str, Any]:
-        """The constructor arguments, JSON-serializable."""
+        """The constructor arguments, JSON-serializable (the dataclass fields)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def transform(self, theta: MetaParams, num_steps: int | jax.Array, roles: Roles | None = None
                   ) -> optax.GradientTransformationExtraArgs:

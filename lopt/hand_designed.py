@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -34,9 +33,6 @@ class Adam(LearnedOptimizer):
         for field in ("beta1", "beta2"):
             if not 0 <= getattr(self, field) < 1:
                 raise ValueError(f"Adam.{field}={getattr(self, field)!r}: must be in [0, 1)")
-
-    def settings(self) -> dict[str, Any]:
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def init(self, key):
         del key

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lopt import accumulators as acc
 from lopt.base import LearnedOptimizer, check_parameterization
-from lopt.mlp_lopt import NUM_TENSOR_FEATURES, advance_statistics, init_statistics, per_parameter_mlp
+from lopt.mlp_lopt import (NUM_TENSOR_FEATURES, advance_statistics, check_statistics_decays, init_statistics,
+                           per_parameter_mlp, statistics_decays)
 
 LOSS_DECAYS = (0.9, 0.99, 0.999)
 MAX_RANK = 4  # ranks 0..4, higher ranks share the last one-hot slot
@@ -73,11 +73,7 @@ class LSTMLOpt(LearnedOptimizer):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"LSTMLOpt.{field}={value!r}: must be a positive integer")
-        for field in ("momentum_decays", "second_moment_decays", "adafactor_decays"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
-
-    def settings(self) -> dict[str, Any]:
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        check_statistics_decays(self)
 
     def init(self, key):
         keys = jax.random.split(key, 5)
@@ -100,11 +96,6 @@ class LSTMLOpt(LearnedOptimizer):
                             "b": jnp.zeros((self.num_mlps, 2))}},
         }
 
-    def decays(self, theta):
-        return (acc.learned_decays(self.momentum_decays, theta["momentum_decays"]),
-                acc.learned_decays(self.second_moment_decays, theta["second_moment_decays"]),
-                acc.learned_decays(self.adafactor_decays, theta["adafactor_decays"]))
-
     def init_state(self, theta, params, num_steps):
         del theta
         num_tensors = len(jax.tree.leaves(params))
@@ -126,7 +117,8 @@ class LSTMLOpt(LearnedOptimizer):
 
         treedef = jax.tree.structure(grads)
         grad_leaves, param_leaves = treedef.flatten_up_to(grads), treedef.flatten_up_to(params)
-        advanced = [advance_statistics(stats, g, p, self.decays(theta))
+        decays_of_statistics = statistics_decays(self, theta)
+        advanced = [advance_statistics(stats, g, p, decays_of_statistics)
                     for stats, g, p in zip(treedef.flatten_up_to(state.statistics), grad_leaves, param_leaves)]
         lstm_inputs = jnp.stack([tensor_statistics(p, g, stats, fraction_done, loss_features)
                                  for (stats, _), g, p in zip(advanced, grad_leaves, param_leaves)])

@@ -76,14 +76,7 @@ class MLPLOpt(LearnedOptimizer):
         for field in ("hidden_size", "hidden_layers"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise ValueError(f"MLPLOpt.{field}={getattr(self, field)!r}: must be a positive integer")
-        # JSON gives lists back; keep the settings hashable.
-        for field in ("momentum_decays", "second_moment_decays", "adafactor_decays"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
-        if (len(self.momentum_decays), len(self.second_moment_decays), len(self.adafactor_decays)) != (3, 1, 3):
-            raise ValueError("MLPLOpt uses 3 momentum, 1 second-moment and 3 Adafactor decays (28 features)")
-
-    def settings(self) -> dict[str, Any]:
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        check_statistics_decays(self)
 
     @property
     def num_inputs(self) -> int:
@@ -99,11 +92,6 @@ class MLPLOpt(LearnedOptimizer):
         return {"momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
                 "adafactor_decays": jnp.zeros((3,)), "mlp": layers}
 
-    def decays(self, theta):
-        return (acc.learned_decays(self.momentum_decays, theta["momentum_decays"]),
-                acc.learned_decays(self.second_moment_decays, theta["second_moment_decays"]),
-                acc.learned_decays(self.adafactor_decays, theta["adafactor_decays"]))
-
     def init_state(self, theta, params, num_steps):
         del theta
         return MLPLOptState(statistics=jax.tree.map(init_statistics, params),
@@ -111,7 +99,7 @@ class MLPLOpt(LearnedOptimizer):
 
     def step(self, theta, grads, state, params, loss):
         del loss  # small_fc_lopt reads no loss
-        decays = self.decays(theta)
+        decays = statistics_decays(self, theta)
         # The time features are the same for every parameter, so their contribution to the first layer
         # is a per-step bias: computed once instead of broadcasting 11 columns to every parameter.
         first = theta["mlp"]["layer_0"]
@@ -164,6 +152,23 @@ def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):
         units = [sum(unit * layer["w"][i, j] for i, unit in enumerate(inputs)) + layer["b"][j]
                  for j in range(layer["w"].shape[1])]
     return units
+
+
+def check_statistics_decays(optimizer) -> None:
+    """The decay settings as tuples (JSON gives lists back; settings stay hashable), 3 / 1 / 3 of them."""
+    for field in ("momentum_decays", "second_moment_decays", "adafactor_decays"):
+        object.__setattr__(optimizer, field, tuple(getattr(optimizer, field)))
+    if (len(optimizer.momentum_decays), len(optimizer.second_moment_decays),
+            len(optimizer.adafactor_decays)) != (3, 1, 3):
+        raise ValueError(f"{type(optimizer).__name__} uses 3 momentum, 1 second-moment and 3 Adafactor "
+                         "decays (28 features)")
+
+
+def statistics_decays(optimizer, theta):
+    """The (momentum, second moment, Adafactor) decays: the settings' initial values moved by theta."""
+    return (acc.learned_decays(optimizer.momentum_decays, theta["momentum_decays"]),
+            acc.learned_decays(optimizer.second_moment_decays, theta["second_moment_decays"]),
+            acc.learned_decays(optimizer.adafactor_decays, theta["adafactor_decays"]))
 
 
 class Statistics(NamedTuple):

@@ -6,7 +6,6 @@ import math
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import optax
 

@@ -186,3 +186,32 @@ def test_mlp_lopt_reproduces_learned_optimizations_small_fc_lopt(folder, hidden_
             np.testing.assert_allclose(params[name] + updates[name], expected[name], rtol=3e-7, atol=1e-9,
                                        err_msg=f"step {step}, {name}")
         params = expected
+
+
+def test_flax_nnx_state_with_inferred_roles():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, width, rngs):
+            self.first = nnx.Linear(8, width, rngs=rngs)
+            self.middle = nnx.Linear(width, width, rngs=rngs)
+            self.last = nnx.Linear(width, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.last(jax.nn.relu(self.middle(jax.nn.relu(self.first(x)))))
+
+    graphdef, params = nnx.split(Net(32, nnx.Rngs(0)), nnx.Param)
+    _, narrow = nnx.split(Net(16, nnx.Rngs(0)), nnx.Param)
+    roles = lopt.infer_roles(narrow, params)
+    assert [roles[layer]["kernel"] for layer in ("first", "middle", "last")] == ["input", "hidden", "output"]
+    optimizer = lopt.MLPLOpt(hidden_size=4)
+    transform = optimizer.transform(normalized_descent_theta(optimizer, 0.05), 100, roles)
+    inputs, labels = jax.random.normal(jax.random.key(0), (16, 8)), jnp.arange(16) % 3
+
+    def loss_fn(params):
+        logits = nnx.merge(graphdef, params)(inputs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params, loss=loss)
+    assert loss_fn(optax.apply_updates(params, updates)) < loss

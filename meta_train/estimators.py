@@ -1,0 +1,168 @@
+"""Meta-gradient estimators sharing one truncated unroll: PES, truncated ES, full-length ES and
+truncated backprop. Each has `init(theta, key) -> state` and
+`estimate(theta, state, data, key) -> (meta_grad, state, metrics)`, over `num_tasks` vmapped workers.
+
+PES (Vicol et al. 2021): antithetic perturbations theta +/- eps, eps ~ N(0, sigma^2 I), one pair per
+task; each task keeps the sum of the perturbations applied since its inner run began, and the estimate
+is mean over tasks of (L+ - L-) * accumulated_eps / (2 sigma^2). Steps after a reset inside the
+truncation belong to a run that has only seen the fresh eps, so they are weighted by eps alone. This
+makes the estimate unbiased for the gradient of the (smoothed) loss of the whole inner run, where
+truncated ES, which weights every step by the fresh eps, ignores how theta shaped the state the
+truncation started from.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from meta_train.unroll import Truncation, Unroller, Worker
+
+
+class EstimatorState(NamedTuple):
+    workers: Worker  # leading task axis
+    accumulator: Any  # PES: the perturbations since each run began (theta-like, leading task axis); else ()
+
+
+def _metrics(truncation: Truncation) -> dict[str, jax.Array]:
+    return {"meta_loss": jnp.mean(truncation.meta_losses),
+            "train_loss": jnp.mean(truncation.raw_losses),
+            "diverged_fraction": jnp.mean(truncation.diverged),
+            "resets": jnp.sum(truncation.resets).astype(jnp.float32)}
+
+
+class Estimator(abc.ABC):
+    def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, *, stagger: bool = True):
+        self.unroller = unroller
+        self.num_tasks = num_tasks
+        self.truncation_length = truncation_length
+        self.stagger = stagger  # start workers at random points of their first run
+
+    def _init_workers(self, theta, key, num_particles: int, stagger: bool | None = None) -> Worker:
+        stagger = self.stagger if stagger is None else stagger
+        thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (num_particles,) + t.shape), theta)
+        keys = jax.random.split(key, self.num_tasks)
+        return jax.vmap(lambda k: self.unroller.init(thetas, k, stagger))(keys)
+
+    def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int):
+        """thetas_per_task: theta-like with leading (task, particle) axes."""
+        return jax.vmap(lambda thetas, worker: self.unroller.unroll(thetas, worker, data, num_steps))(
+            thetas_per_task, workers)
+
+    @abc.abstractmethod
+    def init(self, theta, key) -> EstimatorState: ...
+
+    @abc.abstractmethod
+    def estimate(self, theta, state: EstimatorState, data, key) -> tuple[Any, EstimatorState, dict]: ...
+
+
+class _Antithetic(Estimator):
+    """Shared by the ES family: perturb, unroll the +/- pair, difference the meta-losses."""
+
+    def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, sigma: float, *,
+                 stagger: bool = True):
+        super().__init__(unroller, num_tasks, truncation_length, stagger=stagger)
+        if unroller.num_particles != 2:
+            raise ValueError("antithetic estimators need an Unroller with num_particles=2")
+        self.sigma = sigma
+
+    def _perturb_and_unroll(self, theta, workers, data, key, num_steps):
+        leaves, treedef = jax.tree.flatten(theta)
+        keys = jax.random.split(key, len(leaves))
+        eps = treedef.unflatten([self.sigma * jax.random.normal(k, (self.num_tasks,) + leaf.shape)
+                                 for k, leaf in zip(keys, leaves)])
+        pairs = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, eps)
+        workers, truncation = self._unroll(pairs, workers, data, num_steps)
+        difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
+        return eps, workers, truncation, difference
+
+    def _weighted_mean(self, weights, perturbations):
+        """mean over tasks of weights[i] * perturbations[i] / (2 sigma^2)."""
+        scale = 1.0 / (2.0 * self.sigma ** 2 * self.num_tasks)
+        return jax.tree.map(lambda e: scale * jnp.tensordot(weights, e, axes=1), perturbations)
+
+
+class PES(_Antithetic):
+    def init(self, theta, key):
+        workers = self._init_workers(theta, key, 2)
+        accumulator = jax.tree.map(lambda t: jnp.zeros((self.num_tasks,) + t.shape, t.dtype), theta)
+        return EstimatorState(workers, accumulator)
+
+    def estimate(self, theta, state, data, key):
+        eps, workers, truncation, difference = self._perturb_and_unroll(
+            theta, state.workers, data, key, self.truncation_length)
+        resets = truncation.resets  # (tasks, K)
+        # A step belongs to the run that was under way when the truncation began until the first reset.
+        in_old_run = (jnp.cumsum(resets, axis=1) - resets) == 0
+        mean_old = jnp.sum(difference * in_old_run, axis=1) / self.truncation_length
+        mean_new = jnp.sum(difference * ~in_old_run, axis=1) / self.truncation_length
+        accumulated = jax.tree.map(jnp.add, state.accumulator, eps)
+        meta_grad = jax.tree.map(jnp.add, self._weighted_mean(mean_old, accumulated),
+                                 self._weighted_mean(mean_new, eps))
+        # The run under way after this truncation has seen: nothing if it starts next step, only eps if it
+        # began inside this truncation, every perturbation since it began otherwise.
+        began_inside, starts_next = jnp.any(resets, axis=1), resets[:, -1]
+
+        def carry(acc_plus, e):
+            shape = (-1,) + (1,) * (e.ndim - 1)
+            return jnp.where(starts_next.reshape(shape), 0.0, jnp.where(began_inside.reshape(shape), e, acc_plus))
+
+        accumulator = jax.tree.map(carry, accumulated, eps)
+        return meta_grad, EstimatorState(workers, accumulator), _metrics(truncation)
+
+
+class TruncatedES(_Antithetic):
+    """ES on each truncation alone: cheap and low-variance, but biased toward short-horizon behaviour."""
+
+    def init(self, theta, key):
+        return EstimatorState(self._init_workers(theta, key, 2), ())
+
+    def estimate(self, theta, state, data, key):
+        eps, workers, truncation, difference = self._perturb_and_unroll(
+            theta, state.workers, data, key, self.truncation_length)
+        meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
+        return meta_grad, EstimatorState(workers, ()), _metrics(truncation)
+
+
+class FullES(_Antithetic):
+    """ES over whole inner runs from scratch: unbiased, and it costs a full run per estimate.
+    The truncation length is the run length (use a constant schedule of that length)."""
+
+    def init(self, theta, key):
+        return EstimatorState((), ())
+
+    def estimate(self, theta, state, data, key):
+        init_key, perturb_key = jax.random.split(key)
+        workers = self._init_workers(theta, init_key, 2, stagger=False)
+        eps, _, truncation, difference = self._perturb_and_unroll(
+            theta, workers, data, perturb_key, self.truncation_length)
+        meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
+        return meta_grad, state, _metrics(truncation)
+
+
+class TruncatedBackprop(Estimator):
+    """The exact gradient of the truncation's mean meta-loss through the unroll, from a state held fixed
+    (cheap; biased like truncated ES, and its variance can explode over long truncations)."""
+
+    def init(self, theta, key):
+        if self.unroller.num_particles != 1:
+            raise ValueError("truncated backprop needs an Unroller with num_particles=1")
+        return EstimatorState(self._init_workers(theta, key, 1), ())
+
+    def estimate(self, theta, state, data, key):
+        del key
+
+        def loss(theta):
+            thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (self.num_tasks, 1) + t.shape), theta)
+            workers, truncation = self._unroll(thetas, jax.lax.stop_gradient(state.workers), data,
+                                               self.truncation_length)
+            return jnp.mean(truncation.meta_losses), (workers, truncation)
+
+        (_, (workers, truncation)), meta_grad = jax.value_and_grad(loss, has_aux=True)(theta)
+        return meta_grad, EstimatorState(workers, ()), _metrics(truncation)
+
+
+ESTIMATORS = {"pes": PES, "truncated_es": TruncatedES, "full_es": FullES, "tbptt": TruncatedBackprop}

@@ -1,0 +1,113 @@
+"""Truncated inner training: a worker trains one task instance with the learned optimizer for a
+truncation of K steps inside `lax.scan`, keeps its state across truncations, and restarts on a fresh
+instance (new init, new data order, new length) when its run ends or diverges.
+
+A worker holds P "particles": copies of the inner run that differ only in the meta-parameters they use
+(P = 2 for the antithetic pair of ES / PES, 1 for truncated backprop). The particles share the step
+counter, the run length and the random keys, so they see the same batches and reset together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import tasks
+from lopt import LearnedOptimizer
+
+
+class Worker(NamedTuple):
+    params: Any  # leading particle axis P
+    opt_state: Any  # leading particle axis P
+    step: jax.Array  # int32: steps taken in the current run
+    length: jax.Array  # int32: the current run's length
+    run_key: jax.Array  # the current run's key: its init and its batches
+
+
+class Truncation(NamedTuple):
+    """What one truncation of one worker produced, per step."""
+
+    meta_losses: jax.Array  # (P, K) normalized losses, clipped: what the estimators differentiate
+    raw_losses: jax.Array  # (P, K) training losses as the task reports them
+    resets: jax.Array  # (K,) bool: the run ended at this step (the next step is a fresh run)
+    diverged: jax.Array  # (K,) bool: it ended because a particle's loss was non-finite or too large
+
+
+def inner_step(task: tasks.Task, transform: optax.GradientTransformationExtraArgs, params, opt_state,
+               data, key):
+    """One training step of a task with an optimizer: the step meta-training and evaluation share."""
+    batch_key, loss_key = jax.random.split(key)
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, batch_key), loss_key)
+    updates, opt_state = transform.update(grads, opt_state, params, loss=loss)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+class Unroller:
+    """Runs truncations of one task config with one learned-optimizer architecture."""
+
+    def __init__(self, task: tasks.Task, optimizer: LearnedOptimizer, schedule, *, num_particles: int,
+                 max_meta_loss: float, meta_loss_split: str = "train"):
+        self.task = task
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.num_particles = num_particles
+        # A normalized loss above this (or non-finite) counts as divergence: the run restarts and the
+        # meta-loss sees the cap, never a NaN.
+        self.max_meta_loss = max_meta_loss
+        self.meta_loss_split = meta_loss_split
+        self.roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
+
+    def _transform(self, theta, length):
+        return self.optimizer.transform(theta, length, self.roles)
+
+    def fresh_run(self, thetas, run_key, length) -> Worker:
+        """A new run: every particle starts from the same init."""
+        params = self.task.init(jax.random.fold_in(run_key, 0))
+        particles = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)  # noqa: E731
+        params = particles(params)
+        opt_state = jax.vmap(lambda theta, p: self._transform(theta, length).init(p))(thetas, params)
+        return Worker(params, opt_state, jnp.asarray(0, jnp.int32), length, run_key)
+
+    def init(self, thetas, key, stagger: bool = True) -> Worker:
+        """A worker at the start of a run. With stagger, the first run gets a random fraction of its
+        length, so that workers started together do not all reset together."""
+        length_key, stagger_key, run_key = jax.random.split(key, 3)
+        length = self.schedule.sample(length_key)
+        if stagger:
+            length = jax.random.randint(stagger_key, (), 1, length + 1)
+        return self.fresh_run(thetas, run_key, length)
+
+    def unroll(self, thetas, worker: Worker, data, num_steps: int) -> tuple[Worker, Truncation]:
+        """num_steps inner steps for each particle, particle p using thetas[p]."""
+
+        def one_step(worker: Worker, _):
+            step_key = jax.random.fold_in(worker.run_key, worker.step + 1)
+            transform = lambda theta: self._transform(theta, worker.length)  # noqa: E731
+
+            def particle_step(theta, params, opt_state):
+                params, opt_state, loss = inner_step(self.task, transform(theta), params, opt_state, data, step_key)
+                if self.meta_loss_split != "train":
+                    valid_key = jax.random.fold_in(step_key, 1)
+                    meta = self.task.loss(params, self.task.batch(data, valid_key, self.meta_loss_split), valid_key)
+                else:
+                    meta = loss
+                return params, opt_state, loss, self.task.normalize_loss(meta)
+
+            params, opt_state, raw_loss, meta_loss = jax.vmap(particle_step)(thetas, worker.params, worker.opt_state)
+            bad = ~jnp.isfinite(meta_loss) | (meta_loss > self.max_meta_loss)
+            meta_loss = jnp.where(bad, self.max_meta_loss, meta_loss)
+            diverged = jnp.any(bad)
+            step = worker.step + 1
+            done = (step >= worker.length) | diverged
+            # Run keys: fold_in(key, 0) inits, fold_in(key, step + 1) draws batches, split(key) the next run.
+            next_key, length_key = jax.random.split(worker.run_key)
+            fresh = self.fresh_run(thetas, next_key, self.schedule.sample(length_key))
+            current = Worker(params, opt_state, step, worker.length, worker.run_key)
+            worker = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, current)
+            return worker, (meta_loss, raw_loss, done, diverged)
+
+        worker, (meta_losses, raw_losses, resets, diverged) = jax.lax.scan(one_step, worker, length=num_steps)
+        return worker, Truncation(meta_losses.T, raw_losses.T, resets, diverged)

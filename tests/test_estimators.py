@@ -1,0 +1,115 @@
+"""The estimators' defining properties on a problem whose exact meta-gradient jax.grad can compute:
+Adam with learnable log learning rate and betas on a deterministic quadratic, over several truncations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lopt
+import tasks
+from meta_train.estimators import PES, TruncatedBackprop, TruncatedES
+from meta_train.truncation import ConstantLength
+from meta_train.unroll import Unroller, inner_step
+
+TRUNCATION = 8
+RUN_LENGTH = 40  # 5 truncations a run
+MEASURED_TRUNCATION = 3  # the estimate taken at the 3rd truncation, whose start theta has shaped
+NUM_TASKS = 64
+REPEATS = 24
+SIGMA = 0.01
+
+
+@pytest.fixture(scope="module")
+def problem():
+    task = tasks.get_task("quadratic_10d", dim=4, condition_number=10.0)
+    optimizer = lopt.Adam(learning_rate=0.05)
+    theta = optimizer.init(None)
+    return task, optimizer, theta
+
+
+def unroller(problem, particles):
+    task, optimizer, _ = problem
+    # A huge cap: the test needs the smooth objective, no clipping.
+    return Unroller(task, optimizer, ConstantLength(RUN_LENGTH), num_particles=particles, max_meta_loss=1e9)
+
+
+def exact_gradient(problem, init_key):
+    """jax.grad of the measured truncation's mean loss through the whole run from its start."""
+    task, _, theta = problem
+    estimator = TruncatedBackprop(unroller(problem, 1), NUM_TASKS, TRUNCATION, stagger=False)
+    workers = estimator._init_workers(theta, init_key, 1)
+    steps = TRUNCATION * MEASURED_TRUNCATION
+
+    def measured_loss(theta):
+        thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (NUM_TASKS, 1) + t.shape), theta)
+        _, truncation = estimator._unroll(thetas, workers, task.data, steps)
+        return jnp.mean(truncation.meta_losses[:, :, -TRUNCATION:])
+
+    return jax.jit(jax.grad(measured_loss))(theta)
+
+
+def repeated_estimates(problem, estimator_type, init_key):
+    task, _, theta = problem
+    estimator = estimator_type(unroller(problem, 2), NUM_TASKS, TRUNCATION, SIGMA, stagger=False)
+
+    @jax.jit
+    def measured_estimate(repeat_key):
+        state = estimator.init(theta, init_key)  # the same tasks as the exact gradient
+        for index in range(MEASURED_TRUNCATION):
+            meta_grad, state, _ = estimator.estimate(theta, state, task.data, jax.random.fold_in(repeat_key, index))
+        return meta_grad
+
+    return [measured_estimate(jax.random.key(100 + r)) for r in range(REPEATS)]
+
+
+def z_scores(estimates, exact):
+    """(mean estimate - exact) / standard error, per meta-parameter."""
+    scores = {}
+    for name in exact:
+        samples = np.array([float(e[name]) for e in estimates])
+        scores[name] = (samples.mean() - float(exact[name])) / (samples.std(ddof=1) / np.sqrt(len(samples)))
+    return scores
+
+
+def test_pes_is_unbiased_and_truncated_es_is_not(problem):
+    init_key = jax.random.key(7)
+    exact = exact_gradient(problem, init_key)
+    pes = z_scores(repeated_estimates(problem, PES, init_key), exact)
+    truncated = z_scores(repeated_estimates(problem, TruncatedES, init_key), exact)
+    # PES matches the exact gradient within its standard error; truncated ES misses the learning rate's
+    # effect on where the truncation starts, by many standard errors.
+    print("z-scores, PES:", pes, "truncated ES:", truncated)
+    assert all(abs(z) < 4.0 for z in pes.values()), pes
+    assert abs(truncated["log_learning_rate"]) > 8.0, truncated
+    assert abs(float(exact["log_learning_rate"])) > 1e-3
+
+
+def test_truncated_backprop_is_jax_grad_of_the_truncation(problem):
+    """Against a plain Python loop of inner steps from the same state, differentiated by jax.grad."""
+    task, optimizer, theta = problem
+    estimator = TruncatedBackprop(unroller(problem, 1), 3, TRUNCATION, stagger=False)
+    state = estimator.init(theta, jax.random.key(3))
+    # Move the workers into their runs first, so the truncation starts from a trained state.
+    _, state, _ = jax.jit(estimator.estimate)(theta, state, task.data, jax.random.key(4))
+    meta_grad, _, _ = jax.jit(estimator.estimate)(theta, state, task.data, jax.random.key(5))
+
+    def reference_loss(theta):
+        total = 0.0
+        for index in range(3):
+            worker = jax.tree.map(lambda x: x[index], state.workers)
+            params = jax.tree.map(lambda x: x[0], worker.params)
+            opt_state = jax.tree.map(lambda x: x[0], worker.opt_state)
+            transform = optimizer.transform(theta, worker.length)
+            step = worker.step
+            for _ in range(TRUNCATION):
+                assert int(step) < int(worker.length)  # no reset inside: a plain loop suffices
+                key = jax.random.fold_in(worker.run_key, step + 1)
+                params, opt_state, loss = inner_step(task, transform, params, opt_state, task.data, key)
+                total += task.normalize_loss(loss)
+                step = step + 1
+        return total / (3 * TRUNCATION)
+
+    expected = jax.grad(reference_loss)(theta)
+    for name in theta:
+        np.testing.assert_allclose(meta_grad[name], expected[name], rtol=1e-4, atol=1e-7, err_msg=name)

@@ -74,7 +74,7 @@ class _Antithetic(Estimator):
         keys = jax.random.split(key, len(leaves))
         eps = treedef.unflatten([self.sigma * jax.random.normal(k, (self.num_tasks,) + leaf.shape)
                                  for k, leaf in zip(keys, leaves)])
-        pairs = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e], axis=1), theta, eps)
+        pairs = jax.tree.map(lambda t, e: jnp.stack([t[None] + e, t[None] - e], axis=1), theta, eps)
         workers, truncation = self._unroll(pairs, workers, data, num_steps)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
         return eps, workers, truncation, difference

@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import tasks
 from lopt import LearnedOptimizer
+from tasks.train import train_step
 
 
 class Worker(NamedTuple):
@@ -34,15 +34,6 @@ class Truncation(NamedTuple):
     raw_losses: jax.Array  # (P, K) training losses as the task reports them
     resets: jax.Array  # (K,) bool: the run ended at this step (the next step is a fresh run)
     diverged: jax.Array  # (K,) bool: it ended because a particle's loss was non-finite or too large
-
-
-def inner_step(task: tasks.Task, transform: optax.GradientTransformationExtraArgs, params, opt_state,
-               data, key):
-    """One training step of a task with an optimizer: the step meta-training and evaluation share."""
-    batch_key, loss_key = jax.random.split(key)
-    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, batch_key), loss_key)
-    updates, opt_state = transform.update(grads, opt_state, params, loss=loss)
-    return optax.apply_updates(params, updates), opt_state, loss
 
 
 class Unroller:
@@ -88,7 +79,7 @@ class Unroller:
             transform = lambda theta: self._transform(theta, worker.length)  # noqa: E731
 
             def particle_step(theta, params, opt_state):
-                params, opt_state, loss = inner_step(self.task, transform(theta), params, opt_state, data, step_key)
+                params, opt_state, loss = train_step(self.task, transform(theta), params, opt_state, data, step_key)
                 if self.meta_loss_split != "train":
                     valid_key = jax.random.fold_in(step_key, 1)
                     meta = self.task.loss(params, self.task.batch(data, valid_key, self.meta_loss_split), valid_key)

@@ -19,4 +19,5 @@ from tasks.image import ConvConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, LanguageModelTask
 from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig
 from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
+from tasks.train import TrainResult, train_step
 from tasks.supervised import SupervisedTask

@@ -37,6 +37,8 @@ FAMILIES: dict[str, TaskFamily] = {
     "mlp_images": ImageMLPFamily(),
     # The same in standard parameterization, the muP optimizers' comparison.
     "mlp_images_sp": ImageMLPFamily(parameterizations=("sp",)),
+    # muLO's meta-training widths, for accelerators.
+    "mlp_images_wide": ImageMLPFamily(widths=(128, 512, 1024)),
     "quadratics": QuadraticFamily(),
 }
 

@@ -15,6 +15,15 @@ from tasks.base import Task
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "adamw": optax.adamw}
 
 
+def train_step(task: Task, optimizer: optax.GradientTransformationExtraArgs, params, opt_state, data, key):
+    """One training step of a task with an Optax optimizer: the step that training, meta-training and
+    evaluation share. The loss is passed to the optimizer (learned optimizers may read it)."""
+    batch_key, loss_key = jax.random.split(key)
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, batch_key), loss_key)
+    updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
 @dataclasses.dataclass
 class TrainResult:
     steps: int
@@ -34,11 +43,8 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
     @jax.jit
     def run_chunk(params, opt_state, data, key):
         def step(carry, key):
-            params, opt_state = carry
-            batch_key, loss_key = jax.random.split(key)
-            loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, batch_key), loss_key)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            params, opt_state, loss = train_step(task, optimizer, *carry, data, key)
+            return (params, opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, log_every))
         return params, opt_state, losses.mean()

@@ -10,7 +10,8 @@ import lopt
 import tasks
 from meta_train.estimators import PES, TruncatedBackprop, TruncatedES
 from meta_train.truncation import ConstantLength
-from meta_train.unroll import Unroller, inner_step
+from meta_train.unroll import Unroller
+from tasks.train import train_step
 
 TRUNCATION = 8
 RUN_LENGTH = 40  # 5 truncations a run
@@ -105,7 +106,7 @@ def test_truncated_backprop_is_jax_grad_of_the_truncation(problem):
             for _ in range(TRUNCATION):
                 assert int(step) < int(worker.length)  # no reset inside: a plain loop suffices
                 key = jax.random.fold_in(worker.run_key, step + 1)
-                params, opt_state, loss = inner_step(task, transform, params, opt_state, task.data, key)
+                params, opt_state, loss = train_step(task, transform, params, opt_state, task.data, key)
                 total += task.normalize_loss(loss)
                 step = step + 1
         return total / (3 * TRUNCATION)

@@ -1,0 +1,62 @@
+"""python -m meta_train [--config NAME] [--workdir DIR] [--set FIELD=VALUE ...] [--resume | --force]
+
+Meta-trains a learned optimizer from a named preset, saves it for `lopt.load`, and compares it with
+Adam on a held-out task. With no arguments: the default preset, about ten minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meta_train.config import PRESET_DESCRIPTIONS, PRESETS, ConfigError, describe_fields, preset, with_overrides
+from meta_train.checkpointing import WorkdirError
+from meta_train.train import MetaTrainingError, meta_train
+
+
+def _parser() -> argparse.ArgumentParser:
+    presets = "\n".join(f"  {name:10s} {text}" for name, text in _preset_summaries().items())
+    parser = argparse.ArgumentParser(
+        prog="python -m meta_train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Meta-train a learned optimizer with PES, ES or truncated backprop.",
+        epilog=f"presets:\n{presets}\n\nThe workdir receives config.json, checkpoints/ (orbax), tensorboard/ "
+               "(tensorboard --logdir WORKDIR/tensorboard), optimizer/ (lopt.load reads it) and comparison.json. "
+               "--fields lists every config field with its comment.")
+    parser.add_argument("--config", default="default", help="preset name (default: %(default)s)")
+    parser.add_argument("--workdir", default="workdir", help="output directory (default: %(default)s)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change one config field, e.g. --set outer_steps=500 (repeatable)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --workdir from its newest readable checkpoint")
+    group.add_argument("--force", action="store_true",
+                       help="start over in a --workdir that holds another run (its checkpoints are deleted)")
+    parser.add_argument("--fields", action="store_true", help="list every config field with its comment, and exit")
+    parser.add_argument("--no-compare", action="store_true", help="skip the comparison with Adam at the end")
+    return parser
+
+
+def _preset_summaries() -> dict[str, str]:
+    return {name: PRESET_DESCRIPTIONS.get(name, "") for name in PRESETS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.fields:
+            print(describe_fields())
+            return 0
+        config = with_overrides(preset(args.config), args.assignments)
+        meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare)
+    except (ConfigError, WorkdirError, MetaTrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; `python -m meta_train --config {args.config} --workdir {args.workdir} --resume` "
+              "continues from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The meta-training state on disk: an orbax CheckpointManager in WORKDIR/checkpoints keeps the last K
+states; WORKDIR/config.json records the config that the run belongs to.
+
+orbax stores neither typed PRNG keys nor zero-size arrays (the unused fields of some optimizer
+states), so the saved tree holds the keys' raw data and a one-element placeholder for each empty array;
+`restored` turns them back against a template of the live state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from meta_train.config import MetaTrainConfig
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class WorkdirError(ValueError):
+    """A workdir that holds something this run must not overwrite, or nothing to resume."""
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def savable(state: Any) -> Any:
+    def leaf(x):
+        if _is_key(x):
+            return jax.random.key_data(x)
+        if x.size == 0:
+            return jnp.zeros((1,), x.dtype)
+        return x
+    return jax.tree.map(leaf, state)
+
+
+def restored(saved: Any, template: Any) -> Any:
+    def leaf(s, t):
+        if _is_key(t):
+            return jax.random.wrap_key_data(s)
+        if t.size == 0:
+            return jnp.zeros(t.shape, t.dtype, device=t.sharding)
+        return s
+    return jax.tree.map(leaf, saved, template)
+
+
+def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(workdir / CHECKPOINT_DIR, options=options)
+
+
+def save(checkpoint_manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Starts writing state (the device-to-host copy happens now; the file writing goes on in the
+    background, and orbax renames the step's directory into place only once it is complete)."""
+    checkpoint_manager.save(step, args=ocp.args.StandardSave(savable(state)))
+
+
+def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any,
+                        log: Callable[[str], None]) -> Any | None:
+    """The newest checkpoint that reads, placed like template; a damaged one is reported and the one
+    before it tried. None if there is no checkpoint."""
+    steps = sorted(checkpoint_manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, savable(template))
+    for step in steps:
+        try:
+            saved = checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as error:  # orbax and tensorstore raise many types for a damaged file
+            log(f"checkpoint at step {step} is unreadable ({type(error).__name__}: {str(error)[:200]}); "
+                "falling back to the one before it")
+            continue
+        log(f"resuming from the checkpoint at step {step}")
+        return restored(saved, template)
+    raise WorkdirError(f"--resume: none of the checkpoints at steps {steps} in "
+                       f"{checkpoint_manager.directory} can be read")
+
+
+def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force: bool) -> None:
+    """Refuses to mix runs: a workdir of another config, or one that already holds this run without
+    --resume, is left untouched unless `force` says to start over."""
+    config_path = workdir / CONFIG_FILE
+    if force or not config_path.exists():
+        if workdir.exists() and not config_path.exists() and any(workdir.iterdir()) and not force:
+            raise WorkdirError(f"{workdir} is not empty and holds no meta-training run ({CONFIG_FILE} is "
+                               "missing); use an empty or new --workdir")
+        return
+    try:
+        saved = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise WorkdirError(f"{config_path} is corrupt ({error}); use --force to start over") from None
+    current = dataclasses.asdict(config)
+    changed = sorted(name for name in saved.keys() | current.keys() if saved.get(name) != current.get(name))
+    if changed:
+        raise WorkdirError(
+            f"{workdir} holds a run of another config (it differs in "
+            + ", ".join(f"{name}: {saved.get(name)!r} there, {current.get(name)!r} here" for name in changed)
+            + "); use another --workdir, or --force to start over there")
+    if not resume and (workdir / CHECKPOINT_DIR).exists():
+        raise WorkdirError(f"{workdir} already holds a run of this config: --resume continues it, "
+                           "--force starts over")
+
+
+def write_config(workdir: Path, config: MetaTrainConfig) -> None:
+    """config.json, written whole or not at all."""
+    temporary = workdir / f".{CONFIG_FILE}.tmp"
+    temporary.write_text(config.to_json())
+    temporary.replace(workdir / CONFIG_FILE)

@@ -1,0 +1,39 @@
+"""Devices: the task axis of every worker is sharded over a one-axis `jax.sharding.Mesh`; theta, the
+meta-optimizer state and the data are replicated. The same config then runs on one CPU, one GPU or
+many, and XLA inserts the cross-device mean of the meta-gradient.
+
+Several hosts: call `jax.distributed.initialize()` at the start of every host's process (before anything
+else touches JAX); `jax.devices()` then lists every host's devices and the mesh spans them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+TASK_AXIS = "tasks"
+
+
+def task_mesh(num_tasks: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over the most devices (of `devices`, default all) that divide num_tasks evenly, so every
+    device trains the same number of workers."""
+    devices = list(jax.devices() if devices is None else devices)
+    count = max(n for n in range(1, len(devices) + 1) if num_tasks % n == 0)
+    return Mesh(np.asarray(devices[:count]), (TASK_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def split_over_tasks(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh's devices."""
+    return NamedSharding(mesh, PartitionSpec(TASK_AXIS))
+
+
+def worker_shardings(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of a workers' pytree (leading task axis) split over the devices."""
+    return jax.tree.map(lambda _: split_over_tasks(mesh), tree)

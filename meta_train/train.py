@@ -1,0 +1,124 @@
+"""The outer loop: step, log, checkpoint, and at the end save the learned optimizer for `lopt.load`
+and compare it with Adam on a held-out task.
+
+A run killed at any moment and resumed with `resume=True` ends with the same theta as an uninterrupted
+run: the state, the random keys included, is one pytree, checkpointed whole every `checkpoint_every`
+steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+import lopt
+from meta_train import checkpointing
+from meta_train.compare import compare_with_adam, held_out_task, markdown_table
+from meta_train.config import MetaTrainConfig
+from meta_train.logging import Progress, ScalarWriter
+from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
+
+OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
+COMPARISON_FILE = "comparison.json"
+
+
+class MetaTrainingError(RuntimeError):
+    """Meta-training cannot go on (e.g. the meta-gradient stays non-finite)."""
+
+
+@dataclasses.dataclass
+class MetaTrainResult:
+    optimizer: lopt.LearnedOptimizer
+    theta: Any
+    optimizer_path: Path  # lopt.load(optimizer_path, ...) gives it back
+    comparison: str  # markdown table against Adam on the held-out task ("" if not run)
+    seconds: float  # wall time of the outer loop of this invocation
+
+
+def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = False, force: bool = False,
+               compare: bool = True, log: Callable[[str], None] = print, mesh=None) -> MetaTrainResult:
+    """Runs (or with resume, continues) meta-training in workdir.
+
+    Writes WORKDIR/config.json, checkpoints/ (orbax, the last `keep_checkpoints`), tensorboard/ (event
+    files), optimizer/ (the final theta for `lopt.load`) and comparison.json. With force, a workdir that
+    holds another run is started over; without it, such a workdir is refused and left as it is.
+    """
+    workdir = Path(workdir).absolute()
+    checkpointing.check_workdir(workdir, config, resume=resume, force=force)
+    trainer = MetaTrainer(config, mesh)
+    log(f"meta-training {trainer.optimizer.architecture} ({config.parameterization}, hidden {config.hidden_size}) "
+        f"with {config.estimator} on {trainer.describe()}; {config.num_tasks} workers per task over "
+        f"{trainer.mesh.size} {jax.devices()[0].platform} device(s)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    state = trainer.init()
+    initial_theta = jax.tree.map(lambda x: x.copy(), state.theta)
+    with checkpointing.manager(workdir, config.keep_checkpoints) as manager:
+        if force:
+            for step in manager.all_steps():
+                manager.delete(step)
+        if resume:
+            restored = checkpointing.restore_newest_good(manager, state, log)
+            if restored is None:
+                log("--resume: no checkpoint yet, starting from the beginning")
+            else:
+                state = restored
+        checkpointing.write_config(workdir, config)
+        state = _outer_loop(trainer, state, manager, workdir, log)
+        manager.wait_until_finished()
+    seconds = time.perf_counter() - started
+    optimizer_path = lopt.save(
+        workdir / OPTIMIZER_DIR, trainer.optimizer, jax.device_get(state.theta),
+        task_family=config.task_family, estimator=config.estimator, outer_steps=config.outer_steps,
+        machine=f"{len(trainer.mesh.devices.flat)} x {jax.devices()[0].device_kind}",
+        config=json.loads(config.to_json()))
+    log(f"saved the learned optimizer to {optimizer_path}; use it with "
+        f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
+    table = ""
+    if compare:
+        task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
+        rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
+                                 jax.device_get(initial_theta), config.eval_steps)
+        table = markdown_table(rows)
+        (workdir / COMPARISON_FILE).write_text(json.dumps(
+            {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
+            indent=2))
+        log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")
+    return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
+
+
+def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
+    config = trainer.config
+    data = trainer.data()
+    start = int(state.step)
+    writer = ScalarWriter(workdir / "tensorboard")
+    progress = Progress(config.outer_steps, start, config.log_every)
+    inner_steps = trainer.inner_steps_per_outer_step()
+    window_start, window_steps = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, config.outer_steps + 1):
+            state, metrics = trainer.step(state, data)
+            window_steps += 1
+            if step % config.log_every == 0 or step == config.outer_steps:
+                metrics = {name: float(value) for name, value in metrics.items()}
+                elapsed = time.perf_counter() - window_start
+                metrics["inner_steps_per_second"] = inner_steps * window_steps / elapsed
+                writer.write(step, metrics)
+                progress.update(step, metrics)
+                window_start, window_steps = time.perf_counter(), 0
+                if metrics["consecutive_skips"] >= MAX_CONSECUTIVE_SKIPS:
+                    raise MetaTrainingError(
+                        f"the meta-gradient was non-finite for {int(metrics['consecutive_skips'])} outer steps in a "
+                        f"row (theta was left unchanged); the last good state is in {workdir / 'checkpoints'}. "
+                        "Try a lower learning_rate, sigma or max_meta_loss")
+            if step % config.checkpoint_every == 0 or step == config.outer_steps:
+                checkpointing.save(manager, step, state)
+    finally:
+        progress.close()
+        writer.close()
+    return state

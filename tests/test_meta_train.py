@@ -1,0 +1,149 @@
+"""The outer loop: devices, checkpoints that survive a killed process, TensorBoard files, bad input."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import lopt
+from meta_train.__main__ import main
+from meta_train.checkpointing import WorkdirError
+from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrides
+from meta_train.sharding import task_mesh
+from meta_train.train import meta_train
+from meta_train.trainer import MetaTrainer
+
+ROOT = Path(__file__).resolve().parent.parent
+# Seconds-long runs on 10-d quadratics; every field change below is a --set a user could type.
+TINY = ["hidden_size=4", "num_tasks=4", "truncation_length=5", "min_inner_length=20", "max_inner_length=60",
+        "checkpoint_every=50", "log_every=50", "keep_checkpoints=2", "eval_steps=100"]
+
+
+def tiny(*more: str) -> MetaTrainConfig:
+    return with_overrides(preset("quadratic"), TINY + list(more))
+
+
+def final_theta(workdir: Path):
+    _, theta, _ = lopt.load_optimizer(workdir / "optimizer")
+    return theta
+
+
+def assert_same_theta(a, b):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One uninterrupted run, 600 outer steps, with the comparison against Adam."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    lines = []
+    result = meta_train(tiny("outer_steps=600"), workdir, log=lines.append)
+    return workdir, result, lines
+
+
+def test_a_run_writes_checkpoints_tensorboard_and_a_loadable_optimizer(finished_run):
+    workdir, result, lines = finished_run
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [550, 600]
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"meta_loss", "meta_grad_norm", "outer_learning_rate", "diverged_fraction",
+            "inner_steps_per_second"} <= tags
+    assert [event.step for event in events.Scalars("meta_loss")] == list(range(50, 601, 50))
+    assert all(np.isfinite(event.value) for event in events.Scalars("meta_grad_norm"))
+    assert_same_theta(final_theta(workdir), jax.device_get(result.theta))
+    assert "learned optimizer at its initialization" in result.comparison and "Adam" in result.comparison
+
+
+def test_meta_training_beats_its_initialization_on_the_held_out_task(finished_run):
+    workdir, _, _ = finished_run
+    import json
+    rows = {row["optimizer"]: row for row in json.loads((workdir / "comparison.json").read_text())["rows"]}
+    trained, initial = rows["learned optimizer"], rows["learned optimizer at its initialization"]
+    assert trained["train_loss"] < 0.7 * initial["train_loss"], rows
+
+
+def test_killed_run_resumes_to_the_same_theta(finished_run, tmp_path):
+    """A real process killed with SIGKILL mid-run, then resumed, ends where the uninterrupted run did."""
+    uninterrupted, _, _ = finished_run
+    workdir = tmp_path / "killed"
+    command = [sys.executable, "-m", "meta_train", "--config", "quadratic", "--workdir", str(workdir),
+               "--no-compare"] + [arg for field in TINY + ["outer_steps=600"] for arg in ("--set", field)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 120
+    checkpoints = workdir / "checkpoints"
+    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint within two minutes"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (workdir / "optimizer").exists(), "the run finished before it was killed: nothing tested"
+    lines = []
+    meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
+    assert any(line.startswith("resuming from the checkpoint at step") for line in lines), lines
+    assert_same_theta(final_theta(workdir), final_theta(uninterrupted))
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished_run, tmp_path):
+    uninterrupted, _, _ = finished_run
+    workdir = tmp_path / "damaged"
+    import shutil
+    shutil.copytree(uninterrupted, workdir)
+    shutil.rmtree(workdir / "optimizer")
+    for path in (workdir / "checkpoints" / "600").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\0garbage")
+    lines = []
+    meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
+    assert any("checkpoint at step 600 is unreadable" in line for line in lines), lines
+    assert "resuming from the checkpoint at step 550" in lines
+    assert_same_theta(final_theta(workdir), final_theta(uninterrupted))
+
+
+def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):
+    workdir, _, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+    with pytest.raises(WorkdirError, match="another config.*sigma"):
+        meta_train(tiny("outer_steps=600", "sigma=0.1"), workdir)
+    with pytest.raises(WorkdirError, match="--resume continues it"):
+        meta_train(tiny("outer_steps=600"), workdir)
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+
+
+def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
+    assert len(jax.devices()) >= 4, "conftest asks XLA for four CPU devices"
+    config = tiny()
+    thetas = []
+    for devices in (jax.devices()[:1], jax.devices()[:4]):
+        trainer = MetaTrainer(config, task_mesh(config.num_tasks, devices))
+        state, data = trainer.init(), trainer.data()
+        for _ in range(3):
+            state, metrics = trainer.step(state, data)
+        workers = state.estimator_states[0].workers
+        assert len(workers.step.sharding.device_set) == len(devices)
+        thetas.append(jax.device_get(state.theta))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *thetas)
+
+
+def test_bad_input_gets_a_clear_message(capsys, tmp_path):
+    assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
+    assert "unknown preset 'nope'; known: default, mulo, quadratic" in capsys.readouterr().err
+    assert main(["--set", "hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
+    assert "unknown config field 'hiden_size'" in capsys.readouterr().err
+    assert main(["--set", "sigma=big", "--workdir", str(tmp_path / "a")]) == 2
+    assert "sigma takes a float, got 'big'" in capsys.readouterr().err
+    assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
+    assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):
+        dataclasses.replace(MetaTrainConfig(), num_tasks="8")
+    assert not (tmp_path / "a").exists()

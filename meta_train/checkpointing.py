@@ -109,7 +109,11 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
 
 
 def write_config(workdir: Path, config: MetaTrainConfig) -> None:
-    """config.json, written whole or not at all."""
-    temporary = workdir / f".{CONFIG_FILE}.tmp"
-    temporary.write_text(config.to_json())
-    temporary.replace(workdir / CONFIG_FILE)
+    write_atomically(workdir / CONFIG_FILE, config.to_json())
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """The file written whole or not at all: a crash leaves the previous version, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 
 OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
 COMPARISON_FILE = "comparison.json"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class MetaTrainingError(RuntimeError):
@@ -59,9 +61,10 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     state = trainer.init()
     initial_theta = jax.tree.map(lambda x: x.copy(), state.theta)
     with checkpointing.manager(workdir, config.keep_checkpoints) as manager:
-        if force:
+        if force:  # starting over: the old run's checkpoints and curves go
             for step in manager.all_steps():
                 manager.delete(step)
+            shutil.rmtree(workdir / TENSORBOARD_DIR, ignore_errors=True)
         if resume:
             restored = checkpointing.restore_newest_good(manager, state, log)
             if restored is None:
@@ -85,7 +88,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
                                  jax.device_get(initial_theta), config.eval_steps)
         table = markdown_table(rows)
-        (workdir / COMPARISON_FILE).write_text(json.dumps(
+        checkpointing.write_atomically(workdir / COMPARISON_FILE, json.dumps(
             {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
             indent=2))
         log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")
@@ -96,7 +99,7 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
     config = trainer.config
     data = trainer.data()
     start = int(state.step)
-    writer = ScalarWriter(workdir / "tensorboard")
+    writer = ScalarWriter(workdir / TENSORBOARD_DIR)
     progress = Progress(config.outer_steps, start, config.log_every)
     inner_steps = trainer.inner_steps_per_outer_step()
     window_start, window_steps = time.perf_counter(), 0

@@ -7,6 +7,9 @@ import os
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]).strip()
 
+# Tests compile from scratch: no on-disk compilation cache (the command line enables one by default).
+os.environ["LOPT_COMPILATION_CACHE"] = ""
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -114,3 +114,23 @@ def test_truncated_backprop_is_jax_grad_of_the_truncation(problem):
     expected = jax.grad(reference_loss)(theta)
     for name in theta:
         np.testing.assert_allclose(meta_grad[name], expected[name], rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+def test_diverging_inner_runs_are_capped_counted_and_restarted():
+    """An optimizer that overflows the loss to inf: the meta-loss sees the cap, the runs restart, and
+    the meta-gradient stays finite."""
+    task = tasks.get_task("quadratic_10d", dim=4, condition_number=10.0)
+    optimizer = lopt.Adam(learning_rate=1e30)
+    theta = optimizer.init(None)
+    estimator = PES(Unroller(task, optimizer, ConstantLength(RUN_LENGTH), num_particles=2, max_meta_loss=3.0),
+                    4, TRUNCATION, SIGMA)
+    state = estimator.init(theta, jax.random.key(0))
+    estimate = jax.jit(estimator.estimate)
+    raw_losses = []
+    for index in range(2):
+        meta_grad, state, metrics = estimate(theta, state, task.data, jax.random.key(index))
+        raw_losses.append(float(metrics["train_loss"]))
+        assert float(metrics["diverged_fraction"]) >= 0.5  # every run diverges at its second step
+        assert float(metrics["meta_loss"]) <= 3.0
+        assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((meta_grad, state.workers.params)))
+    assert not all(np.isfinite(raw_losses)), "the optimizer was meant to overflow the loss"

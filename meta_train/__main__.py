@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; `python -m meta_train --config {args.config} --workdir {args.workdir} --resume` "
-              "continues from the last checkpoint", file=sys.stderr)
+        again = ["--config", args.config, "--workdir", args.workdir]
+        again += [part for field in args.assignments for part in ("--set", field)] + ["--resume"]
+        print(f"\ninterrupted; `python -m meta_train {shlex.join(again)}` continues from the last checkpoint",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +24,7 @@ from meta_train.config import MetaTrainConfig
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 class WorkdirError(ValueError):
@@ -59,7 +63,9 @@ def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
 def save(checkpoint_manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     """Starts writing state (the device-to-host copy happens now; the file writing goes on in the
     background, and orbax renames the step's directory into place only once it is complete)."""
-    checkpoint_manager.save(step, args=ocp.args.StandardSave(savable(state)))
+    if not checkpoint_manager.save(step, args=ocp.args.StandardSave(savable(state))):
+        raise RuntimeError(f"orbax declined to save step {step} in {checkpoint_manager.directory} "
+                           f"(it holds steps {sorted(checkpoint_manager.all_steps())})")
 
 
 def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any,
@@ -74,8 +80,14 @@ def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any
         try:
             saved = checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax and tensorstore raise many types for a damaged file
+            # Moved aside, not deleted (someone may want to look at it), and out of orbax's way: orbax
+            # saves no step at or below its newest, so a damaged newest step would block every save.
+            aside = Path(checkpoint_manager.directory).parent / DAMAGED_DIR / f"{step}-{time.time_ns()}"
+            aside.parent.mkdir(exist_ok=True)
+            shutil.move(str(Path(checkpoint_manager.directory) / str(step)), str(aside))
+            checkpoint_manager.reload()
             log(f"checkpoint at step {step} is unreadable ({type(error).__name__}: {str(error)[:200]}); "
-                "falling back to the one before it")
+                f"moved it to {aside} and falling back to the one before it")
             continue
         log(f"resuming from the checkpoint at step {step}")
         return restored(saved, template)
@@ -87,10 +99,13 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
     """Refuses to mix runs: a workdir of another config, or one that already holds this run without
     --resume, is left untouched unless `force` says to start over."""
     config_path = workdir / CONFIG_FILE
-    if force or not config_path.exists():
-        if workdir.exists() and not config_path.exists() and any(workdir.iterdir()) and not force:
+    if not config_path.exists():
+        # Even --force starts over only on a meta-training run: a mistyped path loses nothing.
+        if workdir.exists() and any(workdir.iterdir()):
             raise WorkdirError(f"{workdir} is not empty and holds no meta-training run ({CONFIG_FILE} is "
                                "missing); use an empty or new --workdir")
+        return
+    if force:
         return
     try:
         saved = json.loads(config_path.read_text())
@@ -115,5 +130,8 @@ def write_config(workdir: Path, config: MetaTrainConfig) -> None:
 def write_atomically(path: Path, text: str) -> None:
     """The file written whole or not at all: a crash leaves the previous version, never half of one."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     temporary.replace(path)

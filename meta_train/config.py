@@ -85,8 +85,8 @@ class MetaTrainConfig:
         if self.min_inner_length > self.max_inner_length:
             refuse("min_inner_length", f"must not exceed max_inner_length={self.max_inner_length}")
         for field in ("sigma", "learning_rate", "max_meta_loss"):
-            if not getattr(self, field) > 0:
-                refuse(field, "must be positive")
+            if not 0 < getattr(self, field) < float("inf"):
+                refuse(field, "must be positive and finite")
 
     def optimizer(self) -> lopt.LearnedOptimizer:
         settings = {"parameterization": self.parameterization}

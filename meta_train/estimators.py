@@ -35,17 +35,25 @@ def _metrics(truncation: Truncation) -> dict[str, jax.Array]:
 
 
 class Estimator(abc.ABC):
-    def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, *, stagger: bool = True):
+    def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, *, stagger: bool = True,
+                 worker_sharding: jax.sharding.Sharding | None = None):
         self.unroller = unroller
         self.num_tasks = num_tasks
         self.truncation_length = truncation_length
-        self.stagger = stagger  # start workers at random points of their first run
+        self.stagger = stagger  # give workers first runs of random lengths, so they do not reset together
+        # Where arrays with a leading task axis live (split over devices); None leaves it to XLA.
+        self.worker_sharding = worker_sharding
+
+    def _split_over_tasks(self, tree):
+        if self.worker_sharding is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: self.worker_sharding, tree))
 
     def _init_workers(self, theta, key, num_particles: int, stagger: bool | None = None) -> Worker:
         stagger = self.stagger if stagger is None else stagger
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (num_particles,) + t.shape), theta)
         keys = jax.random.split(key, self.num_tasks)
-        return jax.vmap(lambda k: self.unroller.init(thetas, k, stagger))(keys)
+        return self._split_over_tasks(jax.vmap(lambda k: self.unroller.init(thetas, k, stagger))(keys))
 
     def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int):
         """thetas_per_task: theta-like with leading (task, particle) axes."""
@@ -63,8 +71,8 @@ class _Antithetic(Estimator):
     """Shared by the ES family: perturb, unroll the +/- pair, difference the meta-losses."""
 
     def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, sigma: float, *,
-                 stagger: bool = True):
-        super().__init__(unroller, num_tasks, truncation_length, stagger=stagger)
+                 stagger: bool = True, worker_sharding: jax.sharding.Sharding | None = None):
+        super().__init__(unroller, num_tasks, truncation_length, stagger=stagger, worker_sharding=worker_sharding)
         if unroller.num_particles != 2:
             raise ValueError("antithetic estimators need an Unroller with num_particles=2")
         self.sigma = sigma
@@ -72,8 +80,8 @@ class _Antithetic(Estimator):
     def _perturb_and_unroll(self, theta, workers, data, key, num_steps):
         leaves, treedef = jax.tree.flatten(theta)
         keys = jax.random.split(key, len(leaves))
-        eps = treedef.unflatten([self.sigma * jax.random.normal(k, (self.num_tasks,) + leaf.shape)
-                                 for k, leaf in zip(keys, leaves)])
+        eps = self._split_over_tasks(treedef.unflatten([
+            self.sigma * jax.random.normal(k, (self.num_tasks,) + leaf.shape) for k, leaf in zip(keys, leaves)]))
         pairs = jax.tree.map(lambda t, e: jnp.stack([t[None] + e, t[None] - e], axis=1), theta, eps)
         workers, truncation = self._unroll(pairs, workers, data, num_steps)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
@@ -103,7 +111,8 @@ class PES(_Antithetic):
         meta_grad = jax.tree.map(jnp.add, self._weighted_mean(mean_old, accumulated),
                                  self._weighted_mean(mean_new, eps))
         # The run under way after this truncation has seen: nothing if it starts next step, only eps if it
-        # began inside this truncation, every perturbation since it began otherwise.
+        # began inside this truncation, every perturbation since it began otherwise. ("Nothing" holds
+        # because a fresh run's state does not depend on theta: `init_state` reads only the params.)
         began_inside, starts_next = jnp.any(resets, axis=1), resets[:, -1]
 
         def carry(acc_plus, e):
@@ -155,14 +164,25 @@ class TruncatedBackprop(Estimator):
     def estimate(self, theta, state, data, key):
         del key
 
-        def loss(theta):
-            thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (self.num_tasks, 1) + t.shape), theta)
-            workers, truncation = self._unroll(thetas, jax.lax.stop_gradient(state.workers), data,
-                                               self.truncation_length)
-            return jnp.mean(truncation.meta_losses), (workers, truncation)
+        def task_loss(theta, worker):
+            thetas = jax.tree.map(lambda t: t[None], theta)  # one particle
+            worker, truncation = self.unroller.unroll(thetas, jax.lax.stop_gradient(worker), data,
+                                                      self.truncation_length)
+            return jnp.mean(truncation.meta_losses), (worker, truncation)
 
-        (_, (workers, truncation)), meta_grad = jax.value_and_grad(loss, has_aux=True)(theta)
-        return meta_grad, EstimatorState(workers, ()), _metrics(truncation)
+        # Per task, so that one task whose unroll overflowed (0 * inf = NaN flows back through the capped
+        # branch) is left out of the mean instead of turning the whole meta-gradient into NaN.
+        (_, (workers, truncation)), grads = jax.vmap(
+            jax.value_and_grad(task_loss, has_aux=True), in_axes=(None, 0))(theta, state.workers)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g.reshape(self.num_tasks, -1)), axis=1)
+                                    for g in jax.tree.leaves(grads)]), axis=0)
+        weights = finite / jnp.maximum(jnp.sum(finite), 1)
+        meta_grad = jax.tree.map(
+            lambda g: jnp.tensordot(weights, jnp.where(finite.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0), axes=1),
+            grads)
+        metrics = _metrics(truncation)
+        metrics["nonfinite_gradient_fraction"] = 1.0 - jnp.mean(finite)
+        return meta_grad, EstimatorState(workers, ()), metrics
 
 
 ESTIMATORS = {"pes": PES, "truncated_es": TruncatedES, "full_es": FullES, "tbptt": TruncatedBackprop}

@@ -47,7 +47,8 @@ def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformatio
     return optimizer, schedule
 
 
-def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.LearnedOptimizer) -> Estimator:
+def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.LearnedOptimizer,
+                  mesh: Mesh) -> Estimator:
     if config.estimator == "full_es":  # whole runs of the longest length, from scratch every estimate
         schedule, truncation = ConstantLength(config.max_inner_length), config.max_inner_length
     else:
@@ -56,9 +57,10 @@ def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.Lea
     particles = 1 if config.estimator == "tbptt" else 2
     unroller = Unroller(task, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split)
+    placement = {"worker_sharding": split_over_tasks(mesh)}
     if config.estimator == "tbptt":
-        return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation)
-    return ESTIMATORS[config.estimator](unroller, config.num_tasks, truncation, config.sigma)
+        return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **placement)
+    return ESTIMATORS[config.estimator](unroller, config.num_tasks, truncation, config.sigma, **placement)
 
 
 class MetaTrainer:
@@ -73,9 +75,9 @@ class MetaTrainer:
         self.task_configs = [family.sample(jax.random.fold_in(family_key, index))
                              for index in range(config.num_task_configs)]
         self.tasks = [family.task(task_config) for task_config in self.task_configs]
-        self.estimators = [estimator_for(config, task, self.optimizer) for task in self.tasks]
-        self.meta_optimizer, self.schedule = meta_optimizer(config)
         self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
+        self.estimators = [estimator_for(config, task, self.optimizer, self.mesh) for task in self.tasks]
+        self.meta_optimizer, self.schedule = meta_optimizer(config)
         # Sharding prefixes: every leaf under estimator_states has the task axis first.
         same = replicated(self.mesh)
         self.state_sharding = MetaState(same, same, split_over_tasks(self.mesh), same, same)

@@ -67,8 +67,9 @@ class Unroller:
         length, so that workers started together do not all reset together."""
         length_key, stagger_key, run_key = jax.random.split(key, 3)
         length = self.schedule.sample(length_key)
-        if stagger:
-            length = jax.random.randint(stagger_key, (), 1, length + 1)
+        if stagger:  # never shorter than the schedule's shortest run: no horizon it would not draw
+            shortest = jnp.minimum(getattr(self.schedule, "min_length", 1), length)
+            length = jax.random.randint(stagger_key, (), shortest, length + 1)
         return self.fresh_run(thetas, run_key, length)
 
     def unroll(self, thetas, worker: Worker, data, num_steps: int) -> tuple[Worker, Truncation]:

@@ -15,6 +15,7 @@ from tasks.train import train_step
 
 TRUNCATION = 8
 RUN_LENGTH = 40  # 5 truncations a run
+SHORT_RUN_LENGTH = 4  # two resets in every truncation, one at its last step
 MEASURED_TRUNCATION = 3  # the estimate taken at the 3rd truncation, whose start theta has shaped
 NUM_TASKS = 64
 REPEATS = 24
@@ -29,16 +30,16 @@ def problem():
     return task, optimizer, theta
 
 
-def unroller(problem, particles):
+def unroller(problem, particles, run_length=RUN_LENGTH):
     task, optimizer, _ = problem
     # A huge cap: the test needs the smooth objective, no clipping.
-    return Unroller(task, optimizer, ConstantLength(RUN_LENGTH), num_particles=particles, max_meta_loss=1e9)
+    return Unroller(task, optimizer, ConstantLength(run_length), num_particles=particles, max_meta_loss=1e9)
 
 
-def exact_gradient(problem, init_key):
-    """jax.grad of the measured truncation's mean loss through the whole run from its start."""
+def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
+    """jax.grad of the measured truncation's mean loss through every run from the start."""
     task, _, theta = problem
-    estimator = TruncatedBackprop(unroller(problem, 1), NUM_TASKS, TRUNCATION, stagger=False)
+    estimator = TruncatedBackprop(unroller(problem, 1, run_length), NUM_TASKS, TRUNCATION, stagger=False)
     workers = estimator._init_workers(theta, init_key, 1)
     steps = TRUNCATION * MEASURED_TRUNCATION
 
@@ -50,9 +51,9 @@ def exact_gradient(problem, init_key):
     return jax.jit(jax.grad(measured_loss))(theta)
 
 
-def repeated_estimates(problem, estimator_type, init_key):
+def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH):
     task, _, theta = problem
-    estimator = estimator_type(unroller(problem, 2), NUM_TASKS, TRUNCATION, SIGMA, stagger=False)
+    estimator = estimator_type(unroller(problem, 2, run_length), NUM_TASKS, TRUNCATION, SIGMA, stagger=False)
 
     @jax.jit
     def measured_estimate(repeat_key):
@@ -83,6 +84,16 @@ def test_pes_is_unbiased_and_truncated_es_is_not(problem):
     print("z-scores, PES:", pes, "truncated ES:", truncated)
     assert all(abs(z) < 4.0 for z in pes.values()), pes
     assert abs(truncated["log_learning_rate"]) > 8.0, truncated
+    assert abs(float(exact["log_learning_rate"])) > 1e-3
+
+
+def test_pes_stays_unbiased_across_resets_inside_truncations(problem):
+    """Runs of 4 steps in truncations of 8: the accumulator restarts mid-truncation and at its end."""
+    init_key = jax.random.key(8)
+    exact = exact_gradient(problem, init_key, SHORT_RUN_LENGTH)
+    pes = z_scores(repeated_estimates(problem, PES, init_key, SHORT_RUN_LENGTH), exact)
+    print("z-scores, PES with resets:", pes)
+    assert all(abs(z) < 4.0 for z in pes.values()), pes
     assert abs(float(exact["log_learning_rate"])) > 1e-3
 
 

@@ -108,6 +108,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished_run, tmp_pat
     assert any("checkpoint at step 600 is unreadable" in line for line in lines), lines
     assert "resuming from the checkpoint at step 550" in lines
     assert_same_theta(final_theta(workdir), final_theta(uninterrupted))
+    assert len(list((workdir / "damaged_checkpoints").iterdir())) == 1  # kept aside, not deleted
+    lines.clear()  # step 600 was written again, readable
+    meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
+    assert "resuming from the checkpoint at step 600" in lines, lines
 
 
 def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):
@@ -124,15 +128,20 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
     cpus = jax.devices("cpu")
     assert len(cpus) >= 4, "conftest asks XLA for four CPU devices"
     config = tiny()
-    thetas = []
+    thetas, gradient_norms = [], []
     for devices in (cpus[:1], cpus[:4]):
         trainer = MetaTrainer(config, task_mesh(config.num_tasks, devices))
         state, data = trainer.init(), trainer.data()
+        norms = []
         for _ in range(3):
             state, metrics = trainer.step(state, data)
+            norms.append(float(metrics["meta_grad_norm"]))
         workers = state.estimator_states[0].workers
         assert len(workers.step.sharding.device_set) == len(devices)
         thetas.append(jax.device_get(state.theta))
+        gradient_norms.append(norms)
+    # The norm catches a meta-gradient off by a factor (Adam and clipping would hide it in theta).
+    np.testing.assert_allclose(*gradient_norms, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *thetas)
 
 

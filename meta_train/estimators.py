@@ -57,8 +57,7 @@ class Estimator(abc.ABC):
 
     def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int):
         """thetas_per_task: theta-like with leading (task, particle) axes."""
-        return jax.vmap(lambda thetas, worker: self.unroller.unroll(thetas, worker, data, num_steps))(
-            thetas_per_task, workers)
+        return self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps)
 
     @abc.abstractmethod
     def init(self, theta, key) -> EstimatorState: ...

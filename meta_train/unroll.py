@@ -72,34 +72,45 @@ class Unroller:
             length = jax.random.randint(stagger_key, (), shortest, length + 1)
         return self.fresh_run(thetas, run_key, length)
 
+    def step(self, thetas, worker: Worker, data) -> tuple[Worker, tuple]:
+        """One inner step of every particle of one worker (a fresh run begins if this one ended)."""
+        step_key = jax.random.fold_in(worker.run_key, worker.step + 1)
+
+        def particle_step(theta, params, opt_state):
+            transform = self._transform(theta, worker.length)
+            params, opt_state, loss = train_step(self.task, transform, params, opt_state, data, step_key)
+            if self.meta_loss_split != "train":
+                valid_key = jax.random.fold_in(step_key, 1)
+                meta = self.task.loss(params, self.task.batch(data, valid_key, self.meta_loss_split), valid_key)
+            else:
+                meta = loss
+            return params, opt_state, loss, self.task.normalize_loss(meta)
+
+        params, opt_state, raw_loss, meta_loss = jax.vmap(particle_step)(thetas, worker.params, worker.opt_state)
+        bad = ~jnp.isfinite(meta_loss) | (meta_loss > self.max_meta_loss)
+        meta_loss = jnp.where(bad, self.max_meta_loss, meta_loss)
+        diverged = jnp.any(bad)
+        step = worker.step + 1
+        done = (step >= worker.length) | diverged
+        # Run keys: fold_in(key, 0) inits, fold_in(key, step + 1) draws batches, split(key) the next run.
+        next_key, length_key = jax.random.split(worker.run_key)
+        fresh = self.fresh_run(thetas, next_key, self.schedule.sample(length_key))
+        current = Worker(params, opt_state, step, worker.length, worker.run_key)
+        worker = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, current)
+        return worker, (meta_loss, raw_loss, done, diverged)
+
     def unroll(self, thetas, worker: Worker, data, num_steps: int) -> tuple[Worker, Truncation]:
-        """num_steps inner steps for each particle, particle p using thetas[p]."""
-
-        def one_step(worker: Worker, _):
-            step_key = jax.random.fold_in(worker.run_key, worker.step + 1)
-            transform = lambda theta: self._transform(theta, worker.length)  # noqa: E731
-
-            def particle_step(theta, params, opt_state):
-                params, opt_state, loss = train_step(self.task, transform(theta), params, opt_state, data, step_key)
-                if self.meta_loss_split != "train":
-                    valid_key = jax.random.fold_in(step_key, 1)
-                    meta = self.task.loss(params, self.task.batch(data, valid_key, self.meta_loss_split), valid_key)
-                else:
-                    meta = loss
-                return params, opt_state, loss, self.task.normalize_loss(meta)
-
-            params, opt_state, raw_loss, meta_loss = jax.vmap(particle_step)(thetas, worker.params, worker.opt_state)
-            bad = ~jnp.isfinite(meta_loss) | (meta_loss > self.max_meta_loss)
-            meta_loss = jnp.where(bad, self.max_meta_loss, meta_loss)
-            diverged = jnp.any(bad)
-            step = worker.step + 1
-            done = (step >= worker.length) | diverged
-            # Run keys: fold_in(key, 0) inits, fold_in(key, step + 1) draws batches, split(key) the next run.
-            next_key, length_key = jax.random.split(worker.run_key)
-            fresh = self.fresh_run(thetas, next_key, self.schedule.sample(length_key))
-            current = Worker(params, opt_state, step, worker.length, worker.run_key)
-            worker = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, current)
-            return worker, (meta_loss, raw_loss, done, diverged)
-
-        worker, (meta_losses, raw_losses, resets, diverged) = jax.lax.scan(one_step, worker, length=num_steps)
+        """num_steps inner steps for each particle of one worker, particle p using thetas[p]."""
+        worker, (meta_losses, raw_losses, resets, diverged) = jax.lax.scan(
+            lambda worker, _: self.step(thetas, worker, data), worker, length=num_steps)
         return worker, Truncation(meta_losses.T, raw_losses.T, resets, diverged)
+
+    def unroll_workers(self, thetas, workers: Worker, data, num_steps: int) -> tuple[Worker, Truncation]:
+        """`unroll` for many workers (leading axis of thetas and workers): the same result, with the
+        vmap inside the scan, which traces and compiles faster than a vmapped scan."""
+        many_steps = jax.vmap(self.step, in_axes=(0, 0, None))
+        workers, (meta_losses, raw_losses, resets, diverged) = jax.lax.scan(
+            lambda workers, _: many_steps(thetas, workers, data), workers, length=num_steps)
+        # Scan stacks steps first: (K, tasks, P) -> (tasks, P, K).
+        return workers, Truncation(jnp.moveaxis(meta_losses, 0, -1), jnp.moveaxis(raw_losses, 0, -1),
+                                   resets.T, diverged.T)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from meta_train.config import MetaTrainConfig
+from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -112,7 +112,8 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
     except json.JSONDecodeError as error:
         raise WorkdirError(f"{config_path} is corrupt ({error}); use --force to start over") from None
     current = dataclasses.asdict(config)
-    changed = sorted(name for name in saved.keys() | current.keys() if saved.get(name) != current.get(name))
+    changed = sorted(name for name in saved.keys() | current.keys()
+                     if saved.get(name) != current.get(name) and name not in BOOKKEEPING_FIELDS)
     if changed:
         raise WorkdirError(
             f"{workdir} holds a run of another config (it differs in "

@@ -36,15 +36,15 @@ class MetaTrainConfig:
     truncation_length: int = 20  # inner steps per worker per meta-step
     sigma: float = 0.01  # std of the ES / PES perturbations of theta
     min_inner_length: int = 100  # inner runs last log-uniform [min, max] steps, then restart
-    max_inner_length: int = 1000
+    max_inner_length: int = 1000  # the longest inner run (also the run length of full_es)
     meta_loss_split: str = "train"  # meta-loss on the "train" batch of each step, or a "valid" batch
     max_meta_loss: float = 3.0  # normalized losses above this count as diverged and are capped
     # --- the outer (meta) optimizer: AdamW, linear warmup then cosine decay, global-norm clipping ---
     outer_steps: int = 1500  # meta-gradient steps
     learning_rate: float = 3e-3  # peak outer learning rate, reached after warmup
     final_learning_rate: float = 1e-3  # outer learning rate at the last step
-    warmup_steps: int = 100
-    weight_decay: float = 1e-4
+    warmup_steps: int = 100  # outer steps of linear warmup from 0 to learning_rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay of theta
     clip_norm: float = 1.0  # global-norm clipping of the meta-gradient
     # --- bookkeeping ---
     seed: int = 0  # everything random follows from it: the same config gives the same theta
@@ -84,9 +84,12 @@ class MetaTrainConfig:
                 refuse(field, "must be at least 1")
         if self.min_inner_length > self.max_inner_length:
             refuse("min_inner_length", f"must not exceed max_inner_length={self.max_inner_length}")
-        for field in ("sigma", "learning_rate", "max_meta_loss"):
+        for field in ("sigma", "learning_rate", "max_meta_loss", "clip_norm"):
             if not 0 < getattr(self, field) < float("inf"):
                 refuse(field, "must be positive and finite")
+        for field in ("final_learning_rate", "weight_decay", "warmup_steps"):
+            if not 0 <= getattr(self, field) < float("inf"):
+                refuse(field, "must be non-negative and finite")
 
     def optimizer(self) -> lopt.LearnedOptimizer:
         settings = {"parameterization": self.parameterization}
@@ -99,6 +102,9 @@ class MetaTrainConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
+
+# Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
+BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
 
 DEFAULT = MetaTrainConfig()
 

@@ -121,6 +121,8 @@ def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):
         meta_train(tiny("outer_steps=600", "sigma=0.1"), workdir)
     with pytest.raises(WorkdirError, match="--resume continues it"):
         meta_train(tiny("outer_steps=600"), workdir)
+    with pytest.raises(WorkdirError, match="--resume continues it"):  # logging alone is no other config
+        meta_train(tiny("outer_steps=600", "log_every=10"), workdir)
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
 
 
@@ -156,6 +158,8 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):
         dataclasses.replace(MetaTrainConfig(), num_tasks="8")
+    with pytest.raises(ConfigError, match="weight_decay=-0.1: must be non-negative"):
+        dataclasses.replace(MetaTrainConfig(), weight_decay=-0.1)
     assert not (tmp_path / "a").exists()
 
 

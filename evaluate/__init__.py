@@ -1,1 +1,16 @@
-"""Generalization evaluation of optimizers on held-out tasks against tuned baselines."""
+"""Generalization sweeps: learned optimizers against tuned hand-designed baselines on held-out tasks.
+
+    result = evaluate.run_suite(["my_optimizer"], "width", "runs/width", steps=500, seeds=3)
+
+or `python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR`. Outputs in the workdir:
+runs.csv / runs.json (every run), summary.csv / summary.json / summary.md, plots/*.png, tensorboard/.
+"""
+
+from evaluate.memory import TooLargeError
+from evaluate.metrics import best_loss, diverged, final_loss, ranks, speedup, steps_to_reach, win_rate
+from evaluate.optimizers import BASELINES, EvalOptimizer, OptimizerError, baseline, learned, resolve
+from evaluate.runner import Curves
+from evaluate.runner import run as run_optimizer
+from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask
+from evaluate.suites import build as build_suite
+from evaluate.sweep import DEFAULT_BASELINES, SweepError, SweepResult, run_suite

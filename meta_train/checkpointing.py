@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from checkpoints.files import write_atomically
 from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig
 
 CONFIG_FILE = "config.json"
@@ -126,13 +126,3 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
 
 def write_config(workdir: Path, config: MetaTrainConfig) -> None:
     write_atomically(workdir / CONFIG_FILE, config.to_json())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """The file written whole or not at all: a crash leaves the previous version, never half of one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)

@@ -1,31 +1,12 @@
-"""TensorBoard scalars written with the tensorboard package alone (no TensorFlow), and progress
-reporting: a tqdm bar with ETA on a terminal, plain lines otherwise (CI, log files)."""
+"""Progress reporting: a tqdm bar with ETA on a terminal, plain lines otherwise (CI, log files).
+TensorBoard scalars are written by `checkpoints.files.ScalarWriter`."""
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tqdm import tqdm
-
-
-class ScalarWriter:
-    """Appends scalar summaries to an event file in logdir, readable by TensorBoard."""
-
-    def __init__(self, logdir: str | Path):
-        self._writer = EventFileWriter(str(logdir))
-
-    def write(self, step: int, scalars: dict[str, float]) -> None:
-        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
 
 
 class Progress:

@@ -18,10 +18,11 @@ from typing import Any, Callable
 import jax
 
 import lopt
+from checkpoints.files import ScalarWriter, write_atomically
 from meta_train import checkpointing
 from meta_train.compare import compare_with_adam, held_out_task, markdown_table
 from meta_train.config import MetaTrainConfig
-from meta_train.logging import Progress, ScalarWriter
+from meta_train.logging import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 
 OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
@@ -88,7 +89,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
                                  jax.device_get(initial_theta), config.eval_steps)
         table = markdown_table(rows)
-        checkpointing.write_atomically(workdir / COMPARISON_FILE, json.dumps(
+        write_atomically(workdir / COMPARISON_FILE, json.dumps(
             {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
             indent=2))
         log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")

@@ -1,0 +1,63 @@
+"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K]
+
+Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
+TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from checkpoints.files import enable_compilation_cache
+from evaluate.memory import TooLargeError
+from evaluate.optimizers import BASELINE_DESCRIPTIONS, OptimizerError
+from evaluate.suites import SUITES, SuiteError
+from evaluate.sweep import DEFAULT_BASELINES, SweepError, run_suite
+
+
+def _parser() -> argparse.ArgumentParser:
+    suites = "\n".join(f"  {name:18s} {description}" for name, (description, _) in SUITES.items())
+    baselines = "\n".join(f"  {name:8s} {description}" for name, description in BASELINE_DESCRIPTIONS.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate learned optimizers against tuned baselines on a suite of held-out tasks.",
+        epilog=f"suites (relative to what the first learned optimizer was meta-trained on):\n{suites}\n"
+               "  FILE.json          a custom suite: {\"name\": ..., \"tasks\": [{\"task\": NAME, \"set\": "
+               "{FIELD: VALUE}, \"steps\": N}]}\n\n"
+               f"baselines (each tuned per task on final training loss; NAME@LR fixes the rate):\n{baselines}\n\n"
+               "The workdir receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline "
+               "runs are cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
+    parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",
+                        help="a shipped learned optimizer, a checkpoint directory, or a baseline (repeatable)")
+    parser.add_argument("--suite", required=True, help="a suite name or a JSON suite file")
+    parser.add_argument("--workdir", required=True, help="output directory")
+    parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
+                        "(default: the learned optimizer's, else 1000); for a file suite, every task's budget")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per optimizer and task (default: %(default)s)")
+    parser.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
+                        help="comma-separated tuned baselines to add, or 'none' (default: %(default)s)")
+    parser.add_argument("--cache", help="baseline cache directory")
+    parser.add_argument("--force", action="store_true", help="replace another sweep held in --workdir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    enable_compilation_cache()
+    baselines = [] if args.baselines == "none" else [name.strip() for name in args.baselines.split(",") if name.strip()]
+    try:
+        run_suite(args.optimizer, args.suite, args.workdir, steps=args.steps, seeds=args.seeds,
+                  baselines=baselines, cache_dir=args.cache, force=args.force,
+                  log=lambda line: print(line, flush=True))
+    except (OptimizerError, SuiteError, SweepError, TooLargeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; the same command resumes the sweep", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""How much memory one run of an optimizer on a task needs, estimated from shapes alone (nothing is
+allocated or compiled), and how much the device has: a sweep refuses a task that cannot fit before
+spending minutes compiling it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+
+import jax
+import numpy as np
+
+import tasks
+from evaluate.optimizers import EvalOptimizer
+
+GIB = 2 ** 30
+# A run may use this share of the available memory; the rest is left for XLA's workspace and the host.
+USABLE_SHARE = 0.7
+
+
+class TooLargeError(MemoryError):
+    """A task too large for this device's memory (the estimate says by how much)."""
+
+
+def _bytes(tree) -> int:
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMemory:
+    num_params: int
+    params_bytes: int  # parameters, gradients and updates
+    state_bytes: int  # optimizer state
+    activation_bytes: int  # what backprop keeps of a batch
+    update_temporary_bytes: int  # the largest intermediate of the optimizer's update (twice it)
+
+    @property
+    def total(self) -> int:
+        return self.params_bytes + self.state_bytes + self.activation_bytes + self.update_temporary_bytes
+
+
+def estimate(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int) -> RunMemory:
+    key = jax.random.key(0)
+    params = jax.eval_shape(task.init, key)
+    transform = optimizer.make(optimizer.candidates[0].hyper, num_steps, task.roles(params))
+    state = jax.eval_shape(transform.init, params)
+    batch = jax.eval_shape(task.batch, task.data, key)
+    # jax.vjp's backward function is a pytree whose leaves are the residuals backprop keeps.
+    residuals = jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params, batch)
+    update = jax.make_jaxpr(lambda g, s, p: transform.update(g, s, p, loss=1.0))(params, state, params)
+    largest = max((_bytes(var.aval) for equation in update.jaxpr.eqns for var in equation.outvars
+                   if hasattr(var.aval, "shape")), default=0)
+    return RunMemory(num_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)),
+                     params_bytes=3 * _bytes(params), state_bytes=_bytes(state),
+                     activation_bytes=2 * _bytes(residuals), update_temporary_bytes=2 * largest)
+
+
+def available_bytes() -> int:
+    """Free memory of the default device: the accelerator's allocator limit, or the host's available
+    memory on CPU."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            match = re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read())
+        if match:
+            return int(match.group(1)) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no /proc: all of the memory
+
+
+def runs_that_fit(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, wanted: int, label: str,
+                  budget: int | None = None) -> int:
+    """How many runs to vmap together (at most `wanted`); raises if not even one fits."""
+    need = estimate(task, optimizer, num_steps)
+    budget = int(USABLE_SHARE * (available_bytes() if budget is None else budget))
+    if need.total > budget:
+        raise TooLargeError(
+            f"{label} with {optimizer.name}: one run needs about {need.total / GIB:.1f} GiB "
+            f"({need.num_params / 1e6:.1f}M parameters: {need.params_bytes / GIB:.1f} GiB parameters, gradients "
+            f"and updates, {need.state_bytes / GIB:.1f} GiB optimizer state, {need.activation_bytes / GIB:.1f} GiB "
+            f"activations, {need.update_temporary_bytes / GIB:.1f} GiB update temporaries), more than the "
+            f"{budget / GIB:.1f} GiB usable on {jax.devices()[0].device_kind}; use a smaller width or a "
+            "device with more memory")
+    return max(1, min(wanted, budget // max(need.total, 1)))

@@ -1,0 +1,155 @@
+"""Training curves of an optimizer on a task: several runs (seeds, learning rates) vmapped together in
+one compiled program, recording training loss, validation loss and accuracy at a stride.
+
+The step is `tasks.train_step`, the very step meta-training unrolls. Nothing here names a backend:
+the runs go wherever JAX puts them (CPU, GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tasks
+from evaluate.optimizers import EvalOptimizer
+
+EVAL_BATCHES = 4  # validation batches (of the task's batch size) averaged at every record point
+MAX_RECORD_POINTS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """One run. Index 0 is the initialization; index k is after k * stride steps, where train_loss is
+    the mean minibatch loss of the stride's steps (the loss the optimizer saw), valid_loss and
+    valid_accuracy are measured on the same EVAL_BATCHES validation batches every time."""
+
+    steps: tuple[int, ...]
+    train_loss: tuple[float, ...]
+    valid_loss: tuple[float, ...]
+    valid_accuracy: tuple[float, ...] | None  # None for tasks without accuracy
+    seconds: float = 0.0  # wall time of the run's group (compilation included), shared out per run
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Curves":
+        accuracy = record.get("valid_accuracy")
+        return cls(tuple(record["steps"]), tuple(record["train_loss"]), tuple(record["valid_loss"]),
+                   None if accuracy is None else tuple(accuracy), float(record.get("seconds", 0.0)))
+
+
+def default_stride(num_steps: int) -> int:
+    """The smallest divisor of num_steps that records at most MAX_RECORD_POINTS points."""
+    return next(stride for stride in range(1, num_steps + 1)
+                if num_steps % stride == 0 and num_steps // stride <= MAX_RECORD_POINTS)
+
+
+def check_stride(num_steps: int, stride: int) -> None:
+    if not (isinstance(num_steps, int) and num_steps > 0):
+        raise ValueError(f"steps={num_steps!r}: must be a positive integer")
+    if not (isinstance(stride, int) and stride > 0 and num_steps % stride == 0):
+        raise ValueError(f"stride={stride!r}: must be a positive integer dividing steps={num_steps}")
+
+
+def _measure(task: tasks.Task, params, data, key, split: str):
+    """Mean loss and accuracy on EVAL_BATCHES batches of a split (the same batches for a given key)."""
+    def one(key):
+        loss, aux = task.loss_and_aux(params, task.batch(data, key, split), key)
+        return loss, aux.get("accuracy", jnp.nan)
+    losses, accuracies = jax.vmap(one)(jax.random.split(key, EVAL_BATCHES))
+    return losses.mean(), accuracies.mean()
+
+
+_INITIAL_POINTS: dict[tasks.TaskConfig, Any] = {}
+
+
+def _initial_point(task: tasks.Task):
+    """A jitted function keys -> (params, train loss, valid loss, valid accuracy) of fresh inits, one per
+    key. Kept out of the run programs: every optimizer on a task shares this one compilation."""
+    def one(key, data):
+        init_key, _, eval_key = jax.random.split(key, 3)
+        params = task.init(init_key)
+        train_loss, _ = _measure(task, params, data, eval_key, "train")
+        return params, train_loss, *_measure(task, params, data, eval_key, "valid")
+    if task.config not in _INITIAL_POINTS:
+        _INITIAL_POINTS[task.config] = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return _INITIAL_POINTS[task.config]
+
+
+def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
+    """A jitted function (hypers, params, keys, data) -> (train_loss, valid_loss, valid_accuracy), each
+    of shape (runs, num_steps // stride), vmapped over the leading axis of hypers, params and keys."""
+    roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
+
+    def one_run(hyper, params, key, data):
+        transform = optimizer.make(hyper, num_steps, roles)
+        _, train_key, eval_key = jax.random.split(key, 3)
+
+        def record_interval(carry, key):
+            def step(carry, key):
+                params, opt_state, loss = tasks.train_step(task, transform, *carry, data, key)
+                return (params, opt_state), loss
+            carry, losses = jax.lax.scan(step, carry, jax.random.split(key, stride))
+            return carry, (losses.mean(), *_measure(task, carry[0], data, eval_key, "valid"))
+
+        carry = (params, transform.init(params))
+        _, curves = jax.lax.scan(record_interval, carry, jax.random.split(train_key, num_steps // stride))
+        return curves
+
+    return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, None)))
+
+
+_PROGRAMS: dict[tuple, Any] = {}
+
+
+def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
+    """The compiled runs, reused for every learning rate and seed of the same task and optimizer."""
+    key = (task.config, optimizer.rule, num_steps, stride)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = _program(task, optimizer, num_steps, stride)
+    return _PROGRAMS[key]
+
+
+def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, int]], num_steps: int,
+        stride: int, parallel: int) -> list[Curves]:
+    """Curves of each (candidate index, seed) job, `parallel` runs at a time. The last group is padded
+    by repeating its first job, so every group has the same shape and one compilation serves all."""
+    check_stride(num_steps, stride)
+    runs = program(task, optimizer, num_steps, stride)
+    steps = tuple(range(0, num_steps + 1, stride))
+    data = task.data
+    # Inits depend on the seed alone: computed once per seed, shared by every candidate.
+    seeds = sorted({seed for _, seed in jobs})
+    params, *initial = _initial_point(task)(jnp.stack([jax.random.key(seed) for seed in seeds]), data)
+    initial = [np.asarray(values) for values in initial]
+    results = []
+    for start in range(0, len(jobs), parallel):
+        began = time.perf_counter()
+        group = list(jobs[start:start + parallel])
+        padded = group + [group[0]] * (min(parallel, len(jobs)) - len(group))
+        hypers = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                              *[optimizer.candidates[index].hyper for index, _ in padded])
+        rows = np.asarray([seeds.index(seed) for _, seed in padded])
+        keys = jnp.stack([jax.random.key(seed) for _, seed in padded])
+        curves = jax.device_get(runs(hypers, jax.tree.map(lambda leaf: leaf[rows], params), keys, data))
+        train, valid, accuracy = (np.concatenate([first[rows][:, None], np.asarray(rest)], axis=1)
+                                  for first, rest in zip(initial, curves))
+        seconds = (time.perf_counter() - began) / len(group)
+        for row in range(len(group)):
+            has_accuracy = not np.all(np.isnan(accuracy[row]))
+            results.append(Curves(steps, tuple(map(float, train[row])), tuple(map(float, valid[row])),
+                                  tuple(map(float, accuracy[row])) if has_accuracy else None, seconds))
+    return results
+
+
+def final(values: Sequence[float]) -> float:
+    """The last value, or inf where the run left the finite numbers (diverged runs sort last)."""
+    value = values[-1]
+    return value if math.isfinite(value) else math.inf

@@ -1,0 +1,53 @@
+"""Finished runs on disk, one JSON file each, named by a hash of everything that determines the run
+(task config, optimizer rule and hyperparameters, seed, budget, record stride). Baselines live in a
+cache shared by every sweep, so they are trained once; a sweep's own runs live in its workdir, so an
+interrupted sweep resumes where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import tasks
+from checkpoints.files import write_atomically
+from evaluate.optimizers import Candidate, EvalOptimizer
+from evaluate.runner import EVAL_BATCHES, Curves
+
+# Bumped whenever a change of code changes what a run records.
+STORE_VERSION = 1
+DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
+
+
+def run_key(config: tasks.TaskConfig, optimizer: EvalOptimizer, candidate: Candidate, seed: int,
+            num_steps: int, stride: int) -> dict[str, Any]:
+    return {"version": STORE_VERSION, "task": config.to_dict(), "optimizer": optimizer.identity,
+            "candidate": candidate.label, "seed": seed, "steps": num_steps, "stride": stride,
+            "eval_batches": EVAL_BATCHES}
+
+
+class RunStore:
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def _path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return self.directory / f"{digest}.json"
+
+    def get(self, key: dict[str, Any]) -> Curves | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None  # unreadable: the run is simply done again (files are written atomically)
+        if record.get("key") != key:
+            return None
+        return Curves.from_dict(record["curves"])
+
+    def put(self, key: dict[str, Any], curves: Curves) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(self._path(key), json.dumps({"key": key, "curves": curves.to_dict()}))

@@ -1,0 +1,198 @@
+"""Evaluation suites: named sets of held-out tasks, each with its training budget, built relative to
+what the learned optimizer was meta-trained on (its family's widths and depths, its longest run).
+
+    in_distribution  configs sampled from the meta-training family, new seeds, the meta-training horizon
+    width            MLP from the meta-training widths to 32x the widest, and transformer LMs of widths
+                     64 to 1024 (also separately: width_mlp, width_transformer)
+    depth            MLP of depth 1 up to 4x the deepest meta-training depth
+    horizon          the same MLP at 1x, 3x and 10x the meta-training horizon
+    other            other data and models: a conv net on MNIST, a transformer on Shakespeare
+
+A custom suite is a `Suite` built in Python, or a JSON file:
+    {"name": "mine", "tasks": [{"task": "mlp_mnist_14x14", "set": {"width": 256}, "steps": 500}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+import tasks
+
+WIDTH_MULTIPLIERS = (2, 4, 8, 16, 32)  # of the widest meta-training width
+TRANSFORMER_WIDTHS = (64, 128, 256, 512, 1024)
+DEPTH_MULTIPLIER = 4
+HORIZON_MULTIPLIERS = (1, 3, 10)
+IN_DISTRIBUTION_SAMPLES = 8
+# Keys of the in-distribution samples: far from the small seeds meta-training derives its keys from.
+HELD_OUT_KEY = 2_000_003
+
+
+class SuiteError(ValueError):
+    """An unknown suite, or a custom suite file that does not describe one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteTask:
+    label: str  # unique within the suite, as tables and plots show it
+    config: tasks.TaskConfig
+    num_steps: int
+    axis: str | None = None  # what the suite varies across its tasks ("width", "depth", "steps")
+    x: float | None = None  # this task's value on that axis
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "config": self.config.to_dict(), "steps": self.num_steps,
+                "axis": self.axis, "x": self.x}
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[SuiteTask, ...]
+
+    def __post_init__(self):
+        labels = [task.label for task in self.tasks]
+        if not labels:
+            raise SuiteError(f"suite {self.name!r} has no tasks")
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise SuiteError(f"suite {self.name!r}: task labels must be unique; repeated: {', '.join(duplicates)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainingScope:
+    """What the optimizer under test was meta-trained on; the suites are defined relative to it."""
+
+    family: str = "mlp_images"  # the default meta-training preset's family
+    horizon: int = 1000  # its longest inner run
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None) -> "MetaTrainingScope":
+        """From a learned optimizer's checkpoint spec (meta_train records its config as provenance)."""
+        config = ((spec or {}).get("provenance") or {}).get("config") or {}
+        family = config.get("task_family", cls.family)
+        return cls(family=family if family in tasks.FAMILIES else cls.family,
+                   horizon=int(config.get("max_inner_length", cls.horizon)))
+
+    def image_family(self) -> tasks.ImageMLPFamily:
+        family = tasks.get_family(self.family)
+        return family if isinstance(family, tasks.ImageMLPFamily) else tasks.ImageMLPFamily()
+
+
+def _mlp_label(config: tasks.ImageMLPConfig) -> str:
+    return (f"mlp {config.dataset} {config.image_size}x{config.image_size} width {config.width} "
+            f"depth {config.depth} batch {config.batch_size}")
+
+
+def _base_mlp(family: tasks.ImageMLPFamily) -> tasks.ImageMLPConfig:
+    """The largest meta-training MLP on the largest image set: where the width and depth sweeps start."""
+    dataset, size = max(family.datasets, key=lambda item: (item[1], item[0] == "mnist"))
+    return tasks.ImageMLPConfig(dataset=dataset, image_size=size, width=max(family.widths),
+                                depth=max(family.depths), batch_size=max(family.batch_sizes))
+
+
+def in_distribution(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    family = tasks.get_family(scope.family)
+    configs = []
+    for index in range(IN_DISTRIBUTION_SAMPLES * 4):  # a finite family may repeat configs: draw more
+        config = family.sample(jax.random.fold_in(jax.random.key(HELD_OUT_KEY), index))
+        if config not in configs:
+            configs.append(config)
+        if len(configs) == IN_DISTRIBUTION_SAMPLES:
+            break
+    return [SuiteTask(_mlp_label(c) if isinstance(c, tasks.ImageMLPConfig) else f"{c.kind} {i}", c, steps)
+            for i, c in enumerate(configs)]
+
+
+def width_mlp(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    family = scope.image_family()
+    base = _base_mlp(family)
+    widths = sorted(set(family.widths) | {max(family.widths) * m for m in WIDTH_MULTIPLIERS})
+    return [SuiteTask(f"mlp width {w}", base.replace(width=w), steps, "width", w) for w in widths]
+
+
+def width_transformer(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    base = tasks.task_config("transformer_shakespeare")
+    return [SuiteTask(f"transformer width {w}", base.replace(width=w), steps, "width", w)
+            for w in TRANSFORMER_WIDTHS]
+
+
+def depth(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    family = scope.image_family()
+    base = _base_mlp(family)
+    depths, d = [], 1
+    while d <= DEPTH_MULTIPLIER * max(family.depths):
+        depths.append(d)
+        d *= 2
+    return [SuiteTask(f"mlp depth {d}", base.replace(depth=d), steps, "depth", d) for d in depths]
+
+
+def horizon(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    base = _base_mlp(scope.image_family())
+    return [SuiteTask(f"mlp {m * steps} steps", base, m * steps, "steps", m * steps) for m in HORIZON_MULTIPLIERS]
+
+
+def other(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
+    return [SuiteTask(name.replace("_", " "), tasks.task_config(name), steps)
+            for name in ("conv_mnist_14x14", "transformer_shakespeare")]
+
+
+SUITES: dict[str, tuple[str, Callable[[MetaTrainingScope, int], list[SuiteTask]]]] = {
+    "in_distribution": ("the meta-training family, held-out samples and seeds", in_distribution),
+    "width": ("MLP up to 32x the meta-training width, transformer LM widths 64-1024",
+              lambda scope, steps: width_mlp(scope, steps) + width_transformer(scope, steps)),
+    "width_mlp": ("MLP from the meta-training widths up to 32x the widest", width_mlp),
+    "width_transformer": ("transformer LM on Shakespeare, widths 64-1024", width_transformer),
+    "depth": ("MLP of depth 1 up to 4x the deepest meta-training depth", depth),
+    "horizon": ("MLP at 1x, 3x and 10x the meta-training horizon", horizon),
+    "other": ("other data and models: conv net on MNIST, transformer LM on Shakespeare", other),
+}
+
+
+def build(name_or_path: str | os.PathLike, scope: MetaTrainingScope, steps: int | None = None) -> Suite:
+    """A named suite relative to scope (steps replaces the meta-training horizon), or a JSON suite file
+    (steps, if given, replaces every task's budget)."""
+    text = str(name_or_path)
+    if text in SUITES:
+        description, make = SUITES[text]
+        return Suite(text, description, tuple(make(scope, steps or scope.horizon)))
+    if text.endswith(".json") or Path(text).is_file():
+        return from_file(text, steps)
+    raise SuiteError(f"unknown suite {text!r}; suites: {', '.join(SUITES)}, or the path of a JSON suite file")
+
+
+def from_file(path: str | os.PathLike, steps: int | None = None) -> Suite:
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SuiteError(f"suite file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise SuiteError(f"suite file {path} is not valid JSON: {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("tasks"), list):
+        raise SuiteError(f"suite file {path}: expected {{\"name\": ..., \"tasks\": [{{\"task\": NAME, "
+                         "\"set\": {FIELD: VALUE}, \"steps\": N}, ...]}")
+    suite_tasks = []
+    for index, entry in enumerate(record["tasks"]):
+        where = f"suite file {path}, task {index}"
+        if not isinstance(entry, dict) or "task" not in entry:
+            raise SuiteError(f"{where}: each task needs at least \"task\" (a registered task name)")
+        unknown = sorted(set(entry) - {"task", "set", "steps", "label", "axis", "x"})
+        if unknown:
+            raise SuiteError(f"{where}: unknown keys {', '.join(unknown)}")
+        try:
+            config = tasks.task_config(entry["task"], **entry.get("set", {}))
+        except (KeyError, ValueError, TypeError) as error:
+            raise SuiteError(f"{where}: {error}") from None
+        num_steps = steps or entry.get("steps", 1000)
+        if not (isinstance(num_steps, int) and num_steps > 0):
+            raise SuiteError(f"{where}: steps={num_steps!r} must be a positive integer")
+        label = entry.get("label") or " ".join([entry["task"]] + [f"{k}={v}" for k, v in entry.get("set", {}).items()])
+        suite_tasks.append(SuiteTask(label, config, num_steps, entry.get("axis"), entry.get("x")))
+    return Suite(str(record.get("name", Path(path).stem)), str(record.get("description", f"from {path}")),
+                 tuple(suite_tasks))

@@ -1,0 +1,249 @@
+"""A generalization sweep: every optimizer on every task of a suite, several seeds vmapped together,
+baselines tuned per task, then metrics, tables and plots in the workdir.
+
+    result = evaluate.run_suite(["my_optimizer"], "width", "runs/width", steps=500, seeds=3)
+    result.summary  # one row per (task, optimizer): final loss, speedup over tuned Adam, ...
+
+Each optimizer trains a task in its own parameterization where the task has one (muP learned
+optimizers and muAdam train the muP model, Adam, AdamW, SGD and standard-parameterization learned
+optimizers the standard one), as the muLO paper compares them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tqdm import tqdm
+
+import tasks
+from checkpoints.files import write_atomically
+from evaluate import memory, metrics, report, runner
+from evaluate.optimizers import REFERENCE_BASELINE, EvalOptimizer, OptimizerError, baseline, resolve
+from evaluate.store import DEFAULT_CACHE, RunStore, run_key
+from evaluate.suites import MetaTrainingScope, Suite, SuiteTask, build
+
+DEFAULT_BASELINES = ("adam", "adamw", "muadam", "sgdm")
+SWEEP_FILE = "sweep.json"
+RUNS_DIR = "runs"
+
+
+class SweepError(ValueError):
+    """A workdir that holds another sweep, or a sweep asked with no optimizer."""
+
+
+@dataclasses.dataclass
+class UnitResult:
+    """One optimizer on one task of the suite: every candidate's runs, and the one chosen."""
+
+    task: SuiteTask
+    config: tasks.TaskConfig  # the task as this optimizer trained it (its parameterization)
+    optimizer: EvalOptimizer
+    runs: dict[str, list[runner.Curves]]  # candidate label -> one Curves per seed
+    chosen: str  # the candidate with the lowest final training loss (mean over seeds)
+    chosen_at_grid_edge: bool  # a tuned baseline whose best learning rate is the grid's first or last
+    seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
+    reused: int  # runs read back instead of trained
+
+    @property
+    def compute_seconds(self) -> float:
+        """What all its runs cost when they were trained, now or before."""
+        return sum(curves.seconds for runs in self.runs.values() for curves in runs)
+
+    def curve(self, metric: str = "train_loss"):
+        return metrics.mean_curve([getattr(curves, metric) for curves in self.runs[self.chosen]])
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return self.runs[self.chosen][0].steps
+
+
+@dataclasses.dataclass
+class SweepResult:
+    suite: Suite
+    units: list[UnitResult]
+    summary: list[dict[str, Any]]  # one row per (task, optimizer)
+    overall: list[dict[str, Any]]  # one row per optimizer: win rate, average rank, median speedup
+    workdir: Path
+    files: list[Path]
+
+
+def _in_parameterization(config: tasks.TaskConfig, optimizer: EvalOptimizer) -> tasks.TaskConfig:
+    if optimizer.parameterization and hasattr(config, "parameterization"):
+        return config.replace(parameterization=optimizer.parameterization)
+    return config
+
+
+def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]]) -> tuple[str, bool]:
+    def score(label):
+        value = float(metrics.mean_curve([c.train_loss for c in runs[label]])[-1])
+        return value if math.isfinite(value) else math.inf
+    labels = [candidate.label for candidate in optimizer.candidates]
+    chosen = min(labels, key=score)
+    return chosen, optimizer.tuned and chosen in (labels[0], labels[-1])
+
+
+def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int]) -> dict[str, Any]:
+    return {"suite": suite.name, "tasks": [task.to_dict() for task in suite.tasks],
+            "optimizers": {optimizer.name: optimizer.identity for optimizer in optimizers}, "seeds": list(seeds)}
+
+
+def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
+    """A workdir holds one sweep: the same one is resumed, another is refused unless forced."""
+    path = workdir / SWEEP_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != record and not force:
+            differing = [key for key in record if previous.get(key) != record[key]]
+            raise SweepError(f"{workdir} holds another sweep (it differs in: {', '.join(differing)}); "
+                             "use another workdir, or force=True (--force) to replace it")
+        if previous != record:
+            shutil.rmtree(workdir / RUNS_DIR, ignore_errors=True)
+    elif workdir.exists() and any(workdir.iterdir()) and not force:
+        raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
+                         "(use an empty or new directory)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True))
+
+
+def _run_unit(task_spec: SuiteTask, optimizer: EvalOptimizer, seeds: Sequence[int], store: RunStore,
+              stride: int | None, parallel: int | None) -> UnitResult:
+    config = _in_parameterization(task_spec.config, optimizer)
+    stride = stride or runner.default_stride(task_spec.num_steps)
+    keys = {(i, seed): run_key(config, optimizer, candidate, seed, task_spec.num_steps, stride)
+            for i, candidate in enumerate(optimizer.candidates) for seed in seeds}
+    found = {job: store.get(key) for job, key in keys.items()}
+    missing = [job for job, curves in found.items() if curves is None]
+    start = time.perf_counter()
+    if missing:
+        task = config.build()
+        fit = memory.runs_that_fit(task, optimizer, task_spec.num_steps, len(missing), task_spec.label)
+        for job, curves in zip(missing, runner.run(task, optimizer, missing, task_spec.num_steps, stride,
+                                                   min(fit, parallel or len(missing)))):
+            store.put(keys[job], curves)
+            found[job] = curves
+    runs = {candidate.label: [found[(i, seed)] for seed in seeds]
+            for i, candidate in enumerate(optimizer.candidates)}
+    chosen, at_edge = _choose(optimizer, runs)
+    return UnitResult(task_spec, config, optimizer, runs, chosen, at_edge,
+                      time.perf_counter() - start if missing else 0.0, len(keys) - len(missing))
+
+
+def summarize(units: list[UnitResult], suite: Suite) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per (task, optimizer) rows, and per optimizer rows over the suite."""
+    by_task: dict[str, dict[str, UnitResult]] = {}
+    for unit in units:
+        by_task.setdefault(unit.task.label, {})[unit.optimizer.name] = unit
+    names = list(dict.fromkeys(unit.optimizer.name for unit in units))
+    reference_name = REFERENCE_BASELINE if REFERENCE_BASELINE in names else None
+    rows = []
+    for task in suite.tasks:
+        group = by_task[task.label]
+        finals = [metrics.final_loss(group[name].curve()) for name in names]
+        task_ranks = metrics.ranks(finals)
+        reference = group[reference_name] if reference_name else None
+        for name, rank in zip(names, task_ranks):
+            unit = group[name]
+            train = unit.curve()
+            accuracy = ([c.valid_accuracy for c in unit.runs[unit.chosen]]
+                        if unit.runs[unit.chosen][0].valid_accuracy is not None else None)
+            row = {"task": task.label, "optimizer": name, "steps": task.num_steps, "axis": task.axis, "x": task.x,
+                   "parameterization": getattr(unit.config, "parameterization", None), "chosen": unit.chosen,
+                   "chosen_at_grid_edge": unit.chosen_at_grid_edge,
+                   "final_train_loss": metrics.final_loss(train), "best_train_loss": metrics.best_loss(train),
+                   "final_valid_loss": metrics.final_loss(unit.curve("valid_loss")),
+                   "final_valid_accuracy": None if accuracy is None else metrics.final_loss(
+                       metrics.mean_curve(accuracy)),
+                   "diverged": metrics.diverged(train), "rank": rank, "seconds": unit.compute_seconds,
+                   "steps_to_reference": None, "speedup": None}
+            if reference is not None and name != reference_name:
+                row["steps_to_reference"] = metrics.steps_to_reach(
+                    unit.steps, train, metrics.final_loss(reference.curve()))
+                row["speedup"] = metrics.speedup(unit.steps, train, reference.curve())
+            rows.append(row)
+    overall = []
+    for name in names:
+        mine = [row for row in rows if row["optimizer"] == name]
+        entry = {"optimizer": name, "tasks": len(mine), "mean_rank": sum(r["rank"] for r in mine) / len(mine),
+                 "diverged": sum(r["diverged"] for r in mine), "win_rate": None, "median_speedup": None}
+        if reference_name and name != reference_name:
+            reference_rows = [row for row in rows if row["optimizer"] == reference_name]
+            entry["win_rate"] = metrics.win_rate([r["final_train_loss"] for r in mine],
+                                                 [r["final_train_loss"] for r in reference_rows])
+            speedups = sorted(r["speedup"] for r in mine)
+            entry["median_speedup"] = float(speedups[len(speedups) // 2]) if len(speedups) % 2 else \
+                (speedups[len(speedups) // 2 - 1] + speedups[len(speedups) // 2]) / 2
+        overall.append(entry)
+    return rows, overall
+
+
+def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: str | os.PathLike | Suite,
+              workdir: str | os.PathLike, *, steps: int | None = None, seeds: int = 3,
+              baselines: Sequence[str] = DEFAULT_BASELINES, cache_dir: str | os.PathLike | None = None,
+              stride: int | None = None, parallel: int | None = None, force: bool = False,
+              log: Callable[[str], None] = print) -> SweepResult:
+    """Runs a suite and writes its outputs to workdir; returns the results.
+
+    optimizers: learned optimizers (shipped names or checkpoint directories) and/or baselines by name
+        ("adam", "sgdm@0.1"); the tuned `baselines` are added after them.
+    suite: a name from evaluate.SUITES, a JSON suite file, or a Suite.
+    steps: the meta-training horizon the suite is built around (default: what the first learned
+        optimizer was meta-trained with, else 1000); for a custom suite, every task's budget.
+    seeds: runs per optimizer and task (seeds 0..seeds-1), vmapped together.
+    cache_dir: where baseline runs are cached across sweeps (default ~/.cache/lopt/baselines, or
+        $LOPT_BASELINE_CACHE).
+    """
+    if not (isinstance(seeds, int) and seeds > 0):
+        raise SweepError(f"seeds={seeds!r}: must be a positive integer")
+    if steps is not None and not (isinstance(steps, int) and steps > 0):
+        raise SweepError(f"steps={steps!r}: must be a positive integer")
+    chosen = [item if isinstance(item, EvalOptimizer) else resolve(item) for item in optimizers]
+    chosen += [baseline(name) for name in baselines if name not in {o.name for o in chosen}]
+    if not chosen:
+        raise OptimizerError("nothing to evaluate: give an optimizer or keep the baselines")
+    names = [optimizer.name for optimizer in chosen]
+    if len(set(names)) != len(names):
+        raise OptimizerError(f"optimizer names must be unique: {names}")
+    learned = [optimizer for optimizer in chosen if not optimizer.baseline]
+    scope = MetaTrainingScope.from_spec(learned[0].spec if learned else None)
+    suite = suite if isinstance(suite, Suite) else build(suite, scope, steps)
+    workdir = Path(workdir)
+    seed_list = list(range(seeds))
+    _check_workdir(workdir, _sweep_record(suite, chosen, seed_list), force)
+    baseline_store = RunStore(cache_dir or DEFAULT_CACHE)
+    own_store = RunStore(workdir / RUNS_DIR)
+
+    # Check every task's memory before the first run, so an impossible width fails in seconds.
+    for task_spec in suite.tasks:
+        for optimizer in chosen:
+            memory.runs_that_fit(_in_parameterization(task_spec.config, optimizer).build(), optimizer,
+                                 task_spec.num_steps, 1, task_spec.label)
+
+    units = []
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=len(suite.tasks) * len(chosen), unit="run", disable=not interactive, dynamic_ncols=True)
+    start = time.perf_counter()
+    for task_spec in suite.tasks:
+        for optimizer in chosen:
+            bar.set_postfix_str(f"{task_spec.label} / {optimizer.name}")
+            unit = _run_unit(task_spec, optimizer, seed_list, baseline_store if optimizer.baseline else own_store,
+                             stride, parallel)
+            units.append(unit)
+            bar.update()
+            if not interactive:
+                log(f"[{len(units)}/{bar.total}] {task_spec.label} / {optimizer.name}: "
+                    f"{len(optimizer.candidates)} x {seeds} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
+                    f"final train loss {metrics.final_loss(unit.curve()):.4g} ({unit.chosen})")
+    bar.close()
+    rows, overall = summarize(units, suite)
+    elapsed = time.perf_counter() - start
+    files = report.write_all(workdir, suite, units, rows, overall, elapsed)
+    log(f"{suite.name}: {len(units)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
+    return SweepResult(suite, units, rows, overall, workdir, files)

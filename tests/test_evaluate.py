@@ -1,0 +1,227 @@
+"""Generalization sweeps: a tiny suite end to end, the metrics on curves with known answers, the baseline
+cache, resuming, and the messages bad input gets."""
+
+import csv
+import json
+import math
+import time
+
+import jax
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import checkpoints
+import evaluate
+import lopt
+import tasks
+from evaluate import metrics, runner
+from tests.lopt_helpers import normalized_descent_theta
+
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def tiny_suite():
+    return evaluate.Suite("tiny", "two digit MLPs", (
+        evaluate.SuiteTask("digits width 16", tasks.task_config("mlp_digits_8x8", width=16, batch_size=32),
+                           STEPS, "width", 16),
+        evaluate.SuiteTask("digits width 32", tasks.task_config("mlp_digits_8x8", width=32, batch_size=32),
+                           STEPS, "width", 32)))
+
+
+@pytest.fixture(scope="module")
+def learned_checkpoint(tmp_path_factory):
+    optimizer = lopt.MLPLOpt(hidden_size=4)
+    return lopt.save(tmp_path_factory.mktemp("lo") / "descent", optimizer, normalized_descent_theta(optimizer, 0.05))
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_suite, learned_checkpoint, tmp_path_factory):
+    """The tiny suite run once: a learned optimizer and tuned Adam, two seeds."""
+    root = tmp_path_factory.mktemp("sweep")
+    start = time.perf_counter()
+    result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "work", seeds=2, baselines=["adam"],
+                                cache_dir=root / "cache", log=lambda line: None)
+    return result, time.perf_counter() - start, root
+
+
+def test_a_sweep_writes_every_output(sweep):
+    result, _, root = sweep
+    work = root / "work"
+    for name in ("runs.csv", "runs.json", "summary.csv", "summary.json", "summary.md", "sweep.json"):
+        assert (work / name).stat().st_size > 0, name
+    plots = sorted(path.name for path in (work / "plots").iterdir())
+    assert plots == ["curves_digits_width_16.png", "curves_digits_width_32.png", "final_vs_width_image_mlp.png",
+                     "speedup.png"]
+    for name in plots:
+        assert imread(work / "plots" / name).shape[0] > 100
+    accumulator = EventAccumulator(str(work / "tensorboard" / "adam"))
+    accumulator.Reload()
+    losses = accumulator.Scalars("digits width 16/train_loss")
+    assert [event.step for event in losses] == list(range(STEPS + 1))
+    unit = next(u for u in result.units if u.optimizer.name == "adam" and u.task.label == "digits width 16")
+    np.testing.assert_allclose([event.value for event in losses], unit.curve(), rtol=1e-6)
+
+
+def test_the_tables_match_the_recorded_curves(sweep):
+    result, _, root = sweep
+    work = root / "work"
+    with open(work / "runs.csv") as file:
+        runs = list(csv.DictReader(file))
+    with open(work / "summary.csv") as file:
+        summary = list(csv.DictReader(file))
+    assert len(runs) == 2 * (1 + 8) * 2 * (STEPS + 1)  # tasks x candidates x seeds x record points
+    markdown = (work / "summary.md").read_text()
+    for row in summary:
+        last = [float(r["train_loss"]) for r in runs if r["task"] == row["task"] and r["optimizer"] == row["optimizer"]
+                and r["chosen"] == "True" and int(r["step"]) == STEPS]
+        assert len(last) == 2  # seeds
+        assert float(row["final_train_loss"]) == pytest.approx(np.mean(last), rel=1e-6)
+        assert f"| {row['task']} | {row['optimizer']} | {float(row['final_train_loss']):.4g} |" in markdown
+    # Tuned Adam's choice is the learning rate with the lowest final training loss.
+    adam = [r for r in runs if r["optimizer"] == "adam" and r["task"] == "digits width 16" and int(r["step"]) == STEPS]
+    by_rate = {}
+    for r in adam:
+        by_rate.setdefault(r["candidate"], []).append(float(r["train_loss"]))
+    best = min(by_rate, key=lambda rate: np.mean(by_rate[rate]))
+    assert {r["candidate"] for r in adam if r["chosen"] == "True"} == {best}
+    records = json.loads((work / "runs.json").read_text())
+    assert {record["config"]["parameterization"] for record in records if record["optimizer"] == "adam"} == {"sp"}
+    assert {record["config"]["parameterization"] for record in records if record["optimizer"] == "descent"} == {"mup"}
+
+
+def test_the_learned_optimizer_trains_and_is_scored_against_adam(sweep):
+    result, _, _ = sweep
+    rows = [row for row in result.summary if row["optimizer"] == "descent"]
+    assert all(row["final_train_loss"] < 0.9 * math.log(10) for row in rows)
+    assert all(row["speedup"] is not None and row["speedup"] > 0 for row in rows)
+    overall = {entry["optimizer"]: entry for entry in result.overall}
+    assert overall["descent"]["win_rate"] in (0.0, 0.5, 1.0)
+    assert overall["descent"]["mean_rank"] + overall["adam"]["mean_rank"] == pytest.approx(3.0)
+
+
+def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):
+    _, first_seconds, root = sweep
+    trained = []
+    original = runner.run
+    monkeypatch.setattr(runner, "run", lambda task, optimizer, *args: trained.append(optimizer.name)
+                        or original(task, optimizer, *args))
+    start = time.perf_counter()
+    result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "other_work", seeds=2, baselines=["adam"],
+                                cache_dir=root / "cache", log=lambda line: None)
+    seconds = time.perf_counter() - start
+    assert "adam" not in trained and trained == ["descent", "descent"]  # a new workdir: only the learned one runs
+    assert all(unit.reused == 16 for unit in result.units if unit.optimizer.name == "adam")
+    assert seconds < 0.5 * first_seconds, (seconds, first_seconds)
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(sweep, tiny_suite, learned_checkpoint, tmp_path, monkeypatch):
+    original = runner.run
+    calls = []
+
+    def crash_on_second_unit(task, optimizer, *args):
+        calls.append(optimizer.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(task, optimizer, *args)
+
+    monkeypatch.setattr(runner, "run", crash_on_second_unit)
+    arguments = dict(seeds=2, baselines=["adam@0.01"], cache_dir=tmp_path / "cache", log=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", **arguments)
+    calls.clear()
+    monkeypatch.setattr(runner, "run", lambda task, optimizer, *args: calls.append(optimizer.name)
+                        or original(task, optimizer, *args))
+    result = evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", **arguments)
+    assert calls == ["adam@0.01", "descent", "adam@0.01"]  # the first unit was finished before the crash
+    assert result.units[0].reused == 2
+    # Adam at 0.01 ran here 2 runs at a time, in the first sweep 16 at a time: vmapping runs together
+    # changes none of them beyond float rounding.
+    tuned = next(unit for unit in sweep[0].units if unit.optimizer.name == "adam")
+    fixed = next(unit for unit in result.units if unit.optimizer.name == "adam@0.01")
+    for alone, together in zip(fixed.runs["lr=0.01"], tuned.runs["lr=0.01"]):
+        np.testing.assert_allclose(alone.train_loss, together.train_loss, rtol=1e-5)
+
+
+def test_steps_to_reach_and_speedup_on_curves_with_known_answers():
+    steps = [0, 10, 20, 30, 40]
+    reference = [4.0, 3.0, 2.0, 1.5, 1.0]  # tuned Adam ends at 1.0 after 40 steps
+    twice_as_fast = [4.0, 2.0, 1.0, 0.5, 0.25]  # reaches 1.0 at step 20
+    assert metrics.steps_to_reach(steps, twice_as_fast, 1.0) == 20
+    assert metrics.speedup(steps, twice_as_fast, reference) == pytest.approx(2.0)
+    # Between record points the crossing is interpolated: 1.0 lies a third of the way from 1.5 to 0.0.
+    assert metrics.steps_to_reach(steps, [4.0, 3.0, 1.5, 0.0, 0.0], 1.0) == pytest.approx(20 + 10 / 3)
+    # Never reaching Adam's final loss: Adam's steps to reach this optimizer's final loss over the budget.
+    slower = [4.0, 3.5, 3.0, 2.5, 2.0]
+    assert metrics.steps_to_reach(steps, slower, 1.0) is None
+    assert metrics.speedup(steps, slower, reference) == pytest.approx(20 / 40)
+    assert metrics.speedup(steps, [4.0, 3.0, math.inf, math.inf, math.inf], reference) == 0.0
+    assert metrics.speedup(steps, reference, reference) == pytest.approx(1.0)
+    assert metrics.diverged([4.0, 3.0, math.nan]) and metrics.diverged([1.0, 2.0]) and not metrics.diverged(reference)
+    assert metrics.ranks([0.5, 0.1, math.inf, 0.1]) == [3.0, 1.5, 4.0, 1.5]
+    assert metrics.win_rate([0.5, 0.1, 1.0], [0.6, 0.2, math.inf]) == 1.0
+    assert list(metrics.mean_curve([[1.0, 2.0], [3.0, math.nan]])) == [2.0, math.inf]
+
+
+def test_suites_are_built_around_the_meta_training_scope():
+    scope = evaluate.MetaTrainingScope(family="mlp_images", horizon=500)
+    width = evaluate.build_suite("width", scope)
+    mlp = [task.x for task in width.tasks if task.config.kind == "image_mlp"]
+    assert mlp == [32, 64, 128, 256, 512, 1024, 2048, 4096]  # the family's widths, then up to 32x the widest
+    assert [task.x for task in width.tasks if task.config.kind == "language_model"] == [64, 128, 256, 512, 1024]
+    assert [task.x for task in evaluate.build_suite("depth", scope).tasks] == [1, 2, 4, 8]
+    assert [task.num_steps for task in evaluate.build_suite("horizon", scope).tasks] == [500, 1500, 5000]
+    in_distribution = evaluate.build_suite("in_distribution", scope, steps=300)
+    family = tasks.get_family("mlp_images")
+    assert len(in_distribution.tasks) == 8 and all(task.num_steps == 300 for task in in_distribution.tasks)
+    assert all(task.config.width in family.widths for task in in_distribution.tasks)
+    spec = {"provenance": {"config": {"task_family": "mlp_images_wide", "max_inner_length": 200}}}
+    assert evaluate.MetaTrainingScope.from_spec(spec) == evaluate.MetaTrainingScope("mlp_images_wide", 200)
+
+
+def test_a_custom_suite_file(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "tasks": [
+        {"task": "mlp_digits_8x8", "set": {"width": 8}, "steps": 10},
+        {"task": "quadratic_10d", "steps": 30, "label": "quadratic"}]}))
+    suite = evaluate.build_suite(path, evaluate.MetaTrainingScope())
+    assert [(task.label, task.num_steps) for task in suite.tasks] == [("mlp_digits_8x8 width=8", 10), ("quadratic", 30)]
+    path.write_text(json.dumps({"tasks": [{"task": "mlp_digits_8x8", "set": {"widht": 8}}]}))
+    with pytest.raises(evaluate.SuiteError, match=r"task 0: .*has no field widht"):
+        evaluate.build_suite(path, evaluate.MetaTrainingScope())
+
+
+def test_bad_input_gets_a_clear_message(tiny_suite, learned_checkpoint, tmp_path):
+    with pytest.raises(evaluate.SuiteError, match=r"unknown suite 'widths'; suites: in_distribution, width"):
+        evaluate.build_suite("widths", evaluate.MetaTrainingScope())
+    with pytest.raises(evaluate.OptimizerError, match=r"unknown optimizer 'adamm': not a baseline \(adam, adamw"):
+        evaluate.resolve("adamm")
+    with pytest.raises(evaluate.OptimizerError, match=r"learning rate after '@' must be a number"):
+        evaluate.resolve("adam@fast")
+    not_an_optimizer = checkpoints.save(tmp_path / "weights", {"w": np.zeros(3, np.float32)}, {"model": "mlp"})
+    with pytest.raises(evaluate.OptimizerError, match=r"not a learned optimizer we can load: .*holds no learned"):
+        evaluate.resolve(not_an_optimizer)
+    huge = evaluate.Suite("huge", "", (evaluate.SuiteTask("mlp width 2^17", tasks.task_config(
+        "mlp_mnist_14x14", width=2 ** 17), 10),))
+    with pytest.raises(evaluate.TooLargeError, match=r"one run needs about \d+\.\d GiB \(17207\.1M parameters"):
+        evaluate.run_suite(["adam@0.001"], huge, tmp_path / "huge", baselines=[], cache_dir=tmp_path / "cache")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(evaluate.SweepError, match=r"not empty and holds no sweep"):
+        evaluate.run_suite(["adam@0.001"], tiny_suite, tmp_path / "busy", baselines=[], cache_dir=tmp_path / "cache")
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_a_workdir_holding_another_sweep_is_refused(sweep, tiny_suite):
+    _, _, root = sweep
+    with pytest.raises(evaluate.SweepError, match=r"holds another sweep \(it differs in: optimizers"):
+        evaluate.run_suite(["adam@0.001"], tiny_suite, root / "work", seeds=2, baselines=[], cache_dir=root / "cache")
+
+
+def test_the_command_line_reports_bad_input(capsys):
+    from evaluate.__main__ import main
+
+    assert main(["--suite", "nope", "--workdir", "unused"]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err

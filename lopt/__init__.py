@@ -7,9 +7,12 @@
 
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
-from lopt.loading import PretrainedInfo, check_theta, list_pretrained, load, load_optimizer, save
+from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
+                          load_optimizer, save)
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
+from lopt.momentum_mlp_lopt import MomentumMLPLOpt
 from lopt.mup import RolesError, check_roles, infer_roles, scale_updates
 from lopt.registry import ARCHITECTURES, SpecError, from_spec
 from lopt.types import MetaParams, Params, Roles
+from lopt.velo import VeLO

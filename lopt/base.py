@@ -85,3 +85,10 @@ def check_parameterization(optimizer: LearnedOptimizer) -> None:
     if optimizer.parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"{type(optimizer).__name__}.parameterization={optimizer.parameterization!r}: "
                          f"must be one of {', '.join(PARAMETERIZATIONS)}")
+
+
+def check_positive_integers(optimizer: LearnedOptimizer, *fields: str) -> None:
+    for field in fields:
+        value = getattr(optimizer, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(optimizer).__name__}.{field}={value!r}: must be a positive integer")

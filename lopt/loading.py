@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 import checkpoints
+from lopt import learned_optimization
 from lopt.base import LearnedOptimizer
 from lopt.registry import SpecError, from_spec
 from lopt.types import MetaParams, Roles
@@ -48,7 +49,8 @@ def save(directory: str | os.PathLike, optimizer: LearnedOptimizer, theta: MetaP
 
 
 def load_optimizer(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, MetaParams, dict[str, Any]]:
-    """(architecture, theta, full spec) of a shipped optimizer's name or a checkpoint directory."""
+    """(architecture, theta, full spec) of a shipped optimizer's name, a checkpoint directory, or a
+    learned_optimization checkpoint (its `params` file or their directory, with `config.gin` beside it)."""
     shipped = {info.name: info.directory for info in list_pretrained()}
     if str(name_or_path) in shipped:
         directory = shipped[str(name_or_path)]
@@ -57,7 +59,13 @@ def load_optimizer(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, M
         if not directory.exists():
             raise checkpoints.CheckpointError(
                 f"{name_or_path!r} is neither a shipped learned optimizer (shipped: "
-                f"{', '.join(sorted(shipped)) or 'none yet'}) nor an existing checkpoint directory")
+                f"{', '.join(sorted(shipped)) or 'none yet'}) nor an existing checkpoint directory "
+                "(ours, or learned_optimization's params and config.gin)")
+        if learned_optimization.is_checkpoint(directory):
+            optimizer, theta, provenance = learned_optimization.read_checkpoint(directory)
+            check_theta(optimizer, theta, where=str(directory))
+            return optimizer, jax.tree.map(jnp.asarray, theta), {"optimizer": optimizer.spec(),
+                                                                 "provenance": provenance}
     theta, spec = checkpoints.load(directory)
     if "optimizer" not in spec:
         raise SpecError(f"{directory} is a checkpoint but holds no learned optimizer (its spec has no 'optimizer')")
@@ -76,6 +84,13 @@ def load(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None
     """
     optimizer, theta, _ = load_optimizer(name_or_path)
     return optimizer.transform(theta, num_steps, roles)
+
+
+def convert_learned_optimization(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Writes a learned_optimization checkpoint (params file or its directory, config.gin beside it) in
+    our format, atomically, so that it loads like any of ours; the source is recorded as provenance."""
+    optimizer, theta, provenance = learned_optimization.read_checkpoint(source)
+    return save(destination, optimizer, theta, **provenance)
 
 
 def check_theta(optimizer: LearnedOptimizer, theta: MetaParams, where: str = "theta") -> None:

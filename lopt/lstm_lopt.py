@@ -143,5 +143,11 @@ class LSTMLOpt(LearnedOptimizer):
     def _lstm(weights, inputs, hidden, cell):
         gates = inputs @ weights["w_input"] + hidden @ weights["w_hidden"] + weights["b"][None, :]
         input_gate, forget_gate, cell_input, output_gate = jnp.split(gates, 4, axis=-1)
-        cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(input_gate) * jnp.tanh(cell_input)
-        return jax.nn.sigmoid(output_gate) * jnp.tanh(cell), cell
+        return lstm_cell(input_gate, forget_gate, cell_input, output_gate, cell)
+
+
+def lstm_cell(input_gate, forget_gate, cell_input, output_gate, cell) -> tuple[jax.Array, jax.Array]:
+    """(hidden, cell) after one step from the gates' pre-activations; the forget gate is biased by +1, so
+    an untrained LSTM keeps most of its memory."""
+    cell = jax.nn.sigmoid(forget_gate + 1.0) * cell + jax.nn.sigmoid(input_gate) * jnp.tanh(cell_input)
+    return jax.nn.sigmoid(output_gate) * jnp.tanh(cell), cell

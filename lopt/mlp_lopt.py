@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt import accumulators as acc
-from lopt.base import LearnedOptimizer, check_parameterization
+from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
 NUM_TENSOR_FEATURES = 28
@@ -35,9 +35,11 @@ class MLPLOptState(NamedTuple):
     num_steps: jax.Array  # int32, the training horizon
 
 
-def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: acc.Factored) -> list[jax.Array]:
+def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: acc.Factored,
+                    diag_eps: float = 1e-6) -> list[jax.Array]:
     """The 28 per-parameter statistics of one tensor, before normalization, as blocks of shape + (k,)
-    (kept apart so that the small-MLP path never materializes all 28 columns)."""
+    (kept apart so that the small-MLP path never materializes all 28 columns). `diag_eps` is added to an
+    unfactored tensor's second moment before it divides the momentum (VeLO adds none)."""
     rsqrt = jax.lax.rsqrt(second_moment + 1e-6)
     features = [grad[..., None], param[..., None], momentum, second_moment, momentum * rsqrt, rsqrt,
                 factored_grad]
@@ -46,7 +48,7 @@ def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: 
         # Unfactored tensors: the diagonal statistic stands in for both the row and column statistic.
         diag = stats.diag
         features += [diag, diag, jax.lax.rsqrt(diag + 1e-8), jax.lax.rsqrt(diag + 1e-8),
-                     momentum * (diag + 1e-6) ** -0.5]
+                     momentum * (diag + diag_eps) ** -0.5]
     else:
         small, large = dims
         row = jnp.broadcast_to(jnp.expand_dims(stats.row, large), momentum.shape)
@@ -73,9 +75,7 @@ class MLPLOpt(LearnedOptimizer):
 
     def __post_init__(self):
         check_parameterization(self)
-        for field in ("hidden_size", "hidden_layers"):
-            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
-                raise ValueError(f"MLPLOpt.{field}={getattr(self, field)!r}: must be a positive integer")
+        check_positive_integers(self, "hidden_size", "hidden_layers")
         check_statistics_decays(self)
 
     @property
@@ -83,12 +83,7 @@ class MLPLOpt(LearnedOptimizer):
         return NUM_TENSOR_FEATURES + len(TIMESCALES)
 
     def init(self, key):
-        sizes = [self.num_inputs] + [self.hidden_size] * self.hidden_layers + [2]
-        layers = {}
-        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            key, subkey = jax.random.split(key)
-            weight = jax.random.truncated_normal(subkey, -2.0, 2.0, (fan_in, fan_out)) / jnp.sqrt(fan_in)
-            layers[f"layer_{index}"] = {"w": weight, "b": jnp.zeros((fan_out,))}
+        layers = init_mlp(key, [self.num_inputs] + [self.hidden_size] * self.hidden_layers + [2])
         return {"momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
                 "adafactor_decays": jnp.zeros((3,)), "mlp": layers}
 
@@ -100,34 +95,65 @@ class MLPLOpt(LearnedOptimizer):
     def step(self, theta, grads, state, params, loss):
         del loss  # small_fc_lopt reads no loss
         decays = statistics_decays(self, theta)
-        # The time features are the same for every parameter, so their contribution to the first layer
-        # is a per-step bias: computed once instead of broadcasting 11 columns to every parameter.
-        first = theta["mlp"]["layer_0"]
-        time_bias = time_features(state.iteration) @ first["w"][NUM_TENSOR_FEATURES:] + first["b"]
-        treedef = jax.tree.structure(grads)
-        new_statistics, updates = [], []
-        for grad, param, stats in zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(params),
-                                      treedef.flatten_up_to(state.statistics)):
-            stats, blocks = advance_statistics(stats, grad, param, decays)
-            new_statistics.append(stats)
-            step = per_parameter_mlp(theta["mlp"], blocks, time_bias, self.exp_mult, self.step_mult)
-            updates.append(-step.reshape(grad.shape))
-        next_state = MLPLOptState(treedef.unflatten(new_statistics), state.iteration + 1, state.num_steps)
-        return treedef.unflatten(updates), next_state
+        updates, statistics = time_conditioned_mlp_updates(
+            theta["mlp"], state.iteration, grads, params, state.statistics,
+            lambda stats, grad, param: advance_statistics(stats, grad, param, decays), self.exp_mult, self.step_mult)
+        return updates, MLPLOptState(statistics, state.iteration + 1, state.num_steps)
+
+
+def time_conditioned_mlp_updates(layers, iteration, grads, params, statistics, advance, exp_mult: float,
+                                 step_mult: float):
+    """(updates, next statistics) of every tensor from a per-parameter MLP whose last 11 inputs are the
+    time features. advance(stats, grad, param) -> (next stats, raw feature blocks) gives the other inputs."""
+    # The time features are the same for every parameter, so their contribution to the first layer is a
+    # per-step bias: computed once instead of broadcasting 11 columns to every parameter.
+    first = layers["layer_0"]
+    time_bias = time_features(iteration) @ first["w"][-len(TIMESCALES):] + first["b"]
+    treedef = jax.tree.structure(grads)
+    new_statistics, updates = [], []
+    for grad, param, stats in zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(params),
+                                  treedef.flatten_up_to(statistics)):
+        stats, blocks = advance(stats, grad, param)
+        new_statistics.append(stats)
+        step = per_parameter_mlp(layers, blocks, time_bias, exp_mult, step_mult)
+        updates.append(-step.reshape(grad.shape))
+    return treedef.unflatten(updates), treedef.unflatten(new_statistics)
+
+
+def init_dense(key, fan_in: int, fan_out: int, batch: tuple[int, ...] = ()) -> dict[str, jax.Array]:
+    """A linear layer {"w": batch + (fan_in, fan_out), "b"}: truncated-normal weights of variance about
+    1 / fan_in, zero biases."""
+    weight = jax.random.truncated_normal(key, -2.0, 2.0, batch + (fan_in, fan_out)) / jnp.sqrt(fan_in)
+    return {"w": weight, "b": jnp.zeros(batch + (fan_out,))}
+
+
+def init_mlp(key, sizes: list[int], batch: tuple[int, ...] = ()) -> dict[str, dict[str, jax.Array]]:
+    """{"layer_0": ..., "layer_L": ...} of init_dense layers through the given sizes."""
+    layers = {}
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        key, subkey = jax.random.split(key)
+        layers[f"layer_{index}"] = init_dense(subkey, fan_in, fan_out, batch)
+    return layers
 
 
 def per_parameter_mlp(layers, blocks, first_bias, exp_mult: float, step_mult: float) -> jax.Array:
-    """The step of one tensor from its raw feature blocks (shape + (k,), 28 columns in all).
+    """The step of one tensor from its raw feature blocks: d * exp(m * exp_mult) * step_mult, with the
+    direction d and magnitude m of `mlp_outputs`."""
+    direction, magnitude = mlp_outputs(layers, blocks, first_bias)
+    return direction * jnp.exp(magnitude * exp_mult) * step_mult
 
-    layers: {"layer_0": {"w": (>=28, h), "b"}, ..., "layer_L": {"w": (h, 2), "b": (2,)}}; only the first
-    28 rows of layer_0's weights read the features, and `first_bias` replaces its bias (it carries the
-    per-step time contribution). Outputs direction d and magnitude m; the step is d * exp(m * exp_mult)
-    * step_mult.
+
+def mlp_outputs(layers, blocks, first_bias) -> tuple[jax.Array, jax.Array]:
+    """The direction and magnitude (the first two outputs) of the per-parameter MLP on one tensor.
+
+    blocks: raw feature blocks of shape + (k,), F columns in all. layers: {"layer_0": {"w": (>=F, h),
+    "b"}, ..., "layer_L": {"w": (h, 2), "b": (2,)}}; only the first F rows of layer_0's weights read the
+    features, and `first_bias` replaces its bias (it may carry a per-step time contribution).
     """
     axes = tuple(range(blocks[0].ndim - 1))
     # Per-tensor normalization x * rsqrt(1e-5 + mean x^2), folded into the first layer's weights.
     scale = jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
-    first_weights = scale[:, None] * layers["layer_0"]["w"][:NUM_TENSOR_FEATURES]
+    first_weights = scale[:, None] * layers["layer_0"]["w"][:scale.shape[0]]
     num_layers = len(layers)
     if first_weights.shape[1] <= ELEMENTWISE_MAX_HIDDEN:
         direction, magnitude = _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias)
@@ -137,7 +163,7 @@ def per_parameter_mlp(layers, blocks, first_bias, exp_mult: float, step_mult: fl
             layer = layers[f"layer_{index}"]
             hidden = jax.nn.relu(hidden) @ layer["w"] + acc.trailing(layer["b"], hidden.ndim)
         direction, magnitude = hidden[..., 0], hidden[..., 1]
-    return direction * jnp.exp(magnitude * exp_mult) * step_mult
+    return direction, magnitude
 
 
 def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):
@@ -184,7 +210,8 @@ def init_statistics(param) -> Statistics:
                       acc.init_factored(param.shape, 3))
 
 
-def advance_statistics(stats: Statistics, grad, param, decays) -> tuple[Statistics, list[jax.Array]]:
+def advance_statistics(stats: Statistics, grad, param, decays, diag_eps: float = 1e-6
+                       ) -> tuple[Statistics, list[jax.Array]]:
     """Statistics after one more gradient, and the tensor's 28 raw feature blocks (scalars are treated
     as vectors of one). decays: (momentum, second moment, Adafactor) decay arrays."""
     momentum_decays, second_moment_decays, adafactor_decays = decays
@@ -194,5 +221,5 @@ def advance_statistics(stats: Statistics, grad, param, decays) -> tuple[Statisti
     new = Statistics(momentum, second_moment, factored)
     if grad.ndim == 0:
         return new, tensor_features(grad[None], param[None], momentum[None], second_moment[None],
-                                    factored_grad[None], factored._replace(diag=factored.diag[None]))
-    return new, tensor_features(grad, param, momentum, second_moment, factored_grad, factored)
+                                    factored_grad[None], factored._replace(diag=factored.diag[None]), diag_eps)
+    return new, tensor_features(grad, param, momentum, second_moment, factored_grad, factored, diag_eps)

@@ -33,4 +33,6 @@ EVERY_ARCHITECTURE = {
     "mlp_lopt": lopt.MLPLOpt(hidden_size=4),
     "lstm_lopt": lopt.LSTMLOpt(lstm_hidden_size=8, num_mlps=4),
     "mu_adam": lopt.Adam(parameterization="mup"),
+    "momentum_mlp_lopt": lopt.MomentumMLPLOpt(hidden_size=4, parameterization="mup"),
+    "velo": lopt.VeLO(lstm_hidden_size=8, num_mlps=4, parameterization="mup"),
 }

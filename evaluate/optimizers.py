@@ -124,7 +124,10 @@ def learned(name_or_path: str | os.PathLike, name: str | None = None) -> EvalOpt
         optimizer, theta, spec = lopt.load_optimizer(name_or_path)
     except ValueError as error:  # CheckpointError, SpecError: not a checkpoint, or not of an optimizer
         raise OptimizerError(f"{name_or_path}: not a learned optimizer we can load: {error}") from None
-    label = name or (str(name_or_path) if not Path(name_or_path).exists() else Path(name_or_path).name)
+    path = Path(name_or_path)
+    # A meta_train workdir's optimizer is WORKDIR/optimizer: the workdir's name says more.
+    label = name or (str(name_or_path) if not path.exists() else
+                     path.absolute().parent.name if path.name == "optimizer" else path.name)
     return EvalOptimizer(name=label, make=optimizer.transform, candidates=(Candidate("theta", theta),),
                          rule=json.dumps(optimizer.spec(), sort_keys=True),
                          identity=f"{optimizer.architecture}:{theta_digest(theta)}",
@@ -132,11 +135,15 @@ def learned(name_or_path: str | os.PathLike, name: str | None = None) -> EvalOpt
 
 
 def resolve(name_or_path: str | os.PathLike) -> EvalOptimizer:
-    """A baseline name ("adam", "sgdm@0.1"), a shipped learned optimizer's name, or a checkpoint path."""
+    """A baseline name ("adam", "sgdm@0.1"), a shipped learned optimizer's name, or a checkpoint path;
+    "LABEL=PATH" names a learned optimizer in tables and plots."""
     text = str(name_or_path)
     if text.partition("@")[0] in BASELINES:
         return baseline(text)
     shipped = [info.name for info in lopt.list_pretrained()]
+    label, separator, target = text.partition("=")
+    if separator and label and (target in shipped or Path(target).exists()):
+        return learned(target, name=label)
     if text in shipped or Path(text).exists():
         return learned(text)
     raise OptimizerError(

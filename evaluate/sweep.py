@@ -96,7 +96,8 @@ def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequ
 
 
 def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
-    """A workdir holds one sweep: the same one is resumed, another is refused unless forced."""
+    """A workdir holds one sweep: the same one is resumed, another is refused unless forced (then its
+    runs and outputs are replaced). A non-empty directory that holds no sweep is never written into."""
     path = workdir / SWEEP_FILE
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -105,8 +106,9 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
             raise SweepError(f"{workdir} holds another sweep (it differs in: {', '.join(differing)}); "
                              "use another workdir, or force=True (--force) to replace it")
         if previous != record:
-            shutil.rmtree(workdir / RUNS_DIR, ignore_errors=True)
-    elif workdir.exists() and any(workdir.iterdir()) and not force:
+            for derived in (RUNS_DIR, report.plots.PLOTS_DIR, report.TENSORBOARD_DIR):
+                shutil.rmtree(workdir / derived, ignore_errors=True)
+    elif workdir.exists() and any(workdir.iterdir()):
         raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
                          "(use an empty or new directory)")
     workdir.mkdir(parents=True, exist_ok=True)

@@ -200,6 +200,7 @@ def test_bad_input_gets_a_clear_message(tiny_suite, learned_checkpoint, tmp_path
         evaluate.resolve("adamm")
     with pytest.raises(evaluate.OptimizerError, match=r"learning rate after '@' must be a number"):
         evaluate.resolve("adam@fast")
+    assert evaluate.resolve(f"mine={learned_checkpoint}").name == "mine"
     not_an_optimizer = checkpoints.save(tmp_path / "weights", {"w": np.zeros(3, np.float32)}, {"model": "mlp"})
     with pytest.raises(evaluate.OptimizerError, match=r"not a learned optimizer we can load: .*holds no learned"):
         evaluate.resolve(not_an_optimizer)

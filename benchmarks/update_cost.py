@@ -15,6 +15,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,14 @@ def model_params(num_params: float) -> dict:
 
 
 def time_update(transform: optax.GradientTransformation, params, repeats: int) -> tuple[float, int]:
+    """(median seconds of one update after warm-up, optimizer state bytes)."""
+    update_once, state_bytes = timed_update(transform, params)
+    return statistics.median(update_once() for _ in range(repeats)), state_bytes
+
+
+def timed_update(transform: optax.GradientTransformation, params) -> tuple[Callable[[], float], int]:
+    """(a function that runs one more jitted update and returns its seconds, optimizer state bytes), after
+    compilation and two warm-up updates. Donating the state, as a training loop would."""
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(7), p.shape) * 1e-2, params)
     state = transform.init(params)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
@@ -44,13 +53,15 @@ def time_update(transform: optax.GradientTransformation, params, repeats: int) -
     for _ in range(2):
         updates, state = update(grads, state, params)
     jax.block_until_ready(updates)
-    times = []
-    for _ in range(repeats):
+
+    def update_once() -> float:
+        nonlocal state
         start = time.perf_counter()
         updates, state = update(grads, state, params)
         jax.block_until_ready((updates, state))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), state_bytes
+        return time.perf_counter() - start
+
+    return update_once, state_bytes
 
 
 def matmul_flops_per_second(repeats: int) -> float:
@@ -72,12 +83,17 @@ def mlp_flops_per_param(hidden: int) -> int:
     return 2 * (39 * hidden + hidden * hidden + 2 * hidden)
 
 
-def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(argv, description: str, out: str) -> argparse.Namespace:
+    """--sizes (parameter counts), --repeats (timed updates, median taken), --out (the markdown table)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default="benchmarks/results/update_cost.md")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    args = arguments(argv, __doc__, "benchmarks/results/update_cost.md")
 
     optimizers = {
         "optax.adam": lambda params: optax.adam(1e-3),
@@ -87,8 +103,7 @@ def main(argv=None) -> str:
         "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),
     }
     matmul_rate = matmul_flops_per_second(args.repeats)
-    lines = [f"# Update cost against optax.adam ({platform.machine()}, {jax.devices()[0].device_kind}, "
-             f"{jax.device_count()} device, jax {jax.__version__})", "",
+    lines = [f"# Update cost against optax.adam ({machine()})", "",
              f"Dense matmul rate measured here ((262144 x 32) @ (32 x 32), float32): {matmul_rate / 1e9:.1f} GFLOP/s", "",
              "| parameters | optimizer | median ms | x optax.adam | state bytes / param | GFLOP/s (share of matmul rate) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -106,9 +121,17 @@ def main(argv=None) -> str:
             lines.append(f"| {count / 1e6:.2f}M | {name} | {seconds * 1e3:.2f} | {seconds / adam_time:.1f} | "
                          f"{state_bytes / count:.1f} | {flops} |")
             print(lines[-1], flush=True)
+    return write_report(args.out, lines)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {jax.devices()[0].device_kind}, {jax.device_count()} device, jax {jax.__version__}"
+
+
+def write_report(path: str, lines: list[str]) -> str:
     report = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(report)
     print(report)
     return report
 

@@ -45,9 +45,20 @@ class Macro:
     name: str
 
 
-def parse(text: str, source: str = "config.gin") -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Unparsed:
+    """A value this reader does not understand, kept as its text (parse with strict=False)."""
+
+    text: str
+
+
+def parse(text: str, source: str = "config.gin", strict: bool = True) -> dict[str, Any]:
     """{"scope/Name.arg" or "MACRO": value}; a later binding of the same key replaces an earlier one, as
-    in gin. The configurable's module path is dropped from keys (`a.b.Name.arg` -> `Name.arg`)."""
+    in gin. The configurable's module path is dropped from keys (`a.b.Name.arg` -> `Name.arg`).
+
+    strict=False keeps a value it cannot read as Unparsed and skips a line that is no binding, so that a
+    training run's full config loads whatever its unrelated bindings hold.
+    """
     bindings = {}
     for line_number, statement in _statements(text, source):
         if re.match(r"(import|from|include)\s", statement):
@@ -55,8 +66,15 @@ def parse(text: str, source: str = "config.gin") -> dict[str, Any]:
         key, equals, value = statement.partition("=")
         key = key.strip()
         if not equals or not _KEY.match(key):
+            if not strict:
+                continue
             raise GinError(f"{source}:{line_number}: expected `Name.argument = value`, found {statement!r}")
-        bindings[_short_key(key)] = _parse_value(value, f"{source}:{line_number}")
+        try:
+            bindings[_short_key(key)] = _parse_value(value, f"{source}:{line_number}")
+        except GinError:
+            if strict:
+                raise
+            bindings[_short_key(key)] = Unparsed(value.strip())
     return bindings
 
 

@@ -75,7 +75,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[LearnedOptimizer, MetaPara
             f"the {CONFIG_FILE} saved with the training run, or write one, e.g. for the released VeLO weights:\n"
             f"    {ARCHITECTURE_BINDING} = @HyperV2()\n    HyperV2.lstm_hidden_size = 512\n"
             "    HyperV2.param_inits = 256\n    HyperV2.use_bugged_next_lstm_state = True")
-    bindings = gin_config.parse(config_path.read_text(encoding="utf-8"), str(config_path))
+    # Lenient: a training run's config binds much else; only the architecture's own arguments must parse.
+    bindings = gin_config.parse(config_path.read_text(encoding="utf-8"), str(config_path), strict=False)
     reference = _architecture_reference(bindings, config_path)
     arguments = gin_config.arguments(bindings, reference)
     fmt = FORMATS[reference.name]

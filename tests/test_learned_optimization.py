@@ -206,6 +206,33 @@ def test_settings_our_reimplementation_lacks_are_refused(tmp_path):
     _fails_and_writes_nothing(tmp_path, source, checkpoints.CheckpointError, r"not a learned_optimization checkpoint")
 
 
+@needs_fixtures
+def test_a_training_runs_full_operative_config_loads(tmp_path):
+    config = """from __gin__ import dynamic_registration
+import learned_optimization.research.general_lopt.hyper_v2
+
+# Parameters for HyperV2:
+# ==============================================================================
+hyper_v2.HyperV2.lstm_hidden_size = 16
+hyper_v2.HyperV2.param_inits = 8
+HyperV2.summarize_each_layer = False
+HyperV2.use_bugged_loss_features = False
+
+# Parameters for run_train:
+# ==============================================================================
+run_train.lopt = @HyperV2()
+run_train.outer_learner_fn = @GradientLearner
+run_train.num_steps = 100000
+run_train.trainer_batch_size = %NUM_TASKS
+NUM_TASKS = 8
+build_gradient_estimators.sample_task_family_fn = \\
+    @get_task_family
+outer_clip.value = float('inf')
+"""
+    optimizer, _, _ = lopt.load_optimizer(_checkpoint(tmp_path, "hyper_v2_small", config=config))
+    assert optimizer == lopt.load_optimizer(FIXTURES / "hyper_v2_small")[0]
+
+
 def test_gin_bindings_are_read_as_data():
     text = """
 # Parameters for HyperV2:
@@ -238,3 +265,5 @@ HyperV2.long = \\
         gin_config.parse("a.b = 1\nHyperV2.x = (1, 2\n")
     with pytest.raises(gin_config.GinError, match=r"config.gin:1: expected `Name.argument = value`"):
         gin_config.parse("HyperV2.x 3\n")
+    lenient = gin_config.parse("HyperV2.x 3\nouter.clip = float('inf')\nHyperV2.y = 2\n", strict=False)
+    assert lenient == {"outer.clip": gin_config.Unparsed("float('inf')"), "HyperV2.y": 2}

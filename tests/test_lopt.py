@@ -1,7 +1,5 @@
 """Learned optimizers as Optax transforms: training, muP scaling, dtypes, roles and compilation."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,9 +9,6 @@ import pytest
 import lopt
 import tasks
 from tests.lopt_helpers import EVERY_ARCHITECTURE, normalized_descent_theta
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "learned_optimization"
-
 
 @pytest.fixture(scope="module")
 def digits():
@@ -159,33 +154,6 @@ def test_invalid_settings_name_the_field():
         lopt.MLPLOpt(hidden_size=0)
     with pytest.raises(ValueError, match=r"parameterization='ntk'"):
         lopt.Adam(parameterization="ntk")
-
-
-@pytest.mark.parametrize("folder, hidden_size", [("adafac_mlp_lopt_h4", 4), ("adafac_mlp_lopt_h32", 32)])
-def test_mlp_lopt_reproduces_learned_optimizations_small_fc_lopt(folder, hidden_size):
-    """The same meta-parameters, gradients and losses give the parameters learned_optimization's
-    AdafacMLPLOpt produced, to float32 rounding of the parameters themselves."""
-    if not (FIXTURES / folder).is_dir():
-        pytest.skip(f"reference trajectories not found at {FIXTURES}")
-    flat = np.load(FIXTURES / folder / "theta_flat.npz")
-    trajectory = np.load(FIXTURES / folder / "trajectory.npz")
-    theta = {"momentum_decays": flat["momentum_decays"], "second_moment_decays": flat["rms_decays"],
-             "adafactor_decays": flat["adafactor_decays"],
-             "mlp": {f"layer_{i}": {"w": flat[f"nn/~/w{i}"], "b": flat[f"nn/~/b{i}"]} for i in range(3)}}
-    names = sorted({key.split("/", 1)[1] for key in trajectory.files if key.startswith("params_0/")})
-    at = lambda prefix: {name: jnp.asarray(trajectory[f"{prefix}/{name}"]) for name in names}  # noqa: E731
-    transform = lopt.MLPLOpt(hidden_size=hidden_size, parameterization="sp").transform(
-        theta, int(trajectory["num_steps"]))
-    params = at("params_0")
-    state = transform.init(params)
-    update = jax.jit(transform.update)
-    for step in range(int(trajectory["steps"])):
-        updates, state = update(at(f"grad_{step}"), state, params, loss=trajectory[f"loss_{step}"])
-        expected = at(f"params_{step + 1}")
-        for name in names:
-            np.testing.assert_allclose(params[name] + updates[name], expected[name], rtol=3e-7, atol=1e-9,
-                                       err_msg=f"step {step}, {name}")
-        params = expected
 
 
 def test_flax_nnx_state_with_inferred_roles():

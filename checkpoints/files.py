@@ -5,6 +5,7 @@ of compiled programs that the command lines use."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,14 +17,21 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """The file written whole or not at all: a crash leaves the previous version, never half of one."""
+    """The file written whole or not at all: a crash leaves the previous version, never half of one.
+    The temporary file's name is unique, so processes writing the same file (two sweeps filling one
+    baseline cache) never write into each other's."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class ScalarWriter:

@@ -48,21 +48,22 @@ def steps_to_reach(steps: Sequence[int], curve: Sequence[float], target: float) 
 
 
 def speedup(steps: Sequence[int], curve: Sequence[float], reference: Sequence[float]) -> float:
-    """How many times fewer steps than the reference the optimizer needs to reach the reference's final
-    loss: budget / steps to reach it. Where it never does, the reference's steps to reach the optimizer's
-    final loss over the budget (below 1: a slowdown); 0 for an optimizer that ends non-finite or
-    worse than the reference's start, inf when the reference itself ends non-finite."""
-    budget = float(steps[-1])
-    target = final_loss(reference)
-    if not math.isfinite(target):
+    """How many times fewer steps than the reference the optimizer needs to reach a loss both reach:
+    the reference's final loss when the optimizer gets there (the VeLO paper's measure), else the
+    optimizer's own final loss (a slowdown, below 1). Steps are those of the first crossing, so a curve
+    that dips below its final value and rises again is credited with the dip, the reference included:
+    the reference against itself is exactly 1. 0 for an optimizer that ends non-finite, inf when only
+    the reference does, 1 when neither gets below its start."""
+    reference_final, final = final_loss(reference), final_loss(curve)
+    if not math.isfinite(final):
+        return 0.0 if math.isfinite(reference_final) else 1.0
+    if not math.isfinite(reference_final):
         return math.inf
-    reached = steps_to_reach(steps, curve, target)
-    if reached is not None:
-        return budget / reached if reached > 0 else math.inf
-    if not math.isfinite(final_loss(curve)):
-        return 0.0
-    reference_reached = steps_to_reach(steps, reference, final_loss(curve))
-    return 0.0 if reference_reached is None else reference_reached / budget
+    target = max(reference_final, final)
+    reference_steps, steps_needed = steps_to_reach(steps, reference, target), steps_to_reach(steps, curve, target)
+    if steps_needed == 0:
+        return 1.0 if reference_steps == 0 else math.inf
+    return reference_steps / steps_needed
 
 
 def ranks(losses: Sequence[float]) -> list[float]:

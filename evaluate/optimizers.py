@@ -63,7 +63,7 @@ class EvalOptimizer:
 
 
 def _learning_rates(rates) -> tuple[Candidate, ...]:
-    return tuple(Candidate(f"lr={rate:g}", jnp.asarray(rate, jnp.float32)) for rate in rates)
+    return tuple(Candidate(f"lr={rate!r}", jnp.asarray(rate, jnp.float32)) for rate in rates)
 
 
 def _muadam(hyper, num_steps, roles):
@@ -71,13 +71,17 @@ def _muadam(hyper, num_steps, roles):
         {**lopt.Adam().init(None), "log_learning_rate": jnp.log(hyper)}, num_steps, roles)
 
 
-# name: (make, default grid, model parameterization)
-BASELINES: dict[str, tuple[Callable, tuple[float, ...], str]] = {
-    "adam": (lambda rate, num_steps, roles: optax.adam(rate), ADAM_LEARNING_RATES, "sp"),
+# name: (make, default grid, model parameterization, every setting besides the learning rate: part of
+# the cache key, so a changed default never returns results of the old one)
+BASELINES: dict[str, tuple[Callable, tuple[float, ...], str, str]] = {
+    "adam": (lambda rate, num_steps, roles: optax.adam(rate), ADAM_LEARNING_RATES, "sp",
+             "optax.adam(b1=0.9, b2=0.999, eps=1e-8)"),
     "adamw": (lambda rate, num_steps, roles: optax.adamw(rate, weight_decay=ADAMW_WEIGHT_DECAY),
-              ADAM_LEARNING_RATES, "sp"),
-    "muadam": (_muadam, MUADAM_LEARNING_RATES, "mup"),
-    "sgdm": (lambda rate, num_steps, roles: optax.sgd(rate, momentum=SGD_MOMENTUM), SGD_LEARNING_RATES, "sp"),
+              ADAM_LEARNING_RATES, "sp", f"optax.adamw(b1=0.9, b2=0.999, eps=1e-8, weight_decay={ADAMW_WEIGHT_DECAY!r})"),
+    "muadam": (_muadam, MUADAM_LEARNING_RATES, "mup", json.dumps(lopt.Adam(parameterization="mup").spec(),
+                                                                  sort_keys=True)),
+    "sgdm": (lambda rate, num_steps, roles: optax.sgd(rate, momentum=SGD_MOMENTUM), SGD_LEARNING_RATES, "sp",
+             f"optax.sgd(momentum={SGD_MOMENTUM!r}, nesterov=False)"),
 }
 BASELINE_DESCRIPTIONS = {
     "adam": f"Adam, learning rate tuned over {len(ADAM_LEARNING_RATES)} values "
@@ -96,7 +100,7 @@ def baseline(name: str) -> EvalOptimizer:
     base, _, rate = name.partition("@")
     if base not in BASELINES:
         raise OptimizerError(f"unknown baseline {base!r}; baselines: {', '.join(BASELINES)}")
-    make, grid, parameterization = BASELINES[base]
+    make, grid, parameterization, settings = BASELINES[base]
     if rate:
         try:
             grid = (float(rate),)
@@ -104,8 +108,8 @@ def baseline(name: str) -> EvalOptimizer:
             raise OptimizerError(f"{name!r}: the learning rate after '@' must be a number") from None
         if not (math.isfinite(grid[0]) and grid[0] > 0):
             raise OptimizerError(f"{name!r}: the learning rate must be positive and finite")
-    return EvalOptimizer(name=name, make=make, candidates=_learning_rates(grid), rule=base, identity=base,
-                         parameterization=parameterization, baseline=True)
+    return EvalOptimizer(name=name, make=make, candidates=_learning_rates(grid), rule=base,
+                         identity=f"{base}: {settings}", parameterization=parameterization, baseline=True)
 
 
 def theta_digest(theta: Any) -> str:
@@ -130,7 +134,7 @@ def learned(name_or_path: str | os.PathLike, name: str | None = None) -> EvalOpt
                      path.absolute().parent.name if path.name == "optimizer" else path.name)
     return EvalOptimizer(name=label, make=optimizer.transform, candidates=(Candidate("theta", theta),),
                          rule=json.dumps(optimizer.spec(), sort_keys=True),
-                         identity=f"{optimizer.architecture}:{theta_digest(theta)}",
+                         identity=f"{json.dumps(optimizer.spec(), sort_keys=True)}: theta {theta_digest(theta)}",
                          parameterization=optimizer.parameterization, baseline=False, spec=spec)
 
 

@@ -97,7 +97,9 @@ def speedups(rows, path: Path) -> Path:
             row = next(r for r in rows if r["task"] == task and r["optimizer"] == optimizer)
             value = row["speedup"] if row["speedup"] is not None else math.nan
             values.append(min(max(value, 1e-2), 1e2))  # 0 (never) and inf drawn at the plot's ends
-        axes.barh(np.arange(len(tasks)) + k * height, values, height=height, label=optimizer, left=0)
+        # Bars start at 1e-2 (the log axis has no 0), so their length reads as the speedup.
+        axes.barh(np.arange(len(tasks)) + k * height, np.asarray(values) - 1e-2, height=height, label=optimizer,
+                  left=1e-2)
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_xscale("log")
     axes.set_yticks(np.arange(len(tasks)) + 0.4 - height / 2, tasks, fontsize=8)

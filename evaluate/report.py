@@ -5,6 +5,7 @@ a sweep (each file atomically), so a resumed sweep leaves the same files as an u
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -15,10 +16,12 @@ from typing import Any
 from checkpoints.files import ScalarWriter, write_atomically
 from evaluate import plots
 from evaluate.plots import slug
+from evaluate.runner import EVAL_BATCHES
 
 RUNS_JSON, RUNS_CSV = "runs.json", "runs.csv"
 SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD = "summary.json", "summary.csv", "summary.md"
 TENSORBOARD_DIR = "tensorboard"
+DERIVED_FILES = (RUNS_JSON, RUNS_CSV, SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD)
 RUN_COLUMNS = ("task", "optimizer", "candidate", "seed", "chosen", "step", "train_loss", "valid_loss",
                "valid_accuracy")
 
@@ -54,19 +57,22 @@ def _number(value, digits: int = 4) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "nan"
+        return str(value)  # "inf", "-inf", "nan"
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def markdown(suite, rows, overall, elapsed: float) -> str:
+def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str) -> str:
     has_speedup = any(row["speedup"] is not None for row in rows)
     compute = sum(row["seconds"] for row in rows)
     lines = [f"# Suite `{suite.name}`: {suite.description}", "",
              f"{len(suite.tasks)} tasks, {len(overall)} optimizers. Training every run took {compute:.0f} s "
              f"(compilation included); this invocation took {elapsed:.0f} s (runs already in the baseline "
-             "cache or left by an interrupted invocation are read back, not retrained). Final and best losses are "
-             "the mean over seeds of the training loss (mean minibatch loss of the last record interval); "
-             "tuned baselines report their best learning rate on final training loss.", ""]
+             "cache or left by an interrupted invocation are read back, not retrained). The suite is built around "
+             f"meta-training family `{scope.family}` and horizon {scope.horizon} ({scope_source}).", "",
+             "Final and best losses are the mean over seeds of the training loss (the mean minibatch loss of a "
+             f"record interval); validation loss and accuracy are measured on {EVAL_BATCHES} batches of the "
+             "task's batch size. Tuned baselines report their best learning rate on final training loss; "
+             "speedup is tuned Adam's steps to reach a loss both reach over this optimizer's.", ""]
     header = ["task", "optimizer", "final train loss", "best train loss", "valid loss", "valid accuracy"]
     header += ["speedup vs tuned Adam"] if has_speedup else []
     header += ["diverged", "setting"]
@@ -96,7 +102,7 @@ def write_tensorboard(directory: Path, units) -> None:
         name = unit.optimizer.name
         writer = writers.setdefault(name, ScalarWriter(directory / slug(name)))
         curves = {metric: unit.curve(metric) for metric in ("train_loss", "valid_loss")}
-        if unit.runs[unit.chosen][0].valid_accuracy is not None:
+        if unit.has_accuracy:
             curves["valid_accuracy"] = unit.curve("valid_accuracy")
         for index, step in enumerate(unit.steps):
             writer.write(step, {f"{unit.task.label}/{metric}": values[index] for metric, values in curves.items()})
@@ -104,7 +110,7 @@ def write_tensorboard(directory: Path, units) -> None:
         writer.close()
 
 
-def write_all(workdir: Path, suite, units, rows, overall, elapsed: float) -> list[Path]:
+def write_all(workdir: Path, suite, units, rows, overall, elapsed: float, scope, scope_source: str) -> list[Path]:
     records = run_records(units)
     flat = [{**{key: record[key] for key in ("task", "optimizer", "candidate", "seed", "chosen")}, "step": step,
              "train_loss": record["train_loss"][i], "valid_loss": record["valid_loss"][i],
@@ -113,8 +119,9 @@ def write_all(workdir: Path, suite, units, rows, overall, elapsed: float) -> lis
     files = {RUNS_JSON: json.dumps(_json_safe(records)), RUNS_CSV: _csv(flat, RUN_COLUMNS),
              SUMMARY_CSV: _csv(rows, rows[0].keys()),
              SUMMARY_JSON: json.dumps(_json_safe({"suite": suite.name, "description": suite.description,
+                                                  "scope": dataclasses.asdict(scope), "scope_source": scope_source,
                                                   "seconds": elapsed, "rows": rows, "overall": overall}), indent=2),
-             SUMMARY_MD: markdown(suite, rows, overall, elapsed)}
+             SUMMARY_MD: markdown(suite, rows, overall, elapsed, scope, scope_source)}
     for name, text in files.items():
         write_atomically(workdir / name, text)
     write_tensorboard(workdir / TENSORBOARD_DIR, units)

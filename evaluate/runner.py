@@ -8,9 +8,8 @@ the runs go wherever JAX puts them (CPU, GPU).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -118,9 +117,13 @@ def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: 
 
 
 def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, int]], num_steps: int,
-        stride: int, parallel: int) -> list[Curves]:
+        stride: int, parallel: int, on_result: Callable[[tuple[int, int], Curves], None] | None = None
+        ) -> list[Curves]:
     """Curves of each (candidate index, seed) job, `parallel` runs at a time. The last group is padded
-    by repeating its first job, so every group has the same shape and one compilation serves all."""
+    by repeating its first job, so every group has the same shape and one compilation serves all.
+    on_result(job, curves) is called as each group finishes (a sweep stores them there, so an
+    interruption loses at most the group in progress). Runs grouped differently agree to float
+    rounding, not bit for bit: the group size is a batch dimension of the compiled program."""
     check_stride(num_steps, stride)
     runs = program(task, optimizer, num_steps, stride)
     steps = tuple(range(0, num_steps + 1, stride))
@@ -146,10 +149,6 @@ def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, in
             has_accuracy = not np.all(np.isnan(accuracy[row]))
             results.append(Curves(steps, tuple(map(float, train[row])), tuple(map(float, valid[row])),
                                   tuple(map(float, accuracy[row])) if has_accuracy else None, seconds))
+            if on_result is not None:
+                on_result(group[row], results[-1])
     return results
-
-
-def final(values: Sequence[float]) -> float:
-    """The last value, or inf where the run left the finite numbers (diverged runs sort last)."""
-    value = values[-1]
-    return value if math.isfinite(value) else math.inf

@@ -16,16 +16,29 @@ from checkpoints.files import write_atomically
 from evaluate.optimizers import Candidate, EvalOptimizer
 from evaluate.runner import EVAL_BATCHES, Curves
 
-# Bumped whenever a change of code changes what a run records.
+# Bumped whenever a change of code changes what a run records: in evaluate/, and in the tasks' models,
+# data preparation or the optimizers' update rules (the test suite keeps a fingerprint of a run; see
+# tests/test_evaluate.py).
 STORE_VERSION = 1
 DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
 
 
+def data_fingerprint(config: tasks.TaskConfig) -> list | None:
+    """For a task on the user's files ("npz:FILE", "idx:DIR", ...): their absolute paths, sizes and
+    modification times, so a run on other or edited files is never taken from the cache."""
+    dataset = getattr(config, "dataset", "")
+    if ":" not in dataset:
+        return None  # the shipped datasets never change under a given version
+    root = Path(dataset.split(":", 1)[1]).expanduser().absolute()
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    return [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in files if path.is_file()]
+
+
 def run_key(config: tasks.TaskConfig, optimizer: EvalOptimizer, candidate: Candidate, seed: int,
             num_steps: int, stride: int) -> dict[str, Any]:
-    return {"version": STORE_VERSION, "task": config.to_dict(), "optimizer": optimizer.identity,
-            "candidate": candidate.label, "seed": seed, "steps": num_steps, "stride": stride,
-            "eval_batches": EVAL_BATCHES}
+    return {"version": STORE_VERSION, "task": config.to_dict(), "data": data_fingerprint(config),
+            "optimizer": optimizer.identity, "candidate": candidate.label, "seed": seed, "steps": num_steps,
+            "stride": stride, "eval_batches": EVAL_BATCHES}
 
 
 class RunStore:
@@ -44,7 +57,7 @@ class RunStore:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None  # unreadable: the run is simply done again (files are written atomically)
-        if record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key or "curves" not in record:
             return None
         return Curves.from_dict(record["curves"])
 

@@ -44,6 +44,18 @@ class SuiteTask:
     num_steps: int
     axis: str | None = None  # what the suite varies across its tasks ("width", "depth", "steps")
     x: float | None = None  # this task's value on that axis
+    # False: each optimizer trains the task in its own parameterization (muP optimizers the muP model).
+    # True: the config's parameterization is kept for every optimizer (a custom suite that sets it).
+    keep_parameterization: bool = False
+
+    def __post_init__(self):
+        if (self.axis is None) != (self.x is None):
+            raise SuiteError(f"task {self.label!r}: give both an axis and its value x, or neither")
+        if self.x is not None and not (isinstance(self.x, (int, float)) and not isinstance(self.x, bool)
+                                       and self.x > 0):
+            raise SuiteError(f"task {self.label!r}: x={self.x!r} must be a positive number (plots use log axes)")
+        if not (isinstance(self.num_steps, int) and self.num_steps > 0):
+            raise SuiteError(f"task {self.label!r}: steps={self.num_steps!r} must be a positive integer")
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "config": self.config.to_dict(), "steps": self.num_steps,
@@ -71,6 +83,12 @@ class MetaTrainingScope:
 
     family: str = "mlp_images"  # the default meta-training preset's family
     horizon: int = 1000  # its longest inner run
+
+    @staticmethod
+    def recorded_in(spec: dict[str, Any] | None) -> bool:
+        """Whether a checkpoint spec records a meta_train config whose family we know."""
+        config = ((spec or {}).get("provenance") or {}).get("config") or {}
+        return config.get("task_family") in tasks.FAMILIES and "max_inner_length" in config
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | None) -> "MetaTrainingScope":
@@ -126,10 +144,8 @@ def width_transformer(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
 def depth(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
     family = scope.image_family()
     base = _base_mlp(family)
-    depths, d = [], 1
-    while d <= DEPTH_MULTIPLIER * max(family.depths):
-        depths.append(d)
-        d *= 2
+    deepest = DEPTH_MULTIPLIER * max(family.depths)
+    depths = sorted({2 ** k for k in range(deepest.bit_length()) if 2 ** k <= deepest} | {deepest})
     return [SuiteTask(f"mlp depth {d}", base.replace(depth=d), steps, "depth", d) for d in depths]
 
 
@@ -189,10 +205,8 @@ def from_file(path: str | os.PathLike, steps: int | None = None) -> Suite:
             config = tasks.task_config(entry["task"], **entry.get("set", {}))
         except (KeyError, ValueError, TypeError) as error:
             raise SuiteError(f"{where}: {error}") from None
-        num_steps = steps or entry.get("steps", 1000)
-        if not (isinstance(num_steps, int) and num_steps > 0):
-            raise SuiteError(f"{where}: steps={num_steps!r} must be a positive integer")
         label = entry.get("label") or " ".join([entry["task"]] + [f"{k}={v}" for k, v in entry.get("set", {}).items()])
-        suite_tasks.append(SuiteTask(label, config, num_steps, entry.get("axis"), entry.get("x")))
+        suite_tasks.append(SuiteTask(label, config, steps or entry.get("steps", 1000), entry.get("axis"),
+                                     entry.get("x"), "parameterization" in entry.get("set", {})))
     return Suite(str(record.get("name", Path(path).stem)), str(record.get("description", f"from {path}")),
                  tuple(suite_tasks))

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from checkpoints.files import write_atomically
 from evaluate import memory, metrics, report, runner
 from evaluate.optimizers import REFERENCE_BASELINE, EvalOptimizer, OptimizerError, baseline, resolve
 from evaluate.store import DEFAULT_CACHE, RunStore, run_key
-from evaluate.suites import MetaTrainingScope, Suite, SuiteTask, build
+from evaluate.suites import MetaTrainingScope, Suite, SuiteError, SuiteTask, build
 
 DEFAULT_BASELINES = ("adam", "adamw", "muadam", "sgdm")
 SWEEP_FILE = "sweep.json"
@@ -64,6 +65,10 @@ class UnitResult:
     def steps(self) -> tuple[int, ...]:
         return self.runs[self.chosen][0].steps
 
+    @property
+    def has_accuracy(self) -> bool:
+        return self.runs[self.chosen][0].valid_accuracy is not None
+
 
 @dataclasses.dataclass
 class SweepResult:
@@ -75,10 +80,50 @@ class SweepResult:
     files: list[Path]
 
 
-def _in_parameterization(config: tasks.TaskConfig, optimizer: EvalOptimizer) -> tasks.TaskConfig:
-    if optimizer.parameterization and hasattr(config, "parameterization"):
-        return config.replace(parameterization=optimizer.parameterization)
-    return config
+@dataclasses.dataclass
+class _Plan:
+    """One optimizer on one task, before it runs: its runs' store keys, and those already done."""
+
+    task: SuiteTask
+    config: tasks.TaskConfig
+    optimizer: EvalOptimizer
+    store: RunStore
+    stride: int
+    keys: dict[tuple[int, int], dict[str, Any]]  # (candidate index, seed) -> store key
+    found: dict[tuple[int, int], runner.Curves | None]
+    parallel: int = 1  # runs vmapped together, set by the memory check
+
+    @property
+    def missing(self) -> list[tuple[int, int]]:
+        return [job for job, curves in self.found.items() if curves is None]
+
+
+def _config_for(task: SuiteTask, optimizer: EvalOptimizer) -> tasks.TaskConfig:
+    """The task in the optimizer's own parameterization, unless the suite fixes it."""
+    if optimizer.parameterization and hasattr(task.config, "parameterization") and not task.keep_parameterization:
+        return task.config.replace(parameterization=optimizer.parameterization)
+    return task.config
+
+
+def _plan(task: SuiteTask, optimizer: EvalOptimizer, seeds: Sequence[int], store: RunStore,
+          stride: int | None) -> _Plan:
+    config = _config_for(task, optimizer)
+    stride = stride or runner.default_stride(task.num_steps)
+    runner.check_stride(task.num_steps, stride)
+    keys = {(i, seed): run_key(config, optimizer, candidate, seed, task.num_steps, stride)
+            for i, candidate in enumerate(optimizer.candidates) for seed in seeds}
+    return _Plan(task, config, optimizer, store, stride, keys, {job: store.get(key) for job, key in keys.items()})
+
+
+def _fit(plan: _Plan, parallel: int | None) -> None:
+    """Builds the task and checks its memory (before anything is written or compiled), choosing how many
+    runs to vmap together; a task that cannot be built is reported by its label."""
+    try:
+        task = plan.config.build()
+    except (OSError, ValueError) as error:
+        raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
+    wanted = min(parallel or len(plan.missing), len(plan.missing))
+    plan.parallel = memory.runs_that_fit(task, plan.optimizer, plan.task.num_steps, wanted, plan.task.label)
 
 
 def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]]) -> tuple[str, bool]:
@@ -90,14 +135,35 @@ def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]]) -> t
     return chosen, optimizer.tuned and chosen in (labels[0], labels[-1])
 
 
-def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int]) -> dict[str, Any]:
+def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
+    """Trains the missing runs, each group stored as soon as it finishes, and picks the best candidate."""
+    missing = plan.missing
+    start = time.perf_counter()
+    if missing:
+        def store(job, curves):
+            plan.store.put(plan.keys[job], curves)
+            plan.found[job] = curves
+        runner.run(plan.config.build(), plan.optimizer, missing, plan.task.num_steps, plan.stride, plan.parallel,
+                   on_result=store)
+    runs = {candidate.label: [plan.found[(i, seed)] for seed in seeds]
+            for i, candidate in enumerate(plan.optimizer.candidates)}
+    chosen, at_edge = _choose(plan.optimizer, runs)
+    return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge,
+                      time.perf_counter() - start if missing else 0.0, len(plan.keys) - len(missing))
+
+
+def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],
+                  scope: MetaTrainingScope) -> dict[str, Any]:
     return {"suite": suite.name, "tasks": [task.to_dict() for task in suite.tasks],
-            "optimizers": {optimizer.name: optimizer.identity for optimizer in optimizers}, "seeds": list(seeds)}
+            "optimizers": {optimizer.name: optimizer.identity for optimizer in optimizers}, "seeds": list(seeds),
+            "scope": dataclasses.asdict(scope)}
 
 
 def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
-    """A workdir holds one sweep: the same one is resumed, another is refused unless forced (then its
-    runs and outputs are replaced). A non-empty directory that holds no sweep is never written into."""
+    """A workdir holds one sweep: the same one is resumed, another is refused unless forced. Forcing
+    removes the other sweep's tables, plots and TensorBoard files; its runs stay (each is stored under
+    a hash of its inputs, so it can only ever be reused by the run it is). A non-empty directory that
+    holds no sweep is never written into."""
     path = workdir / SWEEP_FILE
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -106,36 +172,15 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
             raise SweepError(f"{workdir} holds another sweep (it differs in: {', '.join(differing)}); "
                              "use another workdir, or force=True (--force) to replace it")
         if previous != record:
-            for derived in (RUNS_DIR, report.plots.PLOTS_DIR, report.TENSORBOARD_DIR):
+            for derived in report.DERIVED_FILES:
+                (workdir / derived).unlink(missing_ok=True)
+            for derived in (report.plots.PLOTS_DIR, report.TENSORBOARD_DIR):
                 shutil.rmtree(workdir / derived, ignore_errors=True)
     elif workdir.exists() and any(workdir.iterdir()):
         raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
                          "(use an empty or new directory)")
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True))
-
-
-def _run_unit(task_spec: SuiteTask, optimizer: EvalOptimizer, seeds: Sequence[int], store: RunStore,
-              stride: int | None, parallel: int | None) -> UnitResult:
-    config = _in_parameterization(task_spec.config, optimizer)
-    stride = stride or runner.default_stride(task_spec.num_steps)
-    keys = {(i, seed): run_key(config, optimizer, candidate, seed, task_spec.num_steps, stride)
-            for i, candidate in enumerate(optimizer.candidates) for seed in seeds}
-    found = {job: store.get(key) for job, key in keys.items()}
-    missing = [job for job, curves in found.items() if curves is None]
-    start = time.perf_counter()
-    if missing:
-        task = config.build()
-        fit = memory.runs_that_fit(task, optimizer, task_spec.num_steps, len(missing), task_spec.label)
-        for job, curves in zip(missing, runner.run(task, optimizer, missing, task_spec.num_steps, stride,
-                                                   min(fit, parallel or len(missing)))):
-            store.put(keys[job], curves)
-            found[job] = curves
-    runs = {candidate.label: [found[(i, seed)] for seed in seeds]
-            for i, candidate in enumerate(optimizer.candidates)}
-    chosen, at_edge = _choose(optimizer, runs)
-    return UnitResult(task_spec, config, optimizer, runs, chosen, at_edge,
-                      time.perf_counter() - start if missing else 0.0, len(keys) - len(missing))
 
 
 def summarize(units: list[UnitResult], suite: Suite) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -154,15 +199,12 @@ def summarize(units: list[UnitResult], suite: Suite) -> tuple[list[dict[str, Any
         for name, rank in zip(names, task_ranks):
             unit = group[name]
             train = unit.curve()
-            accuracy = ([c.valid_accuracy for c in unit.runs[unit.chosen]]
-                        if unit.runs[unit.chosen][0].valid_accuracy is not None else None)
             row = {"task": task.label, "optimizer": name, "steps": task.num_steps, "axis": task.axis, "x": task.x,
                    "parameterization": getattr(unit.config, "parameterization", None), "chosen": unit.chosen,
                    "chosen_at_grid_edge": unit.chosen_at_grid_edge,
                    "final_train_loss": metrics.final_loss(train), "best_train_loss": metrics.best_loss(train),
                    "final_valid_loss": metrics.final_loss(unit.curve("valid_loss")),
-                   "final_valid_accuracy": None if accuracy is None else metrics.final_loss(
-                       metrics.mean_curve(accuracy)),
+                   "final_valid_accuracy": float(unit.curve("valid_accuracy")[-1]) if unit.has_accuracy else None,
                    "diverged": metrics.diverged(train), "rank": rank, "seconds": unit.compute_seconds,
                    "steps_to_reference": None, "speedup": None}
             if reference is not None and name != reference_name:
@@ -179,9 +221,7 @@ def summarize(units: list[UnitResult], suite: Suite) -> tuple[list[dict[str, Any
             reference_rows = [row for row in rows if row["optimizer"] == reference_name]
             entry["win_rate"] = metrics.win_rate([r["final_train_loss"] for r in mine],
                                                  [r["final_train_loss"] for r in reference_rows])
-            speedups = sorted(r["speedup"] for r in mine)
-            entry["median_speedup"] = float(speedups[len(speedups) // 2]) if len(speedups) % 2 else \
-                (speedups[len(speedups) // 2 - 1] + speedups[len(speedups) // 2]) / 2
+            entry["median_speedup"] = float(statistics.median(r["speedup"] for r in mine))
         overall.append(entry)
     return rows, overall
 
@@ -204,8 +244,9 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     """
     if not (isinstance(seeds, int) and seeds > 0):
         raise SweepError(f"seeds={seeds!r}: must be a positive integer")
-    if steps is not None and not (isinstance(steps, int) and steps > 0):
-        raise SweepError(f"steps={steps!r}: must be a positive integer")
+    for name, value in (("steps", steps), ("stride", stride), ("parallel", parallel)):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise SweepError(f"{name}={value!r}: must be a positive integer")
     chosen = [item if isinstance(item, EvalOptimizer) else resolve(item) for item in optimizers]
     chosen += [baseline(name) for name in baselines if name not in {o.name for o in chosen}]
     if not chosen:
@@ -213,39 +254,46 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     names = [optimizer.name for optimizer in chosen]
     if len(set(names)) != len(names):
         raise OptimizerError(f"optimizer names must be unique: {names}")
-    learned = [optimizer for optimizer in chosen if not optimizer.baseline]
-    scope = MetaTrainingScope.from_spec(learned[0].spec if learned else None)
+    scope, scope_source = _scope(chosen)
     suite = suite if isinstance(suite, Suite) else build(suite, scope, steps)
+    log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
+        f"{scope.family} and horizon {scope.horizon} ({scope_source})")
     workdir = Path(workdir)
     seed_list = list(range(seeds))
-    _check_workdir(workdir, _sweep_record(suite, chosen, seed_list), force)
-    baseline_store = RunStore(cache_dir or DEFAULT_CACHE)
-    own_store = RunStore(workdir / RUNS_DIR)
-
-    # Check every task's memory before the first run, so an impossible width fails in seconds.
-    for task_spec in suite.tasks:
-        for optimizer in chosen:
-            memory.runs_that_fit(_in_parameterization(task_spec.config, optimizer).build(), optimizer,
-                                 task_spec.num_steps, 1, task_spec.label)
+    baseline_store, own_store = RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR)
+    plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride)
+             for task in suite.tasks for optimizer in chosen]
+    # Every task is built and its memory checked before anything is written or compiled, so bad input
+    # fails in seconds and leaves the workdir as it was.
+    for plan in plans:
+        if plan.missing:
+            _fit(plan, parallel)
+    _check_workdir(workdir, _sweep_record(suite, chosen, seed_list, scope), force)
 
     units = []
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=len(suite.tasks) * len(chosen), unit="run", disable=not interactive, dynamic_ncols=True)
+    bar = tqdm(total=len(plans), unit="pair", disable=not interactive, dynamic_ncols=True)
     start = time.perf_counter()
-    for task_spec in suite.tasks:
-        for optimizer in chosen:
-            bar.set_postfix_str(f"{task_spec.label} / {optimizer.name}")
-            unit = _run_unit(task_spec, optimizer, seed_list, baseline_store if optimizer.baseline else own_store,
-                             stride, parallel)
-            units.append(unit)
-            bar.update()
-            if not interactive:
-                log(f"[{len(units)}/{bar.total}] {task_spec.label} / {optimizer.name}: "
-                    f"{len(optimizer.candidates)} x {seeds} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
-                    f"final train loss {metrics.final_loss(unit.curve()):.4g} ({unit.chosen})")
+    for plan in plans:
+        bar.set_postfix_str(f"{plan.task.label} / {plan.optimizer.name}")
+        unit = _execute(plan, seed_list)
+        units.append(unit)
+        bar.update()
+        if not interactive:
+            log(f"[{len(units)}/{len(plans)}] {plan.task.label} / {plan.optimizer.name}: "
+                f"{len(plan.optimizer.candidates)} x {seeds} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
+                f"final train loss {metrics.final_loss(unit.curve()):.4g} ({unit.chosen})")
     bar.close()
     rows, overall = summarize(units, suite)
     elapsed = time.perf_counter() - start
-    files = report.write_all(workdir, suite, units, rows, overall, elapsed)
+    files = report.write_all(workdir, suite, units, rows, overall, elapsed, scope, scope_source)
     log(f"{suite.name}: {len(units)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
     return SweepResult(suite, units, rows, overall, workdir, files)
+
+
+def _scope(optimizers: Sequence[EvalOptimizer]) -> tuple[MetaTrainingScope, str]:
+    """What the suites are built around, and where that came from (said in the log and the summary)."""
+    for optimizer in optimizers:
+        if not optimizer.baseline and MetaTrainingScope.recorded_in(optimizer.spec):
+            return MetaTrainingScope.from_spec(optimizer.spec), f"from {optimizer.name}'s meta-training config"
+    return MetaTrainingScope(), "the default meta-training preset's: no optimizer records its own"

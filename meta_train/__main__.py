@@ -13,7 +13,7 @@ import sys
 from checkpoints.files import enable_compilation_cache
 from meta_train.config import PRESET_DESCRIPTIONS, PRESETS, ConfigError, describe_fields, preset, with_overrides
 from meta_train.checkpointing import WorkdirError
-from meta_train.train import MetaTrainingError, meta_train
+from meta_train.train import MetaTrainingError, export_checkpoint, meta_train
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="start over in a --workdir that holds another run (its checkpoints are deleted)")
     parser.add_argument("--fields", action="store_true", help="list every config field with its comment, and exit")
     parser.add_argument("--no-compare", action="store_true", help="skip the comparison with Adam at the end")
+    parser.add_argument("--export", nargs="?", const=-1, type=int, metavar="STEP",
+                        help="write the theta of --workdir's newest checkpoint (or of STEP) for lopt.load, to "
+                             "WORKDIR/optimizer_step_N, and exit: evaluate a run while it goes on")
     return parser
 
 
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fields:
             print(describe_fields())
+            return 0
+        if args.export is not None:
+            export_checkpoint(args.workdir, None if args.export == -1 else args.export)
             return 0
         config = with_overrides(preset(args.config), args.assignments)
         meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare)

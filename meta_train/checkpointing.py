@@ -95,6 +95,21 @@ def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any
                        f"{checkpoint_manager.directory} can be read")
 
 
+def restore_theta(workdir: Path, step: int | None = None) -> tuple[int, Any]:
+    """(step, theta) of a checkpoint, the newest if step is None, read without building the trainer
+    (orbax gives back the saved tree as dicts; theta holds no keys or empty arrays)."""
+    with ocp.CheckpointManager(workdir / CHECKPOINT_DIR) as checkpoint_manager:
+        steps = sorted(checkpoint_manager.all_steps())
+        if not steps:
+            raise WorkdirError(f"{workdir} holds no checkpoint yet")
+        if step is None:
+            step = steps[-1]
+        elif step not in steps:
+            raise WorkdirError(f"{workdir} holds no checkpoint of step {step}; it holds steps {steps}")
+        saved = checkpoint_manager.restore(step, args=ocp.args.StandardRestore())
+    return step, saved["theta"]
+
+
 def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force: bool) -> None:
     """Refuses to mix runs: a workdir of another config, or one that already holds this run without
     --resume, is left untouched unless `force` says to start over."""

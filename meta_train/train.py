@@ -76,11 +76,8 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         state = _outer_loop(trainer, state, manager, workdir, log)
         manager.wait_until_finished()
     seconds = time.perf_counter() - started
-    optimizer_path = lopt.save(
-        workdir / OPTIMIZER_DIR, trainer.optimizer, jax.device_get(state.theta),
-        task_family=config.task_family, estimator=config.estimator, outer_steps=config.outer_steps,
-        machine=f"{len(trainer.mesh.devices.flat)} x {jax.devices()[0].device_kind}",
-        config=json.loads(config.to_json()))
+    optimizer_path = save_optimizer(workdir / OPTIMIZER_DIR, config, jax.device_get(state.theta),
+                                    config.outer_steps, trainer.mesh.size, seconds)
     log(f"saved the learned optimizer to {optimizer_path}; use it with "
         f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
     table = ""
@@ -94,6 +91,33 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
             indent=2))
         log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")
     return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
+
+
+def save_optimizer(directory: Path, config: MetaTrainConfig, theta: Any, outer_steps: int, num_devices: int,
+                   seconds: float | None) -> Path:
+    """theta in the format `lopt.load` reads, with what produced it as provenance (the config is what
+    `python -m evaluate` builds its suites around)."""
+    return lopt.save(directory, config.optimizer(), theta, task_family=config.task_family,
+                     estimator=config.estimator, outer_steps=outer_steps,
+                     machine=f"{num_devices} x {jax.devices()[0].device_kind}",
+                     wall_seconds_last_invocation=seconds, config=json.loads(config.to_json()))
+
+
+def export_checkpoint(workdir: str | Path, step: int | None = None, destination: str | Path | None = None,
+                      log: Callable[[str], None] = print) -> Path:
+    """The theta of a run's checkpoint (the newest, or `step`) written for `lopt.load`, by default to
+    WORKDIR/optimizer_step_N: a run in progress can be evaluated without stopping it."""
+    workdir = Path(workdir).absolute()
+    try:
+        config = MetaTrainConfig(**json.loads((workdir / checkpointing.CONFIG_FILE).read_text()))
+    except FileNotFoundError:
+        raise checkpointing.WorkdirError(f"{workdir} holds no meta-training run "
+                                         f"({checkpointing.CONFIG_FILE} is missing)") from None
+    step, theta = checkpointing.restore_theta(workdir, step)
+    path = save_optimizer(Path(destination) if destination else workdir / f"{OPTIMIZER_DIR}_step_{step}", config,
+                          theta, step, 1, None)
+    log(f"wrote theta of outer step {step} to {path}")
+    return path
 
 
 def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):

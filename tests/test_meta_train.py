@@ -19,7 +19,7 @@ from meta_train.__main__ import main
 from meta_train.checkpointing import WorkdirError
 from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrides
 from meta_train.sharding import task_mesh
-from meta_train.train import meta_train
+from meta_train.train import export_checkpoint, meta_train
 from meta_train.trainer import MetaTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +62,19 @@ def test_a_run_writes_checkpoints_tensorboard_and_a_loadable_optimizer(finished_
     assert all(np.isfinite(event.value) for event in events.Scalars("meta_grad_norm"))
     assert_same_theta(final_theta(workdir), jax.device_get(result.theta))
     assert "learned optimizer at its initialization" in result.comparison and "Adam" in result.comparison
+
+
+def test_a_checkpoint_exports_for_lopt_load(finished_run, tmp_path):
+    workdir, result, _ = finished_run
+    exported = export_checkpoint(workdir, log=lambda line: None)  # the newest: step 600, the final theta
+    assert exported == workdir / "optimizer_step_600"
+    optimizer, theta, spec = lopt.load_optimizer(exported)
+    assert_same_theta(theta, jax.device_get(result.theta))
+    assert spec["provenance"]["outer_steps"] == 600 and spec["provenance"]["config"]["outer_steps"] == 600
+    _, earlier, _ = lopt.load_optimizer(export_checkpoint(workdir, 550, tmp_path / "at_550", log=lambda line: None))
+    assert not np.array_equal(earlier["mlp"]["layer_0"]["w"], theta["mlp"]["layer_0"]["w"])
+    with pytest.raises(WorkdirError, match=r"no checkpoint of step 7; it holds steps \[550, 600\]"):
+        export_checkpoint(workdir, 7, log=lambda line: None)
 
 
 def test_meta_training_beats_its_initialization_on_the_held_out_task(finished_run):

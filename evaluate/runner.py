@@ -45,16 +45,21 @@ class Curves:
 
 
 def default_stride(num_steps: int) -> int:
-    """The smallest divisor of num_steps that records at most MAX_RECORD_POINTS points."""
-    return next(stride for stride in range(1, num_steps + 1)
-                if num_steps % stride == 0 and num_steps // stride <= MAX_RECORD_POINTS)
+    """The stride that records about MAX_RECORD_POINTS points (more only where it cannot be fewer)."""
+    return -(-num_steps // MAX_RECORD_POINTS)
+
+
+def record_steps(num_steps: int, stride: int) -> tuple[int, ...]:
+    """0, stride, 2 * stride, ... and num_steps: a budget the stride does not divide ends with a shorter
+    interval."""
+    return tuple(range(0, num_steps, stride)) + (num_steps,)
 
 
 def check_stride(num_steps: int, stride: int) -> None:
     if not (isinstance(num_steps, int) and num_steps > 0):
         raise ValueError(f"steps={num_steps!r}: must be a positive integer")
-    if not (isinstance(stride, int) and stride > 0 and num_steps % stride == 0):
-        raise ValueError(f"stride={stride!r}: must be a positive integer dividing steps={num_steps}")
+    if not (isinstance(stride, int) and stride > 0):
+        raise ValueError(f"stride={stride!r}: must be a positive integer")
 
 
 def _measure(task: tasks.Task, params, data, key, split: str):
@@ -84,22 +89,28 @@ def _initial_point(task: tasks.Task):
 
 def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
     """A jitted function (hypers, params, keys, data) -> (train_loss, valid_loss, valid_accuracy), each
-    of shape (runs, num_steps // stride), vmapped over the leading axis of hypers, params and keys."""
+    of shape (runs, record points after step 0), vmapped over the leading axis of hypers, params and keys."""
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
 
     def one_run(hyper, params, key, data):
         transform = optimizer.make(hyper, num_steps, roles)
         _, train_key, eval_key = jax.random.split(key, 3)
 
-        def record_interval(carry, key):
-            def step(carry, key):
-                params, opt_state, loss = tasks.train_step(task, transform, *carry, data, key)
-                return (params, opt_state), loss
-            carry, losses = jax.lax.scan(step, carry, jax.random.split(key, stride))
-            return carry, (losses.mean(), *_measure(task, carry[0], data, eval_key, "valid"))
+        def record_interval(length):
+            def interval(carry, key):
+                def step(carry, key):
+                    params, opt_state, loss = tasks.train_step(task, transform, *carry, data, key)
+                    return (params, opt_state), loss
+                carry, losses = jax.lax.scan(step, carry, jax.random.split(key, length))
+                return carry, (losses.mean(), *_measure(task, carry[0], data, eval_key, "valid"))
+            return interval
 
-        carry = (params, transform.init(params))
-        _, curves = jax.lax.scan(record_interval, carry, jax.random.split(train_key, num_steps // stride))
+        intervals, remainder = divmod(num_steps, stride)
+        keys = jax.random.split(train_key, intervals + (remainder > 0))
+        carry, curves = jax.lax.scan(record_interval(stride), (params, transform.init(params)), keys[:intervals])
+        if remainder:  # the last, shorter interval
+            _, last = record_interval(remainder)(carry, keys[-1])
+            curves = jax.tree.map(lambda values, value: jnp.concatenate([values, value[None]]), curves, last)
         return curves
 
     return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, None)))
@@ -126,7 +137,7 @@ def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, in
     rounding, not bit for bit: the group size is a batch dimension of the compiled program."""
     check_stride(num_steps, stride)
     runs = program(task, optimizer, num_steps, stride)
-    steps = tuple(range(0, num_steps + 1, stride))
+    steps = record_steps(num_steps, stride)
     data = task.data
     # Inits depend on the seed alone: computed once per seed, shared by every candidate.
     seeds = sorted({seed for _, seed in jobs})

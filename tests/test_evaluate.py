@@ -266,3 +266,12 @@ def test_the_command_line_reports_bad_input(capsys):
 
     assert main(["--suite", "nope", "--workdir", "unused"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+
+
+def test_a_budget_the_stride_does_not_divide_ends_with_a_shorter_interval():
+    task = tasks.get_task("mlp_digits_8x8", width=8, batch_size=16, parameterization="sp")
+    curves, = runner.run(task, evaluate.baseline("adam@0.01"), [(0, 0)], 7, 3, 1)
+    assert curves.steps == (0, 3, 6, 7) and len(curves.train_loss) == len(curves.valid_loss) == 4
+    assert np.all(np.isfinite(curves.train_loss))
+    assert curves.valid_loss[-1] != curves.valid_loss[-2]  # the last point is one step further on
+    assert runner.default_stride(997) == 20 and runner.record_steps(997, 20)[-2:] == (980, 997)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jax
 from tensorboard.compat.proto.event_pb2 import Event
-import jax
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 

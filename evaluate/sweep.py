@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import statistics
@@ -92,6 +91,7 @@ class _Plan:
     keys: dict[tuple[int, int], dict[str, Any]]  # (candidate index, seed) -> store key
     found: dict[tuple[int, int], runner.Curves | None]
     parallel: int = 1  # runs vmapped together, set by the memory check
+    built: tasks.Task | None = None  # the task, built by the memory check when runs are missing
 
     @property
     def missing(self) -> list[tuple[int, int]]:
@@ -119,17 +119,16 @@ def _fit(plan: _Plan, parallel: int | None) -> None:
     """Builds the task and checks its memory (before anything is written or compiled), choosing how many
     runs to vmap together; a task that cannot be built is reported by its label."""
     try:
-        task = plan.config.build()
+        plan.built = plan.config.build()
     except (OSError, ValueError) as error:
         raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
     wanted = min(parallel or len(plan.missing), len(plan.missing))
-    plan.parallel = memory.runs_that_fit(task, plan.optimizer, plan.task.num_steps, wanted, plan.task.label)
+    plan.parallel = memory.runs_that_fit(plan.built, plan.optimizer, plan.task.num_steps, wanted, plan.task.label)
 
 
 def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]]) -> tuple[str, bool]:
-    def score(label):
-        value = float(metrics.mean_curve([c.train_loss for c in runs[label]])[-1])
-        return value if math.isfinite(value) else math.inf
+    def score(label):  # mean_curve makes a diverged seed inf, so diverged candidates sort last
+        return float(metrics.mean_curve([c.train_loss for c in runs[label]])[-1])
     labels = [candidate.label for candidate in optimizer.candidates]
     chosen = min(labels, key=score)
     return chosen, optimizer.tuned and chosen in (labels[0], labels[-1])
@@ -143,7 +142,7 @@ def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
         def store(job, curves):
             plan.store.put(plan.keys[job], curves)
             plan.found[job] = curves
-        runner.run(plan.config.build(), plan.optimizer, missing, plan.task.num_steps, plan.stride, plan.parallel,
+        runner.run(plan.built, plan.optimizer, missing, plan.task.num_steps, plan.stride, plan.parallel,
                    on_result=store)
     runs = {candidate.label: [plan.found[(i, seed)] for seed in seeds]
             for i, candidate in enumerate(plan.optimizer.candidates)}

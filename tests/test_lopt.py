@@ -152,6 +152,10 @@ def test_roles_that_do_not_fit_the_params_are_named(digits):
 def test_invalid_settings_name_the_field():
     with pytest.raises(ValueError, match=r"MLPLOpt.hidden_size=0"):
         lopt.MLPLOpt(hidden_size=0)
+    with pytest.raises(ValueError, match=r"MLPLOpt.init_rule='sgd': must be one of random, adam"):
+        lopt.MLPLOpt(init_rule="sgd")
+    with pytest.raises(ValueError, match=r"init_rule='adam' needs hidden_size >= 2"):
+        lopt.MLPLOpt(hidden_size=1, init_rule="adam")
     with pytest.raises(ValueError, match=r"parameterization='ntk'"):
         lopt.Adam(parameterization="ntk")
 
@@ -183,3 +187,33 @@ def test_flax_nnx_state_with_inferred_roles():
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, _ = jax.jit(transform.update)(grads, transform.init(params), params, loss=loss)
     assert loss_fn(optax.apply_updates(params, updates)) < loss
+
+
+def test_adam_init_starts_as_per_tensor_normalized_adam(digits):
+    """init_rule="adam" with the other hidden units silenced: each tensor's first update is Adam's
+    direction m / sqrt(v + 1e-6), normalized to unit RMS per tensor, times step_mult (hidden ones / fan_in)."""
+    task, params, roles = digits
+    optimizer = lopt.MLPLOpt(hidden_size=4, init_rule="adam", horizon_schedule=True, step_mult=0.01)
+    theta = optimizer.init(jax.random.key(0))
+    theta = {**theta, "mlp": lopt.mlp_lopt.adam_like(theta["mlp"], others_scale=0.0)}
+    transform = optimizer.transform(theta, num_steps=100, roles=roles)
+    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(1)), jax.random.key(2))
+    updates, _ = transform.update(grads, transform.init(params), params)
+
+    def expected(grad, role):
+        direction = 0.1 * grad * jax.lax.rsqrt(0.001 * grad ** 2 + 1e-6)
+        direction = direction * jax.lax.rsqrt(1e-5 + jnp.mean(direction ** 2))
+        return -0.01 * direction / (grad.shape[0] if role == "hidden" else 1)
+
+    jax.tree.map(lambda u, g, r: np.testing.assert_allclose(u, expected(g, r), rtol=2e-5, atol=1e-9),
+                 updates, grads, roles)
+
+
+def test_horizon_schedule_multiplies_steps_by_its_knots_over_the_fraction_of_the_run():
+    from lopt.mlp_lopt import horizon_multiplier
+    knots = jnp.log(jnp.arange(1.0, 12.0))  # multiplier 1 at the start, 11 at the end
+    for iteration, num_steps, multiplier in [(0, 50, 1.0), (5, 50, 2.0), (25, 50, 6.0), (35, 50, 8.0),
+                                             (50, 50, 11.0), (500, 50, 11.0)]:
+        np.testing.assert_allclose(horizon_multiplier(knots, iteration, num_steps), multiplier, rtol=1e-5)
+    # The same fraction of a 10x longer run gets the same multiplier: the schedule follows the horizon.
+    np.testing.assert_allclose(horizon_multiplier(knots, 7, 20), horizon_multiplier(knots, 70, 200), rtol=1e-6)

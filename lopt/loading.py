@@ -40,12 +40,16 @@ def list_pretrained() -> list[PretrainedInfo]:
     return found
 
 
-def save(directory: str | os.PathLike, optimizer: LearnedOptimizer, theta: MetaParams,
-         **provenance: Any) -> Path:
+def save(directory: str | os.PathLike, optimizer: LearnedOptimizer, theta: MetaParams, *,
+         description: str = "", **provenance: Any) -> Path:
     """Saves theta with the optimizer's spec; provenance (task family, estimator, outer steps, ...) is
-    recorded as given. Refuses a theta that does not fit the optimizer."""
+    recorded as given, and `description` is what `list_pretrained` shows. Refuses a theta that does not
+    fit the optimizer."""
     check_theta(optimizer, theta)
-    return checkpoints.save(directory, theta, {"optimizer": optimizer.spec(), "provenance": provenance})
+    spec = {"optimizer": optimizer.spec(), "provenance": provenance}
+    if description:
+        spec["description"] = description
+    return checkpoints.save(directory, theta, spec)
 
 
 def load_optimizer(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, MetaParams, dict[str, Any]]:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             export_checkpoint(args.workdir, None if args.export == -1 else args.export)
             return 0
         config = with_overrides(preset(args.config), args.assignments)
-        meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare)
+        meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare,
+                   preset=args.config)
     except (ConfigError, WorkdirError, MetaTrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -44,12 +44,14 @@ class MetaTrainResult:
 
 
 def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = False, force: bool = False,
-               compare: bool = True, log: Callable[[str], None] = print, mesh=None) -> MetaTrainResult:
+               compare: bool = True, log: Callable[[str], None] = print, mesh=None,
+               preset: str | None = None) -> MetaTrainResult:
     """Runs (or with resume, continues) meta-training in workdir.
 
     Writes WORKDIR/config.json, checkpoints/ (orbax, the last `keep_checkpoints`), tensorboard/ (event
     files), optimizer/ (the final theta for `lopt.load`) and comparison.json. With force, a workdir that
     holds another run is started over; without it, such a workdir is refused and left as it is.
+    `preset` (the preset the config came from, if any) is recorded in the saved optimizer's provenance.
     """
     workdir = Path(workdir).absolute()
     checkpointing.check_workdir(workdir, config, resume=resume, force=force)
@@ -77,7 +79,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         manager.wait_until_finished()
     seconds = time.perf_counter() - started
     optimizer_path = save_optimizer(workdir / OPTIMIZER_DIR, config, jax.device_get(state.theta),
-                                    config.outer_steps, trainer.mesh.size, seconds)
+                                    config.outer_steps, trainer.mesh.size, seconds, preset)
     log(f"saved the learned optimizer to {optimizer_path}; use it with "
         f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
     table = ""
@@ -94,10 +96,10 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
 
 
 def save_optimizer(directory: Path, config: MetaTrainConfig, theta: Any, outer_steps: int, num_devices: int,
-                   seconds: float | None) -> Path:
+                   seconds: float | None, preset: str | None = None) -> Path:
     """theta in the format `lopt.load` reads, with what produced it as provenance (the config is what
     `python -m evaluate` builds its suites around)."""
-    return lopt.save(directory, config.optimizer(), theta, task_family=config.task_family,
+    return lopt.save(directory, config.optimizer(), theta, preset=preset, task_family=config.task_family,
                      estimator=config.estimator, outer_steps=outer_steps,
                      machine=f"{num_devices} x {jax.devices()[0].device_kind}",
                      wall_seconds_last_invocation=seconds, config=json.loads(config.to_json()))

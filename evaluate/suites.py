@@ -109,10 +109,12 @@ def _mlp_label(config: tasks.ImageMLPConfig) -> str:
 
 
 def _base_mlp(family: tasks.ImageMLPFamily) -> tasks.ImageMLPConfig:
-    """The largest meta-training MLP on the largest image set: where the width and depth sweeps start."""
+    """The largest meta-training MLP on the largest image set, in the family's (first) parameterization:
+    where the width and depth sweeps start."""
     dataset, size = max(family.datasets, key=lambda item: (item[1], item[0] == "mnist"))
     return tasks.ImageMLPConfig(dataset=dataset, image_size=size, width=max(family.widths),
-                                depth=max(family.depths), batch_size=max(family.batch_sizes))
+                                depth=max(family.depths), batch_size=max(family.batch_sizes),
+                                parameterization=family.parameterizations[0])
 
 
 def in_distribution(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:

@@ -189,6 +189,11 @@ def test_suites_are_built_around_the_meta_training_scope():
     assert all(task.config.width in family.widths for task in in_distribution.tasks)
     spec = {"provenance": {"config": {"task_family": "mlp_images_wide", "max_inner_length": 200}}}
     assert evaluate.MetaTrainingScope.from_spec(spec) == evaluate.MetaTrainingScope("mlp_images_wide", 200)
+    # A standard-parameterization optimizer is swept over standard-parameterization models.
+    sp_scope = evaluate.MetaTrainingScope(family="mlp_images_sp", horizon=500)
+    for name in ("width_mlp", "depth", "horizon", "in_distribution"):
+        assert {task.config.parameterization for task in evaluate.build_suite(name, sp_scope).tasks} == {"sp"}
+    assert {task.config.parameterization for task in width.tasks} == {"mup"}
 
 
 def test_a_custom_suite_file(tmp_path):

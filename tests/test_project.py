@@ -30,3 +30,17 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     params, opt_state, loss = namespace["train_step"](namespace["params"], namespace["opt_state"],
                                                       namespace["x"], namespace["y"])
     assert float(loss) > 0 and jax.tree.structure(params) == jax.tree.structure(namespace["params"])
+
+
+def test_readme_quickstart_trains_with_the_shipped_optimizer():
+    """The README's quickstart, verbatim but for a shorter run, with the shipped muP optimizer."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\nimport jax, jax.numpy as jnp, optax, flax.linen as nn, lopt") + len("```python\n")
+    snippet = text[start:text.index("```", start)]
+    assert len(snippet.strip().splitlines()) <= 15
+    assert "range(1000)" in snippet
+    namespace = {}
+    exec(compile(snippet.replace("range(1000)", "range(30)"), "README.md", "exec"), namespace)
+    first_loss = float(namespace["loss_fn"](namespace["model"](1024).init(
+        namespace["jax"].random.key(0), namespace["x"])["params"]))
+    assert float(namespace["loss"]) < 0.5 * first_loss, (first_loss, float(namespace["loss"]))

@@ -9,6 +9,8 @@ import pytest
 
 import checkpoints
 import lopt
+import meta_train
+import tasks
 from checkpoints import store
 from tests.lopt_helpers import EVERY_ARCHITECTURE
 
@@ -128,6 +130,19 @@ def test_save_refuses_a_theta_that_does_not_fit(tmp_path):
 
 
 def test_shipped_optimizers_are_listed_with_their_records():
-    for info in lopt.list_pretrained():
-        assert info.architecture in lopt.ARCHITECTURES and info.parameterization in ("mup", "sp")
-        assert info.description
+    shipped = {info.name: info for info in lopt.list_pretrained()}
+    assert {"mulo_small_fc": "mup", "sp_small_fc": "sp"} == {name: info.parameterization
+                                                            for name, info in shipped.items()}
+    for name, info in shipped.items():
+        assert info.architecture in lopt.ARCHITECTURES and info.description
+        optimizer, theta, spec = lopt.load_optimizer(name)
+        provenance = spec["provenance"]
+        # What reproduces it and what it cost: the preset, the estimator, the steps, the time and the machine.
+        assert provenance["preset"] in meta_train.PRESETS and provenance["estimator"] == "pes"
+        assert provenance["outer_steps"] == provenance["config"]["outer_steps"] > 0
+        assert provenance["wall_seconds_last_invocation"] > 0 and provenance["machine"]
+        task = tasks.get_task("mlp_digits_8x8", width=32, parameterization=info.parameterization)
+        params = task.init(jax.random.key(0))
+        transform = lopt.load(name, num_steps=100, roles=task.roles(params))
+        updates, _ = transform.update(params, transform.init(params), params)
+        assert all(bool(jax.numpy.isfinite(u).all()) for u in jax.tree.leaves(updates))

@@ -1,0 +1,124 @@
+"""The shipped optimizers against per-task tuned Adam: the README's results, reproduced with one command.
+
+    python -m benchmarks.pretrained_results [--mup mulo_small_fc] [--sp sp_small_fc]
+        [--out benchmarks/results/pretrained] [--sweeps pretrained_sweeps]
+
+Runs `evaluate` suites (each in SWEEPS/<suite>_<optimizer>/, with its own summary.md, runs and plots):
+in_distribution for both optimizers (held-out samples of the meta-training family, its 1,000-step
+horizon); width_mlp for both (each on MLPs of its own parameterization, at a shorter budget because the
+32x-wide MLP is costly on a CPU); horizon and other for the muP optimizer. Then draws the width-transfer
+plot of both in one figure, copies the loss curves of two representative tasks (an in-distribution MLP
+and the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a
+second run only trains what changed. About an hour on a 2-core CPU from an empty cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+import evaluate
+from evaluate.plots import slug
+
+SUITES = (  # (suite, which optimizers, steps (None: the meta-training horizon), seeds)
+    ("in_distribution", ("mup", "sp"), None, 3),
+    ("width_mlp", ("mup", "sp"), 200, 1),
+    ("horizon", ("mup",), None, 1),
+    ("other", ("mup",), None, 2),
+)
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrained_results",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mup", default="mulo_small_fc", help="the muP optimizer (name or checkpoint)")
+    parser.add_argument("--sp", default="sp_small_fc", help="its standard-parameterization twin")
+    parser.add_argument("--out", default="benchmarks/results/pretrained", help="where results.md and the plots go")
+    parser.add_argument("--sweeps", default="pretrained_sweeps", help="where the evaluate sweeps run")
+    parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
+    return parser.parse_args(argv)
+
+
+def width_plot(results: dict[str, evaluate.SweepResult], names: dict[str, str], path: Path) -> Path:
+    """Final training loss against width: each learned optimizer on MLPs of its parameterization, and tuned
+    Adam (evaluate trains Adam on standard-parameterization MLPs, the same runs in both sweeps). A diverged
+    run is a cross at the top."""
+    figure = Figure(figsize=(6.5, 4.5))
+    axes = figure.subplots()
+    rows = [row for result in results.values() for row in result.summary]
+    top = 2 * max(row["final_train_loss"] for row in rows if math.isfinite(row["final_train_loss"]))
+    lines = [(names["mup"], results["mup"], "C0", f"{names['mup']} (muP MLPs)"),
+             (names["sp"], results["sp"], "C3", f"{names['sp']} (standard MLPs)"),
+             ("adam", results["mup"], "0.3", "per-width tuned Adam (standard MLPs)")]
+    for optimizer, result, color, label in lines:
+        mine = sorted((row for row in result.summary if row["optimizer"] == optimizer), key=lambda row: row["x"])
+        xs = [row["x"] for row in mine]
+        losses = [row["final_train_loss"] if math.isfinite(row["final_train_loss"]) else math.nan for row in mine]
+        axes.plot(xs, losses, "-" if optimizer != "adam" else "--", marker="o", color=color, label=label)
+        crossed = [x for x, loss in zip(xs, losses) if math.isnan(loss)]
+        if crossed:
+            axes.plot(crossed, [top] * len(crossed), "x", color=color, markersize=10)
+    widths = sorted({row["x"] for row in rows})
+    axes.axvspan(widths[0], max(widths) / 32, color="0.92", label="meta-training widths")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("hidden width")
+    axes.set_ylabel("final training loss")
+    axes.set_title(f"width transfer: MNIST 14x14 MLP, depth 2, {rows[0]['steps']} steps")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def main(argv=None) -> Path:
+    args = arguments(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"mup": Path(args.mup).name, "sp": Path(args.sp).name}
+    sources = {"mup": args.mup, "sp": args.sp}
+    sections, width_results = [], {}
+    for suite, kinds, steps, seeds in SUITES:
+        for kind in kinds:
+            optimizer = f"{names[kind]}={sources[kind]}" if Path(sources[kind]).exists() else sources[kind]
+            baselines = ("adam", "muadam") if suite == "in_distribution" and kind == "mup" else ("adam",)
+            workdir = Path(args.sweeps) / f"{suite}_{names[kind]}"
+            result = evaluate.run_suite([optimizer], suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
+                                        cache_dir=args.cache, force=True)
+            if suite == "width_mlp":
+                width_results[kind] = result
+            sections.append((suite, names[kind], workdir))
+    width_plot(width_results, names, out / "width_transfer.png")
+    lines = ["# Shipped learned optimizers against per-task tuned Adam", "",
+             "Written by `python -m benchmarks.pretrained_results`; every table is the summary.md of one "
+             "`python -m evaluate` sweep in this folder.", ""]
+    for suite, name, workdir in sections:
+        summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
+        lines += [f"## {suite}: {name}", summary.strip(), ""]
+    results = out / "results.md"
+    results.write_text("\n".join(lines))
+    sweeps = dict(((suite, name), workdir) for suite, name, workdir in sections)
+    representative = [(sweeps[("in_distribution", names["mup"])], _median_speedup_task(
+                          sweeps[("in_distribution", names["mup"])], names["mup"])),
+                      (sweeps[("other", names["mup"])], "conv mnist 14x14")]
+    for workdir, label in representative:
+        shutil.copy(workdir / "plots" / f"curves_{slug(label)}.png", out)
+    print(f"wrote {results}, {out / 'width_transfer.png'} and the curves of {', '.join(l for _, l in representative)}")
+    return results
+
+
+def _median_speedup_task(workdir: Path, optimizer: str) -> str:
+    """The task on which the optimizer's speedup is the median of the sweep's: a representative one."""
+    rows = sorted((row for row in json.loads((workdir / "summary.json").read_text())["rows"]
+                   if row["optimizer"] == optimizer and row["speedup"] is not None), key=lambda row: row["speedup"])
+    return rows[len(rows) // 2]["task"]
+
+
+if __name__ == "__main__":
+    main()

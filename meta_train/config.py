@@ -140,15 +140,15 @@ PRESETS: dict[str, MetaTrainConfig] = {
     "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3,
                                 num_tasks=8, truncation_length=50, outer_steps=5000, warmup_steps=250,
                                 checkpoint_every=500),
-    # The shipped muP optimizer's recipe for a 2-core CPU (about 20 minutes): the default distribution with
+    # The shipped muP optimizer's recipe for a 2-core CPU (about 10 minutes): the default distribution with
     # twice the task configs (16 workers), theta started as per-tensor normalized Adam with a cosine
-    # schedule over the run (a random start was far behind Adam after 5,000 steps), 2,500 outer steps.
+    # schedule over the run (a random start was far behind Adam after 5,000 steps), 1,000 outer steps.
     "mulo_cpu": dataclasses.replace(DEFAULT, num_task_configs=4, step_mult=0.03, horizon_schedule=True,
-                                    init_rule="adam", outer_steps=2500, log_every=50, checkpoint_every=250),
+                                    init_rule="adam", outer_steps=1000, log_every=50, checkpoint_every=250),
     # Its standard-parameterization twin: the same recipe on the same MLPs in standard parameterization
     # (a smaller step_mult, as standard-parameterized MLPs of these widths need smaller steps).
     "sp_cpu": dataclasses.replace(DEFAULT, parameterization="sp", task_family="mlp_images_sp", num_task_configs=4,
-                                  step_mult=0.003, horizon_schedule=True, init_rule="adam", outer_steps=2500,
+                                  step_mult=0.003, horizon_schedule=True, init_rule="adam", outer_steps=1000,
                                   log_every=50, checkpoint_every=250),
     # Seconds: a 10-d quadratic family, for trying the machinery and for tests.
     "quadratic": dataclasses.replace(DEFAULT, hidden_size=4, task_family="quadratics", num_task_configs=1,
@@ -161,7 +161,7 @@ PRESETS: dict[str, MetaTrainConfig] = {
 PRESET_DESCRIPTIONS = {
     "default": "about ten minutes on a 2-core CPU: MLPs of widths 32-128 on 8x8 and 14x14 images",
     "mulo": "the muLO paper's recipe (widths 128-1024, hidden 32, 8 workers, 5,000 steps); an accelerator",
-    "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 2,500 steps (CPU, ~20 min)",
+    "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",
     "quadratic": "seconds: 10-d quadratics, for trying the machinery",
 }

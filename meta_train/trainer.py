@@ -72,8 +72,7 @@ class MetaTrainer:
         self.optimizer = config.optimizer()
         family = tasks.get_family(config.task_family)
         family_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-        self.task_configs = [family.sample(jax.random.fold_in(family_key, index))
-                             for index in range(config.num_task_configs)]
+        self.task_configs = family.sample_many(family_key, config.num_task_configs)
         self.tasks = [family.task(task_config) for task_config in self.task_configs]
         self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
         self.estimators = [estimator_for(config, task, self.optimizer, self.mesh) for task in self.tasks]

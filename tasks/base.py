@@ -73,6 +73,11 @@ class TaskFamily(abc.ABC):
     def sample(self, key: PRNGKey) -> "TaskConfig":
         """A config drawn from the family; the same key gives the same config."""
 
+    def sample_many(self, key: PRNGKey, count: int) -> list["TaskConfig"]:
+        """`count` configs, e.g. the task configs of a meta-training run: independent draws unless a
+        family spreads them over its choices."""
+        return [self.sample(jax.random.fold_in(key, index)) for index in range(count)]
+
     def task(self, config: "TaskConfig") -> Task:
         return config.build()
 

@@ -109,6 +109,22 @@ def test_default_family_samples_mlps_of_widths_32_to_128_on_8x8_and_14x14_images
     assert isinstance(family.task(configs[0]), tasks.Task)
 
 
+def test_a_runs_task_configs_cover_every_choice_of_the_family():
+    """Meta-training holds a few configs for its whole length: drawn stratified, 4 of them cover the 3
+    image sets, the 3 widths and both depths, whatever the key."""
+    family = tasks.get_family("mlp_images")
+    for seed in range(20):
+        configs = family.sample_many(jax.random.key(seed), 4)
+        assert {(c.dataset, c.image_size) for c in configs} == {("digits", 8), ("mnist", 8), ("mnist", 14)}
+        assert {c.width for c in configs} == {32, 64, 128}
+        assert sorted(c.depth for c in configs) == [1, 1, 2, 2]
+        assert sorted(c.batch_size for c in configs) == [64, 64, 128, 128]
+    assert family.sample_many(jax.random.key(3), 4) == family.sample_many(jax.random.key(3), 4)
+    quadratics = tasks.get_family("quadratics")  # other families draw independently
+    assert quadratics.sample_many(jax.random.key(0), 2) == [quadratics.sample(jax.random.fold_in(jax.random.key(0), i))
+                                                             for i in range(2)]
+
+
 def test_family_choices_are_validated():
     with pytest.raises(tasks.ConfigError, match=r"ImageMLPFamily\.widths=\(\): must be a non-empty tuple"):
         tasks.ImageMLPFamily(widths=())

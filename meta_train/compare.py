@@ -56,5 +56,6 @@ def markdown_table(rows: list[ComparisonRow]) -> str:
     lines = ["| optimizer | train loss | valid loss | valid accuracy |", "| --- | --- | --- | --- |"]
     for row in rows:
         accuracy = "" if row.valid_accuracy is None else f"{row.valid_accuracy:.3f}"
-        lines.append(f"| {row.optimizer} | {row.train_loss:.4f} | {row.valid_loss:.4f} | {accuracy} |")
+        # Four significant digits: a learned optimizer's training loss can be 1e-5 where Adam's is 1e-2.
+        lines.append(f"| {row.optimizer} | {row.train_loss:.4g} | {row.valid_loss:.4g} | {accuracy} |")
     return "\n".join(lines)

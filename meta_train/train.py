@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -101,8 +102,15 @@ def save_optimizer(directory: Path, config: MetaTrainConfig, theta: Any, outer_s
     `python -m evaluate` builds its suites around)."""
     return lopt.save(directory, config.optimizer(), theta, preset=preset, task_family=config.task_family,
                      estimator=config.estimator, outer_steps=outer_steps,
-                     machine=f"{num_devices} x {jax.devices()[0].device_kind}",
+                     machine=_machine(num_devices),
                      wall_seconds_last_invocation=seconds, config=json.loads(config.to_json()))
+
+
+def _machine(num_devices: int) -> str:
+    """What ran it: the devices, and for CPUs the core count (what a CPU wall time depends on)."""
+    device = jax.devices()[0]
+    cores = f", {os.cpu_count()} cores" if device.platform == "cpu" else ""
+    return f"{num_devices} x {device.device_kind}{cores}"
 
 
 def export_checkpoint(workdir: str | Path, step: int | None = None, destination: str | Path | None = None,

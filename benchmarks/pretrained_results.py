@@ -45,21 +45,24 @@ def arguments(argv):
 
 
 def width_plot(results: dict[str, evaluate.SweepResult], names: dict[str, str], path: Path) -> Path:
-    """Final training loss against width: each learned optimizer on MLPs of its parameterization, and tuned
-    Adam (evaluate trains Adam on standard-parameterization MLPs, the same runs in both sweeps). A diverged
-    run is a cross at the top."""
+    """Final training loss against width: each learned optimizer on MLPs of its parameterization, tuned
+    Adam (evaluate trains Adam on standard-parameterization MLPs, the same runs in both sweeps) and tuned
+    muAdam on the muP MLPs. A diverged run is a cross at the top."""
     figure = Figure(figsize=(6.5, 4.5))
     axes = figure.subplots()
     rows = [row for result in results.values() for row in result.summary]
     top = 2 * max(row["final_train_loss"] for row in rows if math.isfinite(row["final_train_loss"]))
     lines = [(names["mup"], results["mup"], "C0", f"{names['mup']} (muP MLPs)"),
              (names["sp"], results["sp"], "C3", f"{names['sp']} (standard MLPs)"),
-             ("adam", results["mup"], "0.3", "per-width tuned Adam (standard MLPs)")]
+             ("adam", results["mup"], "0.3", "per-width tuned Adam (standard MLPs)"),
+             ("muadam", results["mup"], "C0", "per-width tuned muAdam (muP MLPs)")]
     for optimizer, result, color, label in lines:
         mine = sorted((row for row in result.summary if row["optimizer"] == optimizer), key=lambda row: row["x"])
         xs = [row["x"] for row in mine]
         losses = [row["final_train_loss"] if math.isfinite(row["final_train_loss"]) else math.nan for row in mine]
-        axes.plot(xs, losses, "-" if optimizer != "adam" else "--", marker="o", color=color, label=label)
+        if not xs:
+            continue
+        axes.plot(xs, losses, {"adam": "--", "muadam": ":"}.get(optimizer, "-"), marker="o", color=color, label=label)
         crossed = [x for x, loss in zip(xs, losses) if math.isnan(loss)]
         if crossed:
             axes.plot(crossed, [top] * len(crossed), "x", color=color, markersize=10)
@@ -87,7 +90,8 @@ def main(argv=None) -> Path:
     for suite, kinds, steps, seeds in SUITES:
         for kind in kinds:
             optimizer = f"{names[kind]}={sources[kind]}" if Path(sources[kind]).exists() else sources[kind]
-            baselines = ("adam", "muadam") if suite == "in_distribution" and kind == "mup" else ("adam",)
+            # muAdam beside Adam where the muP optimizer is judged on muP models' own terms.
+            baselines = ("adam", "muadam") if suite in ("in_distribution", "width_mlp") and kind == "mup" else ("adam",)
             workdir = Path(args.sweeps) / f"{suite}_{names[kind]}"
             result = evaluate.run_suite([optimizer], suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
                                         cache_dir=args.cache, force=True)
@@ -95,14 +99,7 @@ def main(argv=None) -> Path:
                 width_results[kind] = result
             sections.append((suite, names[kind], workdir))
     width_plot(width_results, names, out / "width_transfer.png")
-    lines = ["# Shipped learned optimizers against per-task tuned Adam", "",
-             "Written by `python -m benchmarks.pretrained_results`; every table is the summary.md of one "
-             "`python -m evaluate` sweep in this folder.", ""]
-    for suite, name, workdir in sections:
-        summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
-        lines += [f"## {suite}: {name}", summary.strip(), ""]
-    results = out / "results.md"
-    results.write_text("\n".join(lines))
+    results = write_results(out / "results.md", sections)
     sweeps = dict(((suite, name), workdir) for suite, name, workdir in sections)
     representative = [(sweeps[("in_distribution", names["mup"])], _median_speedup_task(
                           sweeps[("in_distribution", names["mup"])], names["mup"])),
@@ -111,6 +108,18 @@ def main(argv=None) -> Path:
         shutil.copy(workdir / "plots" / f"curves_{slug(label)}.png", out)
     print(f"wrote {results}, {out / 'width_transfer.png'} and the curves of {', '.join(l for _, l in representative)}")
     return results
+
+
+def write_results(path: Path, sections: list[tuple[str, str, Path]]) -> Path:
+    """One markdown file of every sweep's summary.md, under a heading naming the suite and optimizer."""
+    lines = ["# Shipped learned optimizers against per-task tuned Adam", "",
+             "Written by `python -m benchmarks.pretrained_results`; every table is the summary.md of one "
+             "`python -m evaluate` sweep (in its --sweeps folder, with the runs and plots).", ""]
+    for suite, name, workdir in sections:
+        summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
+        lines += [f"## {suite}: {name}", summary.strip(), ""]
+    path.write_text("\n".join(lines))
+    return path
 
 
 def _median_speedup_task(workdir: Path, optimizer: str) -> str:

@@ -41,7 +41,7 @@ class MetaTrainConfig:
     parameterization: str = "mup"  # "mup" (hidden updates / fan_in) or "sp"
     # (the next three shape mlp_lopt only; other architectures ignore them)
     step_mult: float = 0.001  # the step is direction * exp(magnitude * 0.001) * step_mult
-    horizon_schedule: bool = False  # steps times a learned schedule over the fraction of the run done
+    horizon_schedule: bool = False  # steps times a learned schedule over the run (and time features kept in range)
     init_rule: str = "random"  # theta starts "random" or as per-tensor normalized "adam" (cosine schedule)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
@@ -112,8 +112,11 @@ class MetaTrainConfig:
     def optimizer(self) -> lopt.LearnedOptimizer:
         settings = {"parameterization": self.parameterization}
         if self.architecture == "mlp_lopt":
+            # With the schedule over the run, the time features of a run longer than any meta-training run
+            # are compressed into the range meta-training showed (a no-op while meta-training itself).
             settings.update(hidden_size=self.hidden_size, step_mult=self.step_mult,
-                            horizon_schedule=self.horizon_schedule, init_rule=self.init_rule)
+                            horizon_schedule=self.horizon_schedule, init_rule=self.init_rule,
+                            time_feature_horizon=self.max_inner_length if self.horizon_schedule else 0)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)

@@ -217,3 +217,28 @@ def test_horizon_schedule_multiplies_steps_by_its_knots_over_the_fraction_of_the
         np.testing.assert_allclose(horizon_multiplier(knots, iteration, num_steps), multiplier, rtol=1e-5)
     # The same fraction of a 10x longer run gets the same multiplier: the schedule follows the horizon.
     np.testing.assert_allclose(horizon_multiplier(knots, 7, 20), horizon_multiplier(knots, 70, 200), rtol=1e-6)
+
+
+def test_time_feature_horizon_changes_only_runs_longer_than_it(digits):
+    """Runs up to time_feature_horizon steps are untouched; a run 10x longer reads, at step 10t, the time
+    features of step t."""
+    task, params, roles = digits
+    plain = lopt.MLPLOpt(hidden_size=4, init_rule="adam", horizon_schedule=True)
+    capped = lopt.MLPLOpt(hidden_size=4, init_rule="adam", horizon_schedule=True, time_feature_horizon=100)
+    theta = plain.init(jax.random.key(0))
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def update(optimizer, num_steps, iteration):
+        transform = optimizer.transform(theta, num_steps=num_steps, roles=roles)
+        state = transform.init(params)
+        state = state._replace(iteration=jnp.asarray(iteration, jnp.int32))
+        return transform.update(grads, state, params)[0]
+
+    same = update(plain, 100, 70), update(capped, 100, 70)
+    jax.tree.map(np.testing.assert_array_equal, *same)
+    # 10x the horizon: step 700 of 1,000 has the time features (and schedule) of step 70 of 100.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), update(capped, 1000, 700),
+                 update(plain, 100, 70))
+    with pytest.raises(AssertionError):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), update(plain, 1000, 700),
+                     update(plain, 100, 70))

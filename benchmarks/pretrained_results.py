@@ -5,7 +5,7 @@
 
 Runs `evaluate` suites (each in SWEEPS/<suite>_<optimizer>/, with its own summary.md, runs and plots):
 in_distribution for both optimizers (held-out samples of the meta-training family, its 1,000-step
-horizon); width_mlp for both (each on MLPs of its own parameterization, at a shorter budget because the
+horizon; the muP one beside the theta its meta-training started from); width_mlp for both (each on MLPs of its own parameterization, at a shorter budget because the
 32x-wide MLP is costly on a CPU); horizon and other for the muP optimizer. Then draws the width-transfer
 plot of both in one figure, copies the loss curves of two representative tasks (an in-distribution MLP
 and the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a
@@ -22,8 +22,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+import jax
+
 import evaluate
+import lopt
+import meta_train
 from evaluate.plots import slug
+from meta_train.train import save_optimizer
+from meta_train.trainer import initial_theta
 
 SUITES = (  # (suite, which optimizers, steps (None: the meta-training horizon), seeds)
     ("in_distribution", ("mup", "sp"), None, 3),
@@ -93,7 +99,10 @@ def main(argv=None) -> Path:
             # muAdam beside Adam where the muP optimizer is judged on muP models' own terms.
             baselines = ("adam", "muadam") if suite in ("in_distribution", "width_mlp") and kind == "mup" else ("adam",)
             workdir = Path(args.sweeps) / f"{suite}_{names[kind]}"
-            result = evaluate.run_suite([optimizer], suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
+            compared = [optimizer]
+            if suite == "in_distribution" and kind == "mup":  # what meta-training added to its start
+                compared.append(f"{names[kind]}_start={_save_start(sources[kind], Path(args.sweeps))}")
+            result = evaluate.run_suite(compared, suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
                                         cache_dir=args.cache, force=True)
             if suite == "width_mlp":
                 width_results[kind] = result
@@ -108,6 +117,15 @@ def main(argv=None) -> Path:
         shutil.copy(workdir / "plots" / f"curves_{slug(label)}.png", out)
     print(f"wrote {results}, {out / 'width_transfer.png'} and the curves of {', '.join(l for _, l in representative)}")
     return results
+
+
+def _save_start(source: str, sweeps: Path) -> Path:
+    """The theta the optimizer's meta-training run started from, saved where evaluate reads it, with the
+    run's config as provenance (so its suites are built around the same family and horizon)."""
+    provenance = lopt.load_optimizer(source)[2]["provenance"]
+    config = meta_train.MetaTrainConfig(**provenance["config"])
+    return save_optimizer(sweeps / f"start_{Path(source).name}", config, jax.device_get(initial_theta(config)), 0, 1,
+                          None, provenance.get("preset"))
 
 
 def write_results(path: Path, sections: list[tuple[str, str, Path]]) -> Path:

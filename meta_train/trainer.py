@@ -32,6 +32,16 @@ class MetaState(NamedTuple):
     step: jax.Array  # int32: outer steps taken
 
 
+def _init_keys(config: MetaTrainConfig):
+    """(theta, workers, rest) keys of a run: everything random follows from config.seed."""
+    return jax.random.split(jax.random.key(config.seed), 3)
+
+
+def initial_theta(config: MetaTrainConfig):
+    """The theta a run of this config starts from (what `meta_train` compares its result with)."""
+    return config.optimizer().init(_init_keys(config)[0])
+
+
 def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
     """AdamW with linear warmup and cosine decay, after global-norm clipping of the meta-gradient."""
     schedule = optax.warmup_cosine_decay_schedule(
@@ -85,7 +95,7 @@ class MetaTrainer:
                             out_shardings=(self.state_sharding, same), donate_argnums=0)
 
     def _init(self) -> MetaState:
-        theta_key, workers_key, key = jax.random.split(jax.random.key(self.config.seed), 3)
+        theta_key, workers_key, key = _init_keys(self.config)
         theta = self.optimizer.init(theta_key)
         states = tuple(estimator.init(theta, jax.random.fold_in(workers_key, index))
                        for index, estimator in enumerate(self.estimators))

@@ -147,8 +147,12 @@ def horizon_multiplier(log_multipliers: jax.Array, iteration, num_steps) -> jax.
     the fraction of the run done, iteration / num_steps, clipped to [0, 1] (past the horizon the last
     knot holds)."""
     fraction = jnp.clip(jnp.asarray(iteration, jnp.float32) / jnp.maximum(num_steps, 1), 0.0, 1.0)
-    knots = jnp.linspace(0.0, 1.0, log_multipliers.shape[0])
-    return jnp.exp(jnp.interp(fraction, knots, log_multipliers))
+    # Evenly spaced knots: the segment is found by arithmetic (jnp.interp's search is a loop of its own
+    # in every inner step, which costs compile time).
+    position = fraction * (log_multipliers.shape[0] - 1)
+    left = jnp.clip(jnp.floor(position), 0, log_multipliers.shape[0] - 2).astype(jnp.int32)
+    weight = position - left
+    return jnp.exp(log_multipliers[left] * (1.0 - weight) + log_multipliers[left + 1] * weight)
 
 
 def cosine_log_multipliers(final: float = ADAM_INIT_FINAL_MULTIPLIER) -> jax.Array:

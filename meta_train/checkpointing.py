@@ -57,7 +57,9 @@ def restored(saved: Any, template: Any) -> Any:
 
 def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(workdir / CHECKPOINT_DIR, options=options)
+    # The handler named up front lets `item_metadata` read a checkpoint before anything is restored.
+    return ocp.CheckpointManager(workdir / CHECKPOINT_DIR, options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(checkpoint_manager: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -68,15 +70,48 @@ def save(checkpoint_manager: ocp.CheckpointManager, step: int, state: Any) -> No
                            f"(it holds steps {sorted(checkpoint_manager.all_steps())})")
 
 
+def layout(state: Any) -> dict[str, tuple[int, ...]]:
+    """{array name: shape} of a savable state, each array named as orbax names it (its dotted path)."""
+    def name(path) -> str:
+        return ".".join(str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key)))) for key in path)
+    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+
+def saved_layout(checkpoint_manager: ocp.CheckpointManager, step: int) -> dict[str, tuple[int, ...]] | None:
+    """`layout` of a checkpoint as its metadata records it; None if the metadata does not read."""
+    try:
+        metadata = checkpoint_manager.item_metadata(step)
+        if metadata is None:
+            return None
+        return {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(getattr(metadata, "tree", metadata))}
+    except Exception:  # a damaged checkpoint: the restore reports it
+        return None
+
+
+def check_layout(checkpoint_manager: ocp.CheckpointManager, step: int, expected: dict) -> None:
+    """Refuses a checkpoint whose arrays are not those of this version's state (written by another
+    version of meta_train): it is intact, so it is neither read nor moved aside as damaged."""
+    saved = saved_layout(checkpoint_manager, step)
+    if saved is None or saved == expected:
+        return
+    differences = [f"{name}: {saved.get(name, 'absent')} there, {expected.get(name, 'absent')} here"
+                   for name in sorted(saved.keys() | expected.keys()) if saved.get(name) != expected.get(name)]
+    raise WorkdirError(
+        f"the checkpoint at step {step} in {checkpoint_manager.directory} holds a meta-training state of "
+        f"another layout ({len(differences)} arrays differ, e.g. {'; '.join(differences[:2])}): it was written "
+        "by another version of meta_train. Resume it with that version, or start over with --force")
+
+
 def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any,
                         log: Callable[[str], None]) -> Any | None:
     """The newest checkpoint that reads, placed like template; a damaged one is reported and the one
-    before it tried. None if there is no checkpoint."""
+    before it tried, one of another version's state layout refused. None if there is no checkpoint."""
     steps = sorted(checkpoint_manager.all_steps(), reverse=True)
     if not steps:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, savable(template))
     for step in steps:
+        check_layout(checkpoint_manager, step, layout(abstract))
         try:
             saved = checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax and tensorstore raise many types for a damaged file

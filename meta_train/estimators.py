@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from meta_train.unroll import Truncation, Unroller, Worker
 
 
 class EstimatorState(NamedTuple):
     workers: Worker  # leading task axis
-    accumulator: Any  # PES: the perturbations since each run began (theta-like, leading task axis); else ()
+    accumulator: Any  # PES: the perturbations since each run began, (tasks, theta size) with theta raveled; else ()
 
 
 def _metrics(truncation: Truncation) -> dict[str, jax.Array]:
@@ -32,6 +33,11 @@ def _metrics(truncation: Truncation) -> dict[str, jax.Array]:
             "train_loss": jnp.mean(truncation.raw_losses),
             "diverged_fraction": jnp.mean(truncation.diverged),
             "resets": jnp.sum(truncation.resets).astype(jnp.float32)}
+
+
+def unravel_like(theta, flat: jax.Array):
+    """flat (a raveled theta-like vector) as a pytree like theta."""
+    return ravel_pytree(theta)[1](flat)
 
 
 class Estimator(abc.ABC):
@@ -77,26 +83,26 @@ class _Antithetic(Estimator):
         self.sigma = sigma
 
     def _perturb_and_unroll(self, theta, workers, data, key, num_steps):
-        leaves, treedef = jax.tree.flatten(theta)
-        keys = jax.random.split(key, len(leaves))
-        eps = self._split_over_tasks(treedef.unflatten([
-            self.sigma * jax.random.normal(k, (self.num_tasks,) + leaf.shape) for k, leaf in zip(keys, leaves)]))
-        pairs = jax.tree.map(lambda t, e: jnp.stack([t[None] + e, t[None] - e], axis=1), theta, eps)
+        """(eps, workers, truncation, L+ - L-), with theta and eps flat: eps is (tasks, theta size)."""
+        # One draw for all of theta, and flat arithmetic after it: per-leaf draws and updates would
+        # each become kernels of their own, and XLA's compile time grows with the number of kernels.
+        flat, unravel = ravel_pytree(theta)
+        eps = self._split_over_tasks(self.sigma * jax.random.normal(key, (self.num_tasks, flat.size), flat.dtype))
+        pairs = jax.vmap(jax.vmap(unravel))(jnp.stack([flat[None] + eps, flat[None] - eps], axis=1))
         workers, truncation = self._unroll(pairs, workers, data, num_steps)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
         return eps, workers, truncation, difference
 
     def _weighted_mean(self, weights, perturbations):
         """mean over tasks of weights[i] * perturbations[i] / (2 sigma^2)."""
-        scale = 1.0 / (2.0 * self.sigma ** 2 * self.num_tasks)
-        return jax.tree.map(lambda e: scale * jnp.tensordot(weights, e, axes=1), perturbations)
+        return weights @ perturbations / (2.0 * self.sigma ** 2 * self.num_tasks)
 
 
 class PES(_Antithetic):
     def init(self, theta, key):
         workers = self._init_workers(theta, key, 2)
-        accumulator = jax.tree.map(lambda t: jnp.zeros((self.num_tasks,) + t.shape, t.dtype), theta)
-        return EstimatorState(workers, accumulator)
+        flat = ravel_pytree(theta)[0]
+        return EstimatorState(workers, jnp.zeros((self.num_tasks, flat.size), flat.dtype))
 
     def estimate(self, theta, state, data, key):
         eps, workers, truncation, difference = self._perturb_and_unroll(
@@ -106,20 +112,14 @@ class PES(_Antithetic):
         in_old_run = (jnp.cumsum(resets, axis=1) - resets) == 0
         mean_old = jnp.sum(difference * in_old_run, axis=1) / self.truncation_length
         mean_new = jnp.sum(difference * ~in_old_run, axis=1) / self.truncation_length
-        accumulated = jax.tree.map(jnp.add, state.accumulator, eps)
-        meta_grad = jax.tree.map(jnp.add, self._weighted_mean(mean_old, accumulated),
-                                 self._weighted_mean(mean_new, eps))
+        accumulated = state.accumulator + eps
+        meta_grad = self._weighted_mean(mean_old, accumulated) + self._weighted_mean(mean_new, eps)
         # The run under way after this truncation has seen: nothing if it starts next step, only eps if it
         # began inside this truncation, every perturbation since it began otherwise. ("Nothing" holds
         # because a fresh run's state does not depend on theta: `init_state` reads only the params.)
-        began_inside, starts_next = jnp.any(resets, axis=1), resets[:, -1]
-
-        def carry(acc_plus, e):
-            shape = (-1,) + (1,) * (e.ndim - 1)
-            return jnp.where(starts_next.reshape(shape), 0.0, jnp.where(began_inside.reshape(shape), e, acc_plus))
-
-        accumulator = jax.tree.map(carry, accumulated, eps)
-        return meta_grad, EstimatorState(workers, accumulator), _metrics(truncation)
+        began_inside, starts_next = jnp.any(resets, axis=1)[:, None], resets[:, -1:]
+        accumulator = jnp.where(starts_next, 0.0, jnp.where(began_inside, eps, accumulated))
+        return unravel_like(theta, meta_grad), EstimatorState(workers, accumulator), _metrics(truncation)
 
 
 class TruncatedES(_Antithetic):
@@ -132,7 +132,7 @@ class TruncatedES(_Antithetic):
         eps, workers, truncation, difference = self._perturb_and_unroll(
             theta, state.workers, data, key, self.truncation_length)
         meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
-        return meta_grad, EstimatorState(workers, ()), _metrics(truncation)
+        return unravel_like(theta, meta_grad), EstimatorState(workers, ()), _metrics(truncation)
 
 
 class FullES(_Antithetic):
@@ -148,7 +148,7 @@ class FullES(_Antithetic):
         eps, _, truncation, difference = self._perturb_and_unroll(
             theta, workers, data, perturb_key, self.truncation_length)
         meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
-        return meta_grad, state, _metrics(truncation)
+        return unravel_like(theta, meta_grad), state, _metrics(truncation)
 
 
 class TruncatedBackprop(Estimator):

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
 import lopt
@@ -23,10 +24,15 @@ from meta_train.unroll import Unroller
 # Non-finite meta-gradients in a row after which the run stops instead of going on without progress.
 MAX_CONSECUTIVE_SKIPS = 20
 
+# XLA options of the outer step on CPU. The step is hundreds of small kernels, and LLVM's -O2 compiles
+# them about a quarter faster than XLA's default -O3 at the same measured step time
+# (benchmarks.meta_train_throughput, both presets of its table).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
+
 
 class MetaState(NamedTuple):
     theta: Any  # the learned optimizer's meta-parameters
-    meta_opt_state: Any  # the outer optimizer's state
+    meta_opt_state: Any  # the outer optimizer's state, over theta raveled into one vector
     estimator_states: tuple  # one per task config; every leaf has a leading task axis
     key: jax.Array  # the key of the next outer step
     step: jax.Array  # int32: outer steps taken
@@ -91,15 +97,18 @@ class MetaTrainer:
         same = replicated(self.mesh)
         self.state_sharding = MetaState(same, same, split_over_tasks(self.mesh), same, same)
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
+        on_cpu = self.mesh.devices.flat[0].platform == "cpu"
         self.step = jax.jit(self._step, in_shardings=(self.state_sharding, same),
-                            out_shardings=(self.state_sharding, same), donate_argnums=0)
+                            out_shardings=(self.state_sharding, same), donate_argnums=0,
+                            compiler_options=CPU_COMPILER_OPTIONS if on_cpu else None)
 
     def _init(self) -> MetaState:
         theta_key, workers_key, key = _init_keys(self.config)
         theta = self.optimizer.init(theta_key)
         states = tuple(estimator.init(theta, jax.random.fold_in(workers_key, index))
                        for index, estimator in enumerate(self.estimators))
-        return MetaState(theta, self.meta_optimizer.init(theta), states, key, jnp.asarray(0, jnp.int32))
+        return MetaState(theta, self.meta_optimizer.init(ravel_pytree(theta)[0]), states, key,
+                         jnp.asarray(0, jnp.int32))
 
     def data(self) -> tuple:
         """The tasks' data, replicated on the mesh's devices: the second argument of `step`."""
@@ -115,9 +124,12 @@ class MetaTrainer:
             grads.append(grad)
             new_states.append(estimator_state)
             metrics.append(task_metrics)
-        meta_grad = jax.tree.map(lambda *g: sum(g) / len(g), *grads)
-        updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, state.theta)
-        theta = optax.apply_updates(state.theta, updates)
+        # The meta-optimizer steps theta as one vector: per-leaf updates would each be kernels of their
+        # own, and the compile time of the step grows with their number.
+        flat_theta, unravel = ravel_pytree(state.theta)
+        meta_grad = sum(ravel_pytree(grad)[0] for grad in grads) / len(grads)
+        updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
+        theta = unravel(optax.apply_updates(flat_theta, updates))
         summary = jax.tree.map(lambda *m: sum(m) / len(m), *metrics)
         summary.update(meta_grad_norm=optax.tree.norm(meta_grad), outer_learning_rate=self.schedule(state.step),
                        consecutive_skips=meta_opt_state.notfinite_count.astype(jnp.float32),

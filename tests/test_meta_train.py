@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import lopt
 from meta_train.__main__ import main
+from meta_train import checkpointing
 from meta_train.checkpointing import WorkdirError
 from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrides
 from meta_train.sharding import task_mesh
@@ -125,6 +126,23 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished_run, tmp_pat
     lines.clear()  # step 600 was written again, readable
     meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
     assert "resuming from the checkpoint at step 600" in lines, lines
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused_and_left_alone(finished_run, tmp_path):
+    """A checkpoint written by a version of meta_train whose state had other arrays is intact: the resume
+    names the difference and moves nothing aside as damaged."""
+    uninterrupted, _, _ = finished_run
+    workdir = tmp_path / "other_layout"
+    import shutil
+    shutil.copytree(uninterrupted, workdir)
+    trainer = MetaTrainer(tiny("outer_steps=600"))
+    state = trainer.init()
+    older = state._replace(meta_opt_state=trainer.meta_optimizer.init(state.theta))  # per-leaf, as before
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+    with checkpointing.manager(workdir, keep=2) as manager:
+        with pytest.raises(WorkdirError, match=r"step 600 .* another layout .*meta_opt_state.*--force"):
+            checkpointing.restore_newest_good(manager, older, print)
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
 
 
 def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):

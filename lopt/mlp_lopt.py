@@ -149,6 +149,7 @@ def horizon_multiplier(log_multipliers: jax.Array, iteration, num_steps) -> jax.
     fraction = jnp.clip(jnp.asarray(iteration, jnp.float32) / jnp.maximum(num_steps, 1), 0.0, 1.0)
     # Evenly spaced knots: the segment is found by arithmetic (jnp.interp's search is a loop of its own
     # in every inner step, which costs compile time).
+    log_multipliers = jnp.asarray(log_multipliers)  # a theta read back to the host holds NumPy arrays
     position = fraction * (log_multipliers.shape[0] - 1)
     left = jnp.clip(jnp.floor(position), 0, log_multipliers.shape[0] - 2).astype(jnp.int32)
     weight = position - left

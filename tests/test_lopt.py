@@ -217,6 +217,11 @@ def test_horizon_schedule_multiplies_steps_by_its_knots_over_the_fraction_of_the
         np.testing.assert_allclose(horizon_multiplier(knots, iteration, num_steps), multiplier, rtol=1e-5)
     # The same fraction of a 10x longer run gets the same multiplier: the schedule follows the horizon.
     np.testing.assert_allclose(horizon_multiplier(knots, 7, 20), horizon_multiplier(knots, 70, 200), rtol=1e-6)
+    # Between knots it is linear in log space, also traced with a theta read back to NumPy (closed over,
+    # as in the comparison after meta-training).
+    host_knots = np.asarray(knots)
+    traced = jax.jit(lambda iteration: horizon_multiplier(host_knots, iteration, 40))
+    np.testing.assert_allclose(traced(12), np.exp(np.interp(0.3, np.linspace(0, 1, 11), host_knots)), rtol=1e-5)
 
 
 def test_time_feature_horizon_changes_only_runs_longer_than_it(digits):

@@ -155,7 +155,7 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
                         f"row (theta was left unchanged); the last good state is in {workdir / 'checkpoints'}. "
                         "Try a lower learning_rate, sigma or max_meta_loss")
             if step % config.checkpoint_every == 0 or step == config.outer_steps:
-                checkpointing.save(manager, step, state)
+                checkpointing.save(manager, step, trainer.snapshot(state))
     finally:
         progress.close()
         writer.close()

@@ -97,6 +97,9 @@ class MetaTrainer:
         same = replicated(self.mesh)
         self.state_sharding = MetaState(same, same, split_over_tasks(self.mesh), same, same)
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
+        # The state a checkpoint is written from, in buffers of its own: orbax goes on writing in a
+        # background thread, and the next step donates (frees or overwrites) the buffers of `state`.
+        self.snapshot = jax.jit(lambda state: jax.tree.map(jnp.copy, state), out_shardings=self.state_sharding)
         on_cpu = self.mesh.devices.flat[0].platform == "cpu"
         self.step = jax.jit(self._step, in_shardings=(self.state_sharding, same),
                             out_shardings=(self.state_sharding, same), donate_argnums=0,

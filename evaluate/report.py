@@ -100,7 +100,9 @@ def write_tensorboard(directory: Path, units) -> None:
     writers = {}
     for unit in units:
         name = unit.optimizer.name
-        writer = writers.setdefault(name, ScalarWriter(directory / slug(name)))
+        if name not in writers:  # one writer (one event file, one thread) per optimizer
+            writers[name] = ScalarWriter(directory / slug(name))
+        writer = writers[name]
         curves = {metric: unit.curve(metric) for metric in ("train_loss", "valid_loss")}
         if unit.has_accuracy:
             curves["valid_accuracy"] = unit.curve("valid_accuracy")

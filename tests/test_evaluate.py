@@ -59,6 +59,8 @@ def test_a_sweep_writes_every_output(sweep):
                      "speedup.png"]
     for name in plots:
         assert imread(work / "plots" / name).shape[0] > 100
+    for run in (work / "tensorboard").iterdir():  # one event file per optimizer, whatever its task count
+        assert len(list(run.iterdir())) == 1, sorted(run.iterdir())
     accumulator = EventAccumulator(str(work / "tensorboard" / "adam"))
     accumulator.Reload()
     losses = accumulator.Scalars("digits width 16/train_loss")

@@ -39,10 +39,10 @@ class MetaTrainConfig:
     hidden_size: int = 4  # hidden units of the per-parameter MLP (4 in small_fc_lopt, 32 in muLO)
     lstm_hidden_size: int = 32  # units of the per-tensor LSTM (lstm_lopt only)
     parameterization: str = "mup"  # "mup" (hidden updates / fan_in) or "sp"
-    # (the next three shape mlp_lopt only; other architectures ignore them)
-    step_mult: float = 0.001  # the step is direction * exp(magnitude * 0.001) * step_mult
-    horizon_schedule: bool = False  # steps times a learned schedule over the run (and time features kept in range)
-    init_rule: str = "random"  # theta starts "random" or as per-tensor normalized "adam" (cosine schedule)
+    # (the next three shape mlp_lopt only: other architectures ignore them, and --set refuses them there)
+    step_mult: float = 0.001  # mlp_lopt: the step is direction * exp(magnitude * 0.001) * step_mult
+    horizon_schedule: bool = False  # mlp_lopt: steps times a learned schedule over the run (and time features kept in range)
+    init_rule: str = "random"  # mlp_lopt: theta starts "random" or as per-tensor normalized "adam" (cosine schedule)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers
@@ -125,6 +125,9 @@ class MetaTrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+# Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
+MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule")
+
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
 
@@ -200,4 +203,9 @@ def with_overrides(config: MetaTrainConfig, assignments: list[str]) -> MetaTrain
         except ValueError:
             expected = "true or false" if kind == "bool" else f"{'an' if kind == 'int' else 'a'} {kind}"
             raise ConfigError(f"{name} takes {expected}, got {text!r}") from None
+    architecture = changes.get("architecture", config.architecture)
+    mlp_only = sorted(set(changes) & set(MLP_LOPT_FIELDS))
+    if architecture != "mlp_lopt" and mlp_only:  # a preset's values are ignored; a typed one is a mistake
+        raise ConfigError(f"{', '.join(mlp_only)}: {', '.join(MLP_LOPT_FIELDS)} apply to mlp_lopt only, "
+                          f"and architecture is {architecture}")
     return dataclasses.replace(config, **changes)

@@ -41,6 +41,11 @@ class LearnedOptimizer(abc.ABC):
              loss: jax.Array | None) -> tuple[Params, Any]:
         """Updates to add to params before the muP rescaling, and the next state."""
 
+    def role_multipliers(self, theta: MetaParams) -> dict[str, jax.Array] | None:
+        """A learned step multiplier per muP role, applied after the muP rule; None for none."""
+        del theta
+        return None
+
     def settings(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serializable (the dataclass fields)."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -71,7 +76,7 @@ class LearnedOptimizer(abc.ABC):
             grads32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
             params32 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
             updates, state = self.step(theta, grads32, state, params32, loss)
-            updates = mup.scale_updates(updates, roles, self.parameterization)
+            updates = mup.scale_updates(updates, roles, self.parameterization, self.role_multipliers(theta))
             return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params), state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -6,7 +6,7 @@ Every parameter gets 39 inputs: 28 gradient statistics normalized per tensor, an
 tanh(t / tau - 1). A small ReLU MLP maps them to a direction d and a magnitude m, and the update is
 -d * exp(m * exp_mult) * step_mult.
 
-Two options go beyond small_fc_lopt (both off by default, which is small_fc_lopt exactly):
+Four options go beyond small_fc_lopt (all off by default, which is small_fc_lopt exactly):
 - `horizon_schedule`: the step is also multiplied by a learned schedule over the fraction of the run done,
   exp(s(t / T)), s piecewise linear through 11 learned knots. Every input feature is normalized per
   tensor, so without it the size of a step cannot shrink as training ends, and the absolute time features
@@ -15,6 +15,11 @@ Two options go beyond small_fc_lopt (both off by default, which is small_fc_lopt
   leave the range that meta-training runs of at most H steps showed the optimizer (runs of at most H
   steps are unchanged). Without it, `mulo_small_fc` at 10x its 1,000-step horizon climbed from 0.05 back
   to 0.69; with it the same theta kept lowering the loss, to 4.8e-4.
+- `role_scales` (muP only): each muP role's steps (input, hidden, output) are multiplied by a learned
+  exp(s_role). muP fixes how a role's step scales with width but not the constant in front of it, and the
+  MLP cannot set roles apart itself: it is shared by every tensor and reads features normalized per
+  tensor. Measured on `mulo_small_fc` (MNIST MLP of depth 2, 200 steps): its readout steps 4x larger took
+  the final loss from 0.030 to 0.015 at width 4096 and from 0.038 to 0.034 at width 128.
 - `init_rule="adam"`: theta starts as Adam with each tensor's update normalized (two hidden units carry
   the momentum / sqrt(second moment) feature; the others start with small output weights) and, with the
   schedule, a cosine decay to 2% over the run: meta-training refines a good optimizer instead of first
@@ -31,6 +36,7 @@ import jax.numpy as jnp
 
 from lopt import accumulators as acc
 from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
+from lopt.types import ROLES
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
 NUM_TENSOR_FEATURES = 28
@@ -94,6 +100,7 @@ class MLPLOpt(LearnedOptimizer):
     horizon_schedule: bool = False  # multiply steps by a learned schedule over the fraction of the run done
     init_rule: str = "random"  # "random", or "adam": theta starts as per-tensor normalized Adam
     time_feature_horizon: int = 0  # > 0: longer runs read time features at t * this / T; 0: absolute t
+    role_scales: bool = False  # muP: a learned step multiplier for each role (input, hidden, output)
 
     def __post_init__(self):
         check_parameterization(self)
@@ -105,6 +112,10 @@ class MLPLOpt(LearnedOptimizer):
             raise ValueError(f"MLPLOpt.init_rule={self.init_rule!r}: must be one of {', '.join(INIT_RULES)}")
         if not isinstance(self.time_feature_horizon, int) or self.time_feature_horizon < 0:
             raise ValueError(f"MLPLOpt.time_feature_horizon={self.time_feature_horizon!r}: must be an integer >= 0")
+        if not isinstance(self.role_scales, bool):
+            raise ValueError(f"MLPLOpt.role_scales={self.role_scales!r}: must be True or False")
+        if self.role_scales and self.parameterization != "mup":
+            raise ValueError("MLPLOpt.role_scales=True needs parameterization='mup' (the roles come with muP)")
         if self.init_rule == "adam" and self.hidden_size < 2:
             raise ValueError("MLPLOpt.init_rule='adam' needs hidden_size >= 2 (two units carry Adam's direction)")
 
@@ -120,7 +131,14 @@ class MLPLOpt(LearnedOptimizer):
                  "adafactor_decays": jnp.zeros((3,)), "mlp": layers}
         if self.horizon_schedule:  # log step multipliers at the knots
             theta["schedule"] = cosine_log_multipliers() if self.init_rule == "adam" else jnp.zeros((SCHEDULE_KNOTS,))
+        if self.role_scales:  # log multipliers of the input, hidden and output steps, starting at 1
+            theta["role_scales"] = jnp.zeros((len(ROLES),))
         return theta
+
+    def role_multipliers(self, theta):
+        if not self.role_scales:
+            return None
+        return {role: jnp.exp(theta["role_scales"][index]) for index, role in enumerate(ROLES)}
 
     def init_state(self, theta, params, num_steps):
         del theta

@@ -39,10 +39,11 @@ class MetaTrainConfig:
     hidden_size: int = 4  # hidden units of the per-parameter MLP (4 in small_fc_lopt, 32 in muLO)
     lstm_hidden_size: int = 32  # units of the per-tensor LSTM (lstm_lopt only)
     parameterization: str = "mup"  # "mup" (hidden updates / fan_in) or "sp"
-    # (the next three shape mlp_lopt only: other architectures ignore them, and --set refuses them there)
+    # (the next four shape mlp_lopt only: other architectures ignore them, and --set refuses them there)
     step_mult: float = 0.001  # mlp_lopt: the step is direction * exp(magnitude * 0.001) * step_mult
     horizon_schedule: bool = False  # mlp_lopt: steps times a learned schedule over the run (and time features kept in range)
     init_rule: str = "random"  # mlp_lopt: theta starts "random" or as per-tensor normalized "adam" (cosine schedule)
+    role_scales: bool = False  # mlp_lopt, muP: a learned step multiplier for each muP role (input, hidden, output)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers
@@ -87,6 +88,8 @@ class MetaTrainConfig:
             refuse("parameterization", "must be mup or sp")
         if self.init_rule not in INIT_RULES:
             refuse("init_rule", f"must be one of {', '.join(INIT_RULES)}")
+        if self.role_scales and self.parameterization != "mup" and self.architecture == "mlp_lopt":
+            refuse("role_scales", "needs parameterization=mup (the roles come with muP)")
         if self.task_family not in tasks.FAMILIES:
             refuse("task_family", f"must be one of {', '.join(sorted(tasks.FAMILIES))}")
         if self.eval_task not in tasks.TASKS:
@@ -116,6 +119,7 @@ class MetaTrainConfig:
             # are compressed into the range meta-training showed (a no-op while meta-training itself).
             settings.update(hidden_size=self.hidden_size, step_mult=self.step_mult,
                             horizon_schedule=self.horizon_schedule, init_rule=self.init_rule,
+                            role_scales=self.role_scales,
                             time_feature_horizon=self.max_inner_length if self.horizon_schedule else 0)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
@@ -126,7 +130,7 @@ class MetaTrainConfig:
 
 
 # Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
-MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule")
+MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule", "role_scales")
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
@@ -143,8 +147,11 @@ PRESETS: dict[str, MetaTrainConfig] = {
     # About ten minutes on a 2-core CPU: MLPs of widths 32-128 on 8x8 and 14x14 images.
     "default": DEFAULT,
     # The muLO paper's recipe (Therien et al. 2024): widths 128-1024, PES truncation 50, sigma 0.01,
-    # 8 perturbed tasks, inner lengths 100-1000, hidden 32, 5,000 outer steps. Needs an accelerator.
-    "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3,
+    # 8 perturbed tasks, inner lengths 100-1000, hidden 32, 5,000 outer steps. Needs an accelerator. With
+    # role_scales: for mulo_small_fc on MNIST MLPs the best readout step constant grows with width up to
+    # about 1,000 units (about 1 at 64, 4 from 1,024 on), so these widths show it where 32-128 do not (a
+    # mulo_cpu run with role_scales learned 0.77 / 1.03 / 1.02 for input / hidden / output).
+    "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3, role_scales=True,
                                 num_tasks=8, truncation_length=50, outer_steps=5000, warmup_steps=250,
                                 checkpoint_every=500),
     # The shipped muP optimizer's recipe for a 2-core CPU (about 10 minutes): the default with twice the

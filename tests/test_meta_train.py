@@ -188,9 +188,12 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--set", "horizon_schedule=maybe", "--workdir", str(tmp_path / "a")]) == 2
     assert "horizon_schedule takes true or false, got 'maybe'" in capsys.readouterr().err
     assert with_overrides(MetaTrainConfig(), ["horizon_schedule=True"]).horizon_schedule is True
-    with pytest.raises(ConfigError, match="init_rule: step_mult, horizon_schedule, init_rule apply to mlp_lopt only"):
+    with pytest.raises(ConfigError, match="init_rule: step_mult, horizon_schedule, init_rule, role_scales apply to mlp_lopt only"):
         with_overrides(MetaTrainConfig(), ["architecture=lstm_lopt", "init_rule=adam"])
     assert with_overrides(preset("default"), ["architecture=lstm_lopt"]).architecture == "lstm_lopt"
+    with pytest.raises(ConfigError, match="role_scales=True: needs parameterization=mup"):
+        with_overrides(MetaTrainConfig(), ["parameterization=sp", "role_scales=true"])
+    assert with_overrides(MetaTrainConfig(), ["role_scales=true"]).optimizer().role_scales is True
     assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
     assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):

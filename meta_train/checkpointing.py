@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from checkpoints.files import write_atomically
-from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig
+from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig, recorded_config
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -158,7 +158,7 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
     if force:
         return
     try:
-        saved = json.loads(config_path.read_text())
+        saved = recorded_config(json.loads(config_path.read_text()))
     except json.JSONDecodeError as error:
         raise WorkdirError(f"{config_path} is corrupt ({error}); use --force to start over") from None
     current = dataclasses.asdict(config)

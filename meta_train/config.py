@@ -129,6 +129,13 @@ class MetaTrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A config as recorded by this or an older version (a run's config.json, a checkpoint's provenance),
+    with fields added since at their defaults: a field is only ever added with the default that keeps the
+    old behavior, so an older run is still the same config."""
+    return {**dataclasses.asdict(MetaTrainConfig()), **recorded}
+
+
 # Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
 MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule", "role_scales")
 

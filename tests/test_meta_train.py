@@ -145,7 +145,7 @@ def test_a_checkpoint_of_another_state_layout_is_refused_and_left_alone(finished
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
 
 
-def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):
+def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run, tmp_path):
     workdir, _, _ = finished_run
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
     with pytest.raises(WorkdirError, match="another config.*sigma"):
@@ -155,6 +155,13 @@ def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run):
     with pytest.raises(WorkdirError, match="--resume continues it"):  # logging alone is no other config
         meta_train(tiny("outer_steps=600", "log_every=10"), workdir)
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+    # A run recorded before a field existed is the same config: the field's default keeps the old behavior.
+    older = tmp_path / "older"
+    older.mkdir()
+    recorded = json.loads((workdir / "config.json").read_text())
+    del recorded["role_scales"]
+    (older / "config.json").write_text(json.dumps(recorded))
+    checkpointing.check_workdir(older, tiny("outer_steps=600"), resume=True, force=False)
 
 
 def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():

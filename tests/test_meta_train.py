@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,7 +112,6 @@ def test_killed_run_resumes_to_the_same_theta(finished_run, tmp_path):
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished_run, tmp_path):
     uninterrupted, _, _ = finished_run
     workdir = tmp_path / "damaged"
-    import shutil
     shutil.copytree(uninterrupted, workdir)
     shutil.rmtree(workdir / "optimizer")
     for path in (workdir / "checkpoints" / "600").rglob("*"):
@@ -133,7 +133,6 @@ def test_a_checkpoint_of_another_state_layout_is_refused_and_left_alone(finished
     names the difference and moves nothing aside as damaged."""
     uninterrupted, _, _ = finished_run
     workdir = tmp_path / "other_layout"
-    import shutil
     shutil.copytree(uninterrupted, workdir)
     trainer = MetaTrainer(tiny("outer_steps=600"))
     state = trainer.init()

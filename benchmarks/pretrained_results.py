@@ -3,13 +3,15 @@
     python -m benchmarks.pretrained_results [--mup mulo_small_fc] [--sp sp_small_fc]
         [--out benchmarks/results/pretrained] [--sweeps pretrained_sweeps]
 
-Runs `evaluate` suites (each in SWEEPS/<suite>_<optimizer>/, with its own summary.md, runs and plots):
-in_distribution for both optimizers (held-out samples of the meta-training family, its 1,000-step
-horizon; the muP one beside the theta its meta-training started from); width_mlp for both (each on MLPs of its own parameterization, at a shorter budget because the
-32x-wide MLP is costly on a CPU); horizon and other for the muP optimizer. Then draws the width-transfer
-plot of both in one figure, copies the loss curves of two representative tasks (an in-distribution MLP
-and the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a
-second run only trains what changed. About an hour on a 2-core CPU from an empty cache.
+Runs `evaluate` suites (each in SWEEPS/<suite>[_<steps>_steps]_<optimizer>/, with its own summary.md,
+runs and plots): in_distribution for both optimizers (held-out samples of the meta-training family, its
+1,000-step horizon; the muP one beside the theta its meta-training started from); width_mlp for both,
+at the meta-training horizon and at a 200-step budget (each optimizer on MLPs of its own
+parameterization); horizon and other for the muP optimizer. Then draws the width-transfer plot of both,
+one panel per budget, copies the loss curves of two representative tasks (an in-distribution MLP and
+the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a second run
+only trains what changed. About two hours on a 2-core CPU from an empty cache, most of it the 4,096-wide
+MLP at 1,000 steps.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ from evaluate.plots import slug
 from meta_train.train import save_optimizer
 from meta_train.trainer import initial_theta
 
-SUITES = (  # (suite, which optimizers, steps (None: the meta-training horizon), seeds)
-    ("in_distribution", ("mup", "sp"), None, 3),
-    ("width_mlp", ("mup", "sp"), 200, 1),
-    ("horizon", ("mup",), None, 1),
-    ("other", ("mup",), None, 2),
+# (suite, which optimizers, steps (None: the meta-training horizon), seeds, the muP optimizer's baselines).
+# muAdam is left out of the long width sweep: its 8 rates on the 4,096-wide MLP for 1,000 steps would
+# add about 40 minutes; the 200-step sweep has it. The standard-parameterization twin gets Adam alone.
+SUITES = (
+    ("in_distribution", ("mup", "sp"), None, 3, ("adam", "muadam")),
+    ("width_mlp", ("mup", "sp"), None, 1, ("adam",)),
+    ("width_mlp", ("mup", "sp"), 200, 1, ("adam", "muadam")),
+    ("horizon", ("mup",), None, 1, ("adam",)),
+    ("other", ("mup",), None, 2, ("adam",)),
 )
 
 
@@ -50,12 +56,23 @@ def arguments(argv):
     return parser.parse_args(argv)
 
 
-def width_plot(results: dict[str, evaluate.SweepResult], names: dict[str, str], path: Path) -> Path:
-    """Final training loss against width: each learned optimizer on MLPs of its parameterization, tuned
-    Adam (evaluate trains Adam on standard-parameterization MLPs, the same runs in both sweeps) and tuned
-    muAdam on the muP MLPs. A diverged run is a cross at the top."""
-    figure = Figure(figsize=(6.5, 4.5))
-    axes = figure.subplots()
+def width_plot(panels: list[tuple[int, dict[str, evaluate.SweepResult]]], names: dict[str, str],
+               path: Path) -> Path:
+    """Final training loss against width, one panel per training budget: each learned optimizer on MLPs
+    of its parameterization, tuned Adam (evaluate trains Adam on standard-parameterization MLPs, the same
+    runs in both sweeps) and, where the sweep has it, tuned muAdam on the muP MLPs. A diverged run is a
+    cross at the top of its panel."""
+    figure = Figure(figsize=(6.0 * len(panels), 4.5))
+    for index, (axes, (steps, results)) in enumerate(zip(figure.subplots(1, len(panels), squeeze=False)[0], panels)):
+        _width_panel(axes, steps, results, names)
+        if index == 0:  # the panels share their lines
+            axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _width_panel(axes, steps: int, results: dict[str, evaluate.SweepResult], names: dict[str, str]) -> None:
     rows = [row for result in results.values() for row in result.summary]
     top = 2 * max(row["final_train_loss"] for row in rows if math.isfinite(row["final_train_loss"]))
     lines = [(names["mup"], results["mup"], "C0", f"{names['mup']} (muP MLPs)"),
@@ -78,12 +95,8 @@ def width_plot(results: dict[str, evaluate.SweepResult], names: dict[str, str], 
     axes.set_yscale("log")
     axes.set_xlabel("hidden width")
     axes.set_ylabel("final training loss")
-    axes.set_title(f"width transfer: MNIST 14x14 MLP, depth 2, {rows[0]['steps']} steps")
+    axes.set_title(f"width transfer: MNIST 14x14 MLP, depth 2, {steps} steps")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
 
 
 def main(argv=None) -> Path:
@@ -92,24 +105,24 @@ def main(argv=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = {"mup": Path(args.mup).name, "sp": Path(args.sp).name}
     sources = {"mup": args.mup, "sp": args.sp}
-    sections, width_results = [], {}
-    for suite, kinds, steps, seeds in SUITES:
+    sections, width_panels = [], {}
+    for suite, kinds, steps, seeds, mup_baselines in SUITES:
         for kind in kinds:
             optimizer = f"{names[kind]}={sources[kind]}" if Path(sources[kind]).exists() else sources[kind]
-            # muAdam beside Adam where the muP optimizer is judged on muP models' own terms.
-            baselines = ("adam", "muadam") if suite in ("in_distribution", "width_mlp") and kind == "mup" else ("adam",)
-            workdir = Path(args.sweeps) / f"{suite}_{names[kind]}"
+            budget = "" if steps is None else f"_{steps}_steps"
+            workdir = Path(args.sweeps) / f"{suite}{budget}_{names[kind]}"
             compared = [optimizer]
             if suite == "in_distribution" and kind == "mup":  # what meta-training added to its start
                 compared.append(f"{names[kind]}_start={_save_start(sources[kind], Path(args.sweeps))}")
-            result = evaluate.run_suite(compared, suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
+            result = evaluate.run_suite(compared, suite, workdir, steps=steps, seeds=seeds,
+                                        baselines=mup_baselines if kind == "mup" else ("adam",),
                                         cache_dir=args.cache, force=True)
             if suite == "width_mlp":
-                width_results[kind] = result
-            sections.append((suite, names[kind], workdir))
-    width_plot(width_results, names, out / "width_transfer.png")
+                width_panels.setdefault(result.summary[0]["steps"], {})[kind] = result
+            sections.append((suite, steps, names[kind], workdir))
+    width_plot(sorted(width_panels.items(), reverse=True), names, out / "width_transfer.png")
     results = write_results(out / "results.md", sections)
-    sweeps = dict(((suite, name), workdir) for suite, name, workdir in sections)
+    sweeps = {(suite, name): workdir for suite, _, name, workdir in sections}
     representative = [(sweeps[("in_distribution", names["mup"])], _median_speedup_task(
                           sweeps[("in_distribution", names["mup"])], names["mup"])),
                       (sweeps[("other", names["mup"])], "conv mnist 14x14")]
@@ -128,14 +141,16 @@ def _save_start(source: str, sweeps: Path) -> Path:
                           None, provenance.get("preset"))
 
 
-def write_results(path: Path, sections: list[tuple[str, str, Path]]) -> Path:
-    """One markdown file of every sweep's summary.md, under a heading naming the suite and optimizer."""
+def write_results(path: Path, sections: list[tuple[str, int | None, str, Path]]) -> Path:
+    """One markdown file of every sweep's summary.md, under a heading naming the suite, its training
+    budget where that is not the meta-training horizon, and the optimizer."""
     lines = ["# Shipped learned optimizers against per-task tuned Adam", "",
              "Written by `python -m benchmarks.pretrained_results`; every table is the summary.md of one "
              "`python -m evaluate` sweep (in its --sweeps folder, with the runs and plots).", ""]
-    for suite, name, workdir in sections:
+    for suite, steps, name, workdir in sections:
         summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
-        lines += [f"## {suite}: {name}", summary.strip(), ""]
+        budget = "" if steps is None else f", {steps:,} steps"
+        lines += [f"## {suite}{budget}: {name}", summary.strip(), ""]
     path.write_text("\n".join(lines))
     return path
 

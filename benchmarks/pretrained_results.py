@@ -63,10 +63,13 @@ def width_plot(panels: list[tuple[int, dict[str, evaluate.SweepResult]]], names:
     runs in both sweeps) and, where the sweep has it, tuned muAdam on the muP MLPs. A diverged run is a
     cross at the top of its panel."""
     figure = Figure(figsize=(6.0 * len(panels), 4.5))
-    for index, (axes, (steps, results)) in enumerate(zip(figure.subplots(1, len(panels), squeeze=False)[0], panels)):
+    all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (steps, results) in zip(all_axes, panels):
         _width_panel(axes, steps, results, names)
-        if index == 0:  # the panels share their lines
-            axes.legend(fontsize=8)
+    legend = {}  # one legend for the panels, with every line any of them draws
+    for axes in all_axes:
+        legend.update(zip(*reversed(axes.get_legend_handles_labels())))
+    all_axes[0].legend(legend.values(), legend.keys(), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return path

@@ -10,8 +10,8 @@ at the meta-training horizon and at a 200-step budget (each optimizer on MLPs of
 parameterization); horizon and other for the muP optimizer. Then draws the width-transfer plot of both,
 one panel per budget, copies the loss curves of two representative tasks (an in-distribution MLP and
 the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a second run
-only trains what changed. About two hours on a 2-core CPU from an empty cache, most of it the 4,096-wide
-MLP at 1,000 steps.
+only trains what changed. About three hours on a 2-core CPU from an empty cache, half of it the
+4,096-wide MLP at 1,000 steps.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _width_panel(axes, steps: int, results: dict[str, evaluate.SweepResult], nam
     axes.set_yscale("log")
     axes.set_xlabel("hidden width")
     axes.set_ylabel("final training loss")
-    axes.set_title(f"width transfer: MNIST 14x14 MLP, depth 2, {steps} steps")
+    axes.set_title(f"width transfer: MNIST 14x14 MLP, depth 2, {steps:,} steps")
     axes.grid(True, which="both", alpha=0.3)
 
 
@@ -121,14 +121,16 @@ def main(argv=None) -> Path:
                                         baselines=mup_baselines if kind == "mup" else ("adam",),
                                         cache_dir=args.cache, force=True)
             if suite == "width_mlp":
-                width_panels.setdefault(result.summary[0]["steps"], {})[kind] = result
+                width_panels.setdefault(steps, {})[kind] = result
             sections.append((suite, steps, names[kind], workdir))
-    width_plot(sorted(width_panels.items(), reverse=True), names, out / "width_transfer.png")
+    # The meta-training horizon's panel first; each panel titled with the budget its runs had.
+    width_plot([(results["mup"].summary[0]["steps"], results) for _, results in
+                sorted(width_panels.items(), key=lambda item: item[0] is not None)], names, out / "width_transfer.png")
     results = write_results(out / "results.md", sections)
-    sweeps = {(suite, name): workdir for suite, _, name, workdir in sections}
-    representative = [(sweeps[("in_distribution", names["mup"])], _median_speedup_task(
-                          sweeps[("in_distribution", names["mup"])], names["mup"])),
-                      (sweeps[("other", names["mup"])], "conv mnist 14x14")]
+    sweeps = {(suite, steps, name): workdir for suite, steps, name, workdir in sections}
+    representative = [(sweeps[("in_distribution", None, names["mup"])], _median_speedup_task(
+                          sweeps[("in_distribution", None, names["mup"])], names["mup"])),
+                      (sweeps[("other", None, names["mup"])], "conv mnist 14x14")]
     for workdir, label in representative:
         shutil.copy(workdir / "plots" / f"curves_{slug(label)}.png", out)
     print(f"wrote {results}, {out / 'width_transfer.png'} and the curves of {', '.join(l for _, l in representative)}")

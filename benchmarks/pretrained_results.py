@@ -124,8 +124,9 @@ def main(argv=None) -> Path:
                 width_panels.setdefault(steps, {})[kind] = result
             sections.append((suite, steps, names[kind], workdir))
     # The meta-training horizon's panel first; each panel titled with the budget its runs had.
-    width_plot([(results["mup"].summary[0]["steps"], results) for _, results in
-                sorted(width_panels.items(), key=lambda item: item[0] is not None)], names, out / "width_transfer.png")
+    horizon_first = sorted(width_panels.items(), key=lambda item: item[0] is not None)
+    width_plot([(results["mup"].summary[0]["steps"], results) for _, results in horizon_first], names,
+               out / "width_transfer.png")
     results = write_results(out / "results.md", sections)
     sweeps = {(suite, steps, name): workdir for suite, steps, name, workdir in sections}
     representative = [(sweeps[("in_distribution", None, names["mup"])], _median_speedup_task(

@@ -155,12 +155,12 @@ PRESETS: dict[str, MetaTrainConfig] = {
     "default": DEFAULT,
     # The muLO paper's recipe (Therien et al. 2024): widths 128-1024, PES truncation 50, sigma 0.01,
     # 8 perturbed tasks, inner lengths 100-1000, hidden 32, 5,000 outer steps. Needs an accelerator. With
-    # role_scales: for mulo_small_fc on MNIST MLPs the best readout step constant grows with width up to
-    # about 1,000 units (about 1 at 64, 4 from 1,024 on), so these widths show it where 32-128 do not (a
-    # mulo_cpu run with role_scales learned 0.77 / 1.03 / 1.02 for input / hidden / output).
-    "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3, role_scales=True,
+    # role_scales: for mulo_small_fc on MNIST MLPs at 200 steps the best readout step constant grows with
+    # width up to about 1,000 units (x2 at 32-128, x4 from 512 on), so these widths show it where 32-128
+    # do not (a mulo_cpu run with role_scales learned 0.77 / 1.03 / 1.02 for input / hidden / output).
+    "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3,
                                 num_tasks=8, truncation_length=50, outer_steps=5000, warmup_steps=250,
-                                checkpoint_every=500),
+                                checkpoint_every=500, role_scales=True),
     # The shipped muP optimizer's recipe for a 2-core CPU (about 10 minutes): the default with twice the
     # task configs (16 workers, covering every image set, width and depth of the family), 1,000 outer steps.
     "mulo_cpu": dataclasses.replace(DEFAULT, num_task_configs=4, outer_steps=1000, log_every=50,

@@ -1,6 +1,9 @@
 """How much memory one run of an optimizer on a task needs, estimated from shapes alone (nothing is
 allocated or compiled), and how much the device has: a sweep refuses a task that cannot fit before
-spending minutes compiling it."""
+spending minutes compiling it, and vmaps as many runs together as fit.
+
+The budget is the device's total memory, never what happens to be free: how many runs share a compiled
+program changes their rounding, so a sweep's numbers must not follow whatever else the machine holds."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class RunMemory:
     num_params: int
     params_bytes: int  # parameters, gradients and updates
     state_bytes: int  # optimizer state
-    activation_bytes: int  # what backprop keeps of a batch
+    activation_bytes: int  # what backprop keeps of a batch, and the held-out batch's activations
     update_temporary_bytes: int  # the largest intermediate of the optimizer's update (twice it)
 
     @property
@@ -46,39 +49,43 @@ def estimate(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int) -> RunM
     params = jax.eval_shape(task.init, key)
     transform = optimizer.make(optimizer.candidates[0].hyper, num_steps, task.roles(params))
     state = jax.eval_shape(transform.init, params)
-    batch = jax.eval_shape(task.batch, task.data, key)
+    data = task.data
+    batch = jax.eval_shape(task.batch, data, key)
     # jax.vjp's backward function is a pytree whose leaves are the residuals backprop keeps.
     residuals = jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params, batch)
+    # The held-out batch's forward pass, measured at every record point: about what backprop would keep.
+    held_out = jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params,
+                              jax.eval_shape(lambda d: task.held_out(d, "valid"), data))
     update = jax.make_jaxpr(lambda g, s, p: transform.update(g, s, p, loss=1.0))(params, state, params)
     largest = max((_bytes(var.aval) for equation in update.jaxpr.eqns for var in equation.outvars
                    if hasattr(var.aval, "shape")), default=0)
     return RunMemory(num_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)),
                      params_bytes=3 * _bytes(params), state_bytes=_bytes(state),
-                     activation_bytes=2 * _bytes(residuals), update_temporary_bytes=2 * largest)
+                     activation_bytes=2 * _bytes(residuals) + _bytes(held_out), update_temporary_bytes=2 * largest)
 
 
-def available_bytes() -> int:
-    """Free memory of the default device: the accelerator's allocator limit, or the host's available
-    memory on CPU."""
+def device_memory_bytes() -> int:
+    """All the memory of the default device: the accelerator's allocator limit, or the host's physical
+    memory on CPU (not what is free now: see the module's docstring)."""
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+        return int(stats["bytes_limit"])
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
-            match = re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read())
+            match = re.search(r"MemTotal:\s+(\d+) kB", meminfo.read())
         if match:
             return int(match.group(1)) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no /proc: all of the memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no /proc
 
 
 def runs_that_fit(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, wanted: int, label: str,
                   budget: int | None = None) -> int:
     """How many runs to vmap together (at most `wanted`); raises if not even one fits."""
     need = estimate(task, optimizer, num_steps)
-    budget = int(USABLE_SHARE * (available_bytes() if budget is None else budget))
+    budget = int(USABLE_SHARE * (device_memory_bytes() if budget is None else budget))
     if need.total > budget:
         raise TooLargeError(
             f"{label} with {optimizer.name}: one run needs about {need.total / GIB:.1f} GiB "

@@ -33,14 +33,15 @@ def _finite(values) -> np.ndarray:
 
 
 def loss_curves(unit_group, title: str, path: Path) -> Path:
-    """Training and validation loss of every optimizer (its chosen setting, mean over seeds, with the
-    seeds' range shaded)."""
+    """Training and validation loss of every optimizer (mean over seeds, with the seeds' range shaded); a
+    tuned baseline at its best setting on the panel's metric."""
     figure = Figure(figsize=(10, 4))
     for axes, metric, name in zip(figure.subplots(1, 2), ("train_loss", "valid_loss"), ("training", "validation")):
         for unit in unit_group:
-            runs = np.asarray([getattr(curves, metric) for curves in unit.runs[unit.chosen]], np.float64)
+            chosen = unit.choice(metric)
+            runs = np.asarray([getattr(curves, metric) for curves in unit.runs[chosen]], np.float64)
             steps = unit.steps
-            label = unit.optimizer.name + ("" if unit.chosen == "theta" else f" ({unit.chosen})")
+            label = unit.optimizer.name + ("" if chosen == "theta" else f" ({chosen})")
             line, = axes.plot(steps, _finite(unit.curve(metric)), label=label)
             if len(runs) > 1:
                 axes.fill_between(steps, _finite(runs.min(axis=0)), _finite(runs.max(axis=0)),
@@ -49,32 +50,33 @@ def loss_curves(unit_group, title: str, path: Path) -> Path:
         axes.set_xlabel("step")
         axes.set_ylabel(f"{name} loss")
         axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+        axes.legend(fontsize=8)
     figure.suptitle(title)
     return _save(figure, path)
 
 
 def final_against_axis(rows, axis: str, kind: str, path: Path) -> Path:
-    """Final training loss against the swept value, one line per optimizer, log-log; a diverged run is
-    drawn as a cross at the top of the plot."""
-    figure = Figure(figsize=(6, 4.5))
-    axes = figure.subplots()
-    finite = [row["final_train_loss"] for row in rows if math.isfinite(row["final_train_loss"])]
-    top = max(finite) * 2 if finite else 1.0
-    for optimizer in dict.fromkeys(row["optimizer"] for row in rows):
-        mine = sorted((row for row in rows if row["optimizer"] == optimizer), key=lambda row: row["x"])
-        xs = [row["x"] for row in mine]
-        losses = [row["final_train_loss"] for row in mine]
-        line, = axes.plot(xs, _finite(losses), marker="o", label=optimizer)
-        crossed = [x for x, loss in zip(xs, losses) if not math.isfinite(loss)]
-        if crossed:
-            axes.plot(crossed, [top] * len(crossed), "x", color=line.get_color(), markersize=10)
-    axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel(axis)
-    axes.set_ylabel("final training loss")
-    axes.set_title(f"final training loss against {axis} ({kind})")
-    axes.grid(True, which="both", alpha=0.3)
+    """Final training and validation loss against the swept value, one line per optimizer, log-log; a
+    diverged run is drawn as a cross at the top of its panel."""
+    figure = Figure(figsize=(11, 4.5))
+    for axes, field, name in zip(figure.subplots(1, 2), ("final_train_loss", "final_valid_loss"),
+                                 ("training", "validation")):
+        finite = [row[field] for row in rows if math.isfinite(row[field])]
+        top = max(finite) * 2 if finite else 1.0
+        for optimizer in dict.fromkeys(row["optimizer"] for row in rows):
+            mine = sorted((row for row in rows if row["optimizer"] == optimizer), key=lambda row: row["x"])
+            xs = [row["x"] for row in mine]
+            losses = [row[field] for row in mine]
+            line, = axes.plot(xs, _finite(losses), marker="o", label=optimizer)
+            crossed = [x for x, loss in zip(xs, losses) if not math.isfinite(loss)]
+            if crossed:
+                axes.plot(crossed, [top] * len(crossed), "x", color=line.get_color(), markersize=10)
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel(axis)
+        axes.set_ylabel(f"final {name} loss")
+        axes.set_title(f"final {name} loss against {axis} ({kind})")
+        axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, path)
 

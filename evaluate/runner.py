@@ -1,5 +1,10 @@
 """Training curves of an optimizer on a task: several runs (seeds, learning rates) vmapped together in
-one compiled program, recording training loss, validation loss and accuracy at a stride.
+one compiled program, recording training loss, and validation loss and accuracy on the task's fixed
+held-out batch (`Task.held_out`, the same for every optimizer), at a stride.
+
+Runs are grouped in fixed chunks of a job list, and a run's numbers depend on the group it ran in (the
+group is a batch dimension of the compiled program, and XLA's kernels round differently at other
+batch sizes): callers fix the grouping, never the free memory of the moment.
 
 The step is `tasks.train_step`, the very step meta-training unrolls. Nothing here names a backend:
 the runs go wherever JAX puts them (CPU, GPU).
@@ -18,15 +23,15 @@ import numpy as np
 import tasks
 from evaluate.optimizers import EvalOptimizer
 
-EVAL_BATCHES = 4  # validation batches (of the task's batch size) averaged at every record point
 MAX_RECORD_POINTS = 50
 
 
 @dataclasses.dataclass(frozen=True)
 class Curves:
-    """One run. Index 0 is the initialization; index k is after k * stride steps, where train_loss is
-    the mean minibatch loss of the stride's steps (the loss the optimizer saw), valid_loss and
-    valid_accuracy are measured on the same EVAL_BATCHES validation batches every time."""
+    """One run. Index 0 is the initialization (train_loss measured on the training split's held-out
+    batch); index k is after k * stride steps, where train_loss is the mean minibatch loss of the
+    stride's steps (the loss the optimizer saw), valid_loss and valid_accuracy are measured on the
+    validation split's fixed held-out batch."""
 
     steps: tuple[int, ...]
     train_loss: tuple[float, ...]
@@ -62,13 +67,11 @@ def check_stride(num_steps: int, stride: int) -> None:
         raise ValueError(f"stride={stride!r}: must be a positive integer")
 
 
-def _measure(task: tasks.Task, params, data, key, split: str):
-    """Mean loss and accuracy on EVAL_BATCHES batches of a split (the same batches for a given key)."""
-    def one(key):
-        loss, aux = task.loss_and_aux(params, task.batch(data, key, split), key)
-        return loss, aux.get("accuracy", jnp.nan)
-    losses, accuracies = jax.vmap(one)(jax.random.split(key, EVAL_BATCHES))
-    return losses.mean(), accuracies.mean()
+def _measure(task: tasks.Task, params, data, split: str):
+    """Loss and accuracy on the split's fixed held-out batch (the models are deterministic, so the key
+    is unused)."""
+    loss, aux = task.loss_and_aux(params, task.held_out(data, split), jax.random.key(0))
+    return loss, aux.get("accuracy", jnp.nan)
 
 
 _INITIAL_POINTS: dict[tasks.TaskConfig, Any] = {}
@@ -78,10 +81,10 @@ def _initial_point(task: tasks.Task):
     """A jitted function keys -> (params, train loss, valid loss, valid accuracy) of fresh inits, one per
     key. Kept out of the run programs: every optimizer on a task shares this one compilation."""
     def one(key, data):
-        init_key, _, eval_key = jax.random.split(key, 3)
+        init_key, _, _ = jax.random.split(key, 3)  # (init, training batches, unused): as meta_train splits
         params = task.init(init_key)
-        train_loss, _ = _measure(task, params, data, eval_key, "train")
-        return params, train_loss, *_measure(task, params, data, eval_key, "valid")
+        train_loss, _ = _measure(task, params, data, "train")
+        return params, train_loss, *_measure(task, params, data, "valid")
     if task.config not in _INITIAL_POINTS:
         _INITIAL_POINTS[task.config] = jax.jit(jax.vmap(one, in_axes=(0, None)))
     return _INITIAL_POINTS[task.config]
@@ -94,7 +97,7 @@ def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride:
 
     def one_run(hyper, params, key, data):
         transform = optimizer.make(hyper, num_steps, roles)
-        _, train_key, eval_key = jax.random.split(key, 3)
+        _, train_key, _ = jax.random.split(key, 3)
 
         def record_interval(length):
             def interval(carry, key):
@@ -102,7 +105,7 @@ def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride:
                     params, opt_state, loss = tasks.train_step(task, transform, *carry, data, key)
                     return (params, opt_state), loss
                 carry, losses = jax.lax.scan(step, carry, jax.random.split(key, length))
-                return carry, (losses.mean(), *_measure(task, carry[0], data, eval_key, "valid"))
+                return carry, (losses.mean(), *_measure(task, carry[0], data, "valid"))
             return interval
 
         intervals, remainder = divmod(num_steps, stride)
@@ -127,27 +130,40 @@ def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: 
     return _PROGRAMS[key]
 
 
+def groups(jobs: Sequence[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """The jobs in consecutive chunks of `size`, the last padded by repeating its first job, so every
+    group has the same shape and one compilation serves all: what `run` vmaps together."""
+    chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
+    width = min(size, len(jobs))
+    return [chunk + [chunk[0]] * (width - len(chunk)) for chunk in chunks]
+
+
 def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, int]], num_steps: int,
         stride: int, parallel: int, on_result: Callable[[tuple[int, int], Curves], None] | None = None
         ) -> list[Curves]:
-    """Curves of each (candidate index, seed) job, `parallel` runs at a time. The last group is padded
-    by repeating its first job, so every group has the same shape and one compilation serves all.
-    on_result(job, curves) is called as each group finishes (a sweep stores them there, so an
-    interruption loses at most the group in progress). Runs grouped differently agree to float
-    rounding, not bit for bit: the group size is a batch dimension of the compiled program."""
+    """Curves of each (candidate index, seed) job, run in the groups `groups(jobs, parallel)`."""
+    return run_groups(task, optimizer, groups(jobs, parallel), num_steps, stride, on_result)
+
+
+def run_groups(task: tasks.Task, optimizer: EvalOptimizer, job_groups: Sequence[Sequence[tuple[int, int]]],
+               num_steps: int, stride: int,
+               on_result: Callable[[tuple[int, int], Curves], None] | None = None) -> list[Curves]:
+    """Curves of every distinct job of each group, each group vmapped in one program (groups of one size
+    share its compilation). The same group gives bit-identical curves; another grouping agrees to float
+    rounding only. on_result(job, curves) is called as each group finishes (a sweep stores them there,
+    so an interruption loses at most the group in progress)."""
     check_stride(num_steps, stride)
     runs = program(task, optimizer, num_steps, stride)
     steps = record_steps(num_steps, stride)
     data = task.data
     # Inits depend on the seed alone: computed once per seed, shared by every candidate.
-    seeds = sorted({seed for _, seed in jobs})
+    seeds = sorted({seed for group in job_groups for _, seed in group})
     params, *initial = _initial_point(task)(jnp.stack([jax.random.key(seed) for seed in seeds]), data)
     initial = [np.asarray(values) for values in initial]
     results = []
-    for start in range(0, len(jobs), parallel):
+    for padded in job_groups:
         began = time.perf_counter()
-        group = list(jobs[start:start + parallel])
-        padded = group + [group[0]] * (min(parallel, len(jobs)) - len(group))
+        group = list(dict.fromkeys(padded))  # the distinct jobs, in the order of their first rows
         hypers = jax.tree.map(lambda *leaves: jnp.stack(leaves),
                               *[optimizer.candidates[index].hyper for index, _ in padded])
         rows = np.asarray([seeds.index(seed) for _, seed in padded])
@@ -156,10 +172,11 @@ def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, in
         train, valid, accuracy = (np.concatenate([first[rows][:, None], np.asarray(rest)], axis=1)
                                   for first, rest in zip(initial, curves))
         seconds = (time.perf_counter() - began) / len(group)
-        for row in range(len(group)):
+        for job in group:
+            row = list(padded).index(job)
             has_accuracy = not np.all(np.isnan(accuracy[row]))
             results.append(Curves(steps, tuple(map(float, train[row])), tuple(map(float, valid[row])),
                                   tuple(map(float, accuracy[row])) if has_accuracy else None, seconds))
             if on_result is not None:
-                on_result(group[row], results[-1])
+                on_result(job, results[-1])
     return results

@@ -14,12 +14,13 @@ from typing import Any
 import tasks
 from checkpoints.files import write_atomically
 from evaluate.optimizers import Candidate, EvalOptimizer
-from evaluate.runner import EVAL_BATCHES, Curves
+from evaluate.runner import Curves
+from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS
 
 # Bumped whenever a change of code changes what a run records: in evaluate/, and in the tasks' models,
 # data preparation or the optimizers' update rules (the test suite keeps a fingerprint of a run; see
 # tests/test_evaluate.py).
-STORE_VERSION = 1
+STORE_VERSION = 2
 DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
 
 
@@ -35,10 +36,12 @@ def data_fingerprint(config: tasks.TaskConfig) -> list | None:
 
 
 def run_key(config: tasks.TaskConfig, optimizer: EvalOptimizer, candidate: Candidate, seed: int,
-            num_steps: int, stride: int) -> dict[str, Any]:
+            num_steps: int, stride: int, group: list[list[Any]]) -> dict[str, Any]:
+    """`group` is the [candidate label, seed] of every row of the program the run is vmapped in: a run
+    computed in another group differs in rounding, and is not the same run."""
     return {"version": STORE_VERSION, "task": config.to_dict(), "data": data_fingerprint(config),
             "optimizer": optimizer.identity, "candidate": candidate.label, "seed": seed, "steps": num_steps,
-            "stride": stride, "eval_batches": EVAL_BATCHES}
+            "stride": stride, "held_out": [HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS], "group": group}
 
 
 class RunStore:

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,12 @@ from tqdm import tqdm
 import tasks
 from checkpoints.files import write_atomically
 from evaluate import memory, metrics, report, runner
-from evaluate.optimizers import REFERENCE_BASELINE, EvalOptimizer, OptimizerError, baseline, resolve
+from evaluate.optimizers import EvalOptimizer, OptimizerError, baseline, resolve
 from evaluate.store import DEFAULT_CACHE, RunStore, run_key
 from evaluate.suites import MetaTrainingScope, Suite, SuiteError, SuiteTask, build
+from evaluate.summary import Table, summarize
 
-DEFAULT_BASELINES = ("adam", "adamw", "muadam", "sgdm")
+DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "muon", "muadam", "sgdm")
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 
@@ -49,16 +49,26 @@ class UnitResult:
     runs: dict[str, list[runner.Curves]]  # candidate label -> one Curves per seed
     chosen: str  # the candidate with the lowest final training loss (mean over seeds)
     chosen_at_grid_edge: bool  # a tuned baseline whose best learning rate is the grid's first or last
+    chosen_on_valid: str  # the candidate with the lowest final validation loss, as a practitioner tunes
+    chosen_on_valid_at_grid_edge: bool
     seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
     reused: int  # runs read back instead of trained
+    runs_per_group: int  # runs vmapped together in one compiled program (part of every run's key)
 
     @property
     def compute_seconds(self) -> float:
         """What all its runs cost when they were trained, now or before."""
         return sum(curves.seconds for runs in self.runs.values() for curves in runs)
 
-    def curve(self, metric: str = "train_loss"):
-        return metrics.mean_curve([getattr(curves, metric) for curves in self.runs[self.chosen]])
+    def choice(self, metric: str) -> str:
+        """The candidate a metric is reported at: training loss at the one chosen on training loss,
+        validation loss and accuracy at the one chosen on validation loss."""
+        return self.chosen if metric == "train_loss" else self.chosen_on_valid
+
+    def curve(self, metric: str = "train_loss", candidate: str | None = None):
+        """The mean over seeds of a metric, at `candidate` or else at the choice for that metric."""
+        label = candidate or self.choice(metric)
+        return metrics.mean_curve([getattr(curves, metric) for curves in self.runs[label]])
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -73,29 +83,52 @@ class UnitResult:
 class SweepResult:
     suite: Suite
     units: list[UnitResult]
-    summary: list[dict[str, Any]]  # one row per (task, optimizer)
-    overall: list[dict[str, Any]]  # one row per optimizer: win rate, average rank, median speedup
+    summary: Table  # one row per (task, optimizer); prints as the markdown table of summary.md
+    overall: Table  # one row per optimizer: win rates and median ratios on both metrics, speedup, rank
     workdir: Path
     files: list[Path]
+
+    def __str__(self) -> str:
+        return (self.workdir / report.SUMMARY_MD).read_text(encoding="utf-8")
 
 
 @dataclasses.dataclass
 class _Plan:
-    """One optimizer on one task, before it runs: its runs' store keys, and those already done."""
+    """One optimizer on one task, before it runs: its jobs in a fixed order, how many run together, their
+    store keys, and those already done."""
 
     task: SuiteTask
     config: tasks.TaskConfig
     optimizer: EvalOptimizer
     store: RunStore
     stride: int
-    keys: dict[tuple[int, int], dict[str, Any]]  # (candidate index, seed) -> store key
-    found: dict[tuple[int, int], runner.Curves | None]
-    parallel: int = 1  # runs vmapped together, set by the memory check
+    jobs: list[tuple[int, int]]  # (candidate index, seed), candidate-major
+    parallel: int  # runs vmapped together: all the jobs, unless the device's memory holds fewer
+    keys: dict[tuple[int, int], dict[str, Any]] = dataclasses.field(default_factory=dict)  # job -> store key
+    found: dict[tuple[int, int], runner.Curves | None] = dataclasses.field(default_factory=dict)
     built: tasks.Task | None = None  # the task, built by the memory check when runs are missing
+
+    def look_up(self) -> None:
+        """Each job's key (which names the group it runs in) and its stored curves, if any."""
+        labels = [candidate.label for candidate in self.optimizer.candidates]
+        self.keys, self.found = {}, {}
+        for group in runner.groups(self.jobs, self.parallel):
+            members = [[labels[index], seed] for index, seed in group]
+            for index, seed in dict.fromkeys(group):
+                self.keys[(index, seed)] = run_key(self.config, self.optimizer, self.optimizer.candidates[index],
+                                                   seed, self.task.num_steps, self.stride, members)
+                self.found[(index, seed)] = self.store.get(self.keys[(index, seed)])
 
     @property
     def missing(self) -> list[tuple[int, int]]:
         return [job for job, curves in self.found.items() if curves is None]
+
+    @property
+    def to_run(self) -> list[list[tuple[int, int]]]:
+        """Every group with a missing run: a group runs whole, so each run is computed in the group its
+        key names."""
+        return [group for group in runner.groups(self.jobs, self.parallel)
+                if any(self.found[job] is None for job in group)]
 
 
 def _config_for(task: SuiteTask, optimizer: EvalOptimizer) -> tasks.TaskConfig:
@@ -106,49 +139,58 @@ def _config_for(task: SuiteTask, optimizer: EvalOptimizer) -> tasks.TaskConfig:
 
 
 def _plan(task: SuiteTask, optimizer: EvalOptimizer, seeds: Sequence[int], store: RunStore,
-          stride: int | None) -> _Plan:
+          stride: int | None, parallel: int | None) -> _Plan:
+    """The unit's jobs, first looked up as one group (or `parallel` at a time): the grouping a device with
+    the memory for it uses, so a sweep whose runs are all stored never builds a task."""
     config = _config_for(task, optimizer)
     stride = stride or runner.default_stride(task.num_steps)
     runner.check_stride(task.num_steps, stride)
-    keys = {(i, seed): run_key(config, optimizer, candidate, seed, task.num_steps, stride)
-            for i, candidate in enumerate(optimizer.candidates) for seed in seeds}
-    return _Plan(task, config, optimizer, store, stride, keys, {job: store.get(key) for job, key in keys.items()})
+    jobs = [(i, seed) for i in range(len(optimizer.candidates)) for seed in seeds]
+    plan = _Plan(task, config, optimizer, store, stride, jobs, min(parallel or len(jobs), len(jobs)))
+    plan.look_up()
+    return plan
 
 
-def _fit(plan: _Plan, parallel: int | None) -> None:
-    """Builds the task and checks its memory (before anything is written or compiled), choosing how many
-    runs to vmap together; a task that cannot be built is reported by its label."""
+def _fit(plan: _Plan) -> None:
+    """Builds the task and checks its memory (before anything is written or compiled): a device that
+    cannot hold the planned group runs smaller groups, under keys that say so. A task that cannot be
+    built is reported by its label."""
     try:
         plan.built = plan.config.build()
     except (OSError, ValueError) as error:
         raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
-    wanted = min(parallel or len(plan.missing), len(plan.missing))
-    plan.parallel = memory.runs_that_fit(plan.built, plan.optimizer, plan.task.num_steps, wanted, plan.task.label)
+    fitting = memory.runs_that_fit(plan.built, plan.optimizer, plan.task.num_steps, plan.parallel, plan.task.label)
+    if fitting != plan.parallel:
+        plan.parallel = fitting
+        plan.look_up()
 
 
-def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]]) -> tuple[str, bool]:
+def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]], metric: str) -> tuple[str, bool]:
+    """The candidate with the lowest final value of a loss (mean over seeds), and whether a tuned
+    baseline's choice lies at its grid's edge."""
     def score(label):  # mean_curve makes a diverged seed inf, so diverged candidates sort last
-        return float(metrics.mean_curve([c.train_loss for c in runs[label]])[-1])
+        return float(metrics.mean_curve([getattr(c, metric) for c in runs[label]])[-1])
     labels = [candidate.label for candidate in optimizer.candidates]
     chosen = min(labels, key=score)
     return chosen, optimizer.tuned and chosen in (labels[0], labels[-1])
 
 
 def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
-    """Trains the missing runs, each group stored as soon as it finishes, and picks the best candidate."""
-    missing = plan.missing
+    """Trains the groups with missing runs, each group stored as soon as it finishes, and picks the
+    best candidate on each metric."""
+    to_run, reused = plan.to_run, len(plan.keys) - len(plan.missing)
     start = time.perf_counter()
-    if missing:
+    if to_run:
         def store(job, curves):
             plan.store.put(plan.keys[job], curves)
             plan.found[job] = curves
-        runner.run(plan.built, plan.optimizer, missing, plan.task.num_steps, plan.stride, plan.parallel,
-                   on_result=store)
+        runner.run_groups(plan.built, plan.optimizer, to_run, plan.task.num_steps, plan.stride, on_result=store)
     runs = {candidate.label: [plan.found[(i, seed)] for seed in seeds]
             for i, candidate in enumerate(plan.optimizer.candidates)}
-    chosen, at_edge = _choose(plan.optimizer, runs)
-    return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge,
-                      time.perf_counter() - start if missing else 0.0, len(plan.keys) - len(missing))
+    chosen, at_edge = _choose(plan.optimizer, runs, "train_loss")
+    chosen_on_valid, valid_at_edge = _choose(plan.optimizer, runs, "valid_loss")
+    return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge, chosen_on_valid,
+                      valid_at_edge, time.perf_counter() - start if to_run else 0.0, reused, plan.parallel)
 
 
 def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],
@@ -180,49 +222,6 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
                          "(use an empty or new directory)")
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True))
-
-
-def summarize(units: list[UnitResult], suite: Suite) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per (task, optimizer) rows, and per optimizer rows over the suite."""
-    by_task: dict[str, dict[str, UnitResult]] = {}
-    for unit in units:
-        by_task.setdefault(unit.task.label, {})[unit.optimizer.name] = unit
-    names = list(dict.fromkeys(unit.optimizer.name for unit in units))
-    reference_name = REFERENCE_BASELINE if REFERENCE_BASELINE in names else None
-    rows = []
-    for task in suite.tasks:
-        group = by_task[task.label]
-        finals = [metrics.final_loss(group[name].curve()) for name in names]
-        task_ranks = metrics.ranks(finals)
-        reference = group[reference_name] if reference_name else None
-        for name, rank in zip(names, task_ranks):
-            unit = group[name]
-            train = unit.curve()
-            row = {"task": task.label, "optimizer": name, "steps": task.num_steps, "axis": task.axis, "x": task.x,
-                   "parameterization": getattr(unit.config, "parameterization", None), "chosen": unit.chosen,
-                   "chosen_at_grid_edge": unit.chosen_at_grid_edge,
-                   "final_train_loss": metrics.final_loss(train), "best_train_loss": metrics.best_loss(train),
-                   "final_valid_loss": metrics.final_loss(unit.curve("valid_loss")),
-                   "final_valid_accuracy": float(unit.curve("valid_accuracy")[-1]) if unit.has_accuracy else None,
-                   "diverged": metrics.diverged(train), "rank": rank, "seconds": unit.compute_seconds,
-                   "steps_to_reference": None, "speedup": None}
-            if reference is not None and name != reference_name:
-                row["steps_to_reference"] = metrics.steps_to_reach(
-                    unit.steps, train, metrics.final_loss(reference.curve()))
-                row["speedup"] = metrics.speedup(unit.steps, train, reference.curve())
-            rows.append(row)
-    overall = []
-    for name in names:
-        mine = [row for row in rows if row["optimizer"] == name]
-        entry = {"optimizer": name, "tasks": len(mine), "mean_rank": sum(r["rank"] for r in mine) / len(mine),
-                 "diverged": sum(r["diverged"] for r in mine), "win_rate": None, "median_speedup": None}
-        if reference_name and name != reference_name:
-            reference_rows = [row for row in rows if row["optimizer"] == reference_name]
-            entry["win_rate"] = metrics.win_rate([r["final_train_loss"] for r in mine],
-                                                 [r["final_train_loss"] for r in reference_rows])
-            entry["median_speedup"] = float(statistics.median(r["speedup"] for r in mine))
-        overall.append(entry)
-    return rows, overall
 
 
 def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: str | os.PathLike | Suite,
@@ -260,13 +259,13 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     workdir = Path(workdir)
     seed_list = list(range(seeds))
     baseline_store, own_store = RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR)
-    plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride)
-             for task in suite.tasks for optimizer in chosen]
+    plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride,
+                   parallel) for task in suite.tasks for optimizer in chosen]
     # Every task is built and its memory checked before anything is written or compiled, so bad input
     # fails in seconds and leaves the workdir as it was.
     for plan in plans:
         if plan.missing:
-            _fit(plan, parallel)
+            _fit(plan)
     _check_workdir(workdir, _sweep_record(suite, chosen, seed_list, scope), force)
 
     units = []

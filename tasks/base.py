@@ -58,6 +58,11 @@ class Task(abc.ABC):
         """A batch of the given split, drawn with `jax.random` on device (jittable, no host work)."""
 
     @abc.abstractmethod
+    def held_out(self, data: Data, split: str = "valid") -> Batch:
+        """A fixed batch of a split, the same at every call (no key): the whole split where it is small,
+        else a fixed sample. Evaluation measures every optimizer on it, so their losses are comparable."""
+
+    @abc.abstractmethod
     def roles(self, params: Params) -> Any:
         """A pytree like params holding each tensor's muP role: "input", "hidden" or "output"."""
 

@@ -1,15 +1,17 @@
-"""Image classification tasks: MLP and conv net on the offline image datasets or files on disk."""
+"""Image tasks on the offline image datasets or files on disk: MLP and conv net classifiers, and an MLP
+autoencoder."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 
 from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_positive_int
 from tasks.datasets import check_image_dataset_name, load_image_dataset
-from tasks.models import ACTIVATIONS, MLP, ConvNet
+from tasks.models import ACTIVATIONS, MLP, AutoencoderMLP, ConvNet
 from tasks.supervised import SupervisedTask, classification_loss_scale
 
 
@@ -19,6 +21,13 @@ def image_device_data(dataset: str, image_size: int | None):
     with jax.ensure_compile_time_eval():  # concrete arrays even when first asked for inside a trace
         arrays = load_image_dataset(dataset, image_size).device_arrays()
     return {split: {"input": a["image"], "target": a["label"]} for split, a in arrays.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def autoencoder_device_data(dataset: str, image_size: int | None):
+    """The images of each split as both input and target (labels unused)."""
+    return {split: {"input": arrays["input"], "target": arrays["input"]}
+            for split, arrays in image_device_data(dataset, image_size).items()}
 
 
 def _validate_image_fields(config) -> None:
@@ -79,3 +88,35 @@ class ConvConfig(TaskConfig):
         return _image_task(self, ConvNet)
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageAutoencoderConfig(TaskConfig):
+    """An MLP autoencoder reconstructing images (standardized pixels) through a narrow code; the loss is
+    the mean squared error per pixel."""
+
+    kind = "image_autoencoder"
+    dataset: str = "mnist"  # "digits", "mnist", "idx:DIR", "cifar10:DIR" or "npz:FILE"
+    image_size: int | None = 14  # images resized to this many pixels a side; None keeps their size
+    width: int = 128  # units of the encoder's and the decoder's hidden layer
+    code_size: int = 16  # units of the code between them
+    activation: str = "relu"  # one of tasks.models.ACTIVATIONS
+    batch_size: int = 64  # images a training step
+    parameterization: str = "mup"  # "mup" or "sp" (standard)
+
+    def __post_init__(self):
+        check_image_dataset_name(self.dataset)
+        if self.image_size is not None:
+            require_positive_int(self, "image_size")
+        require_positive_int(self, "width", "code_size", "batch_size")
+        require_choice(self, "activation", tuple(ACTIVATIONS))
+        require_choice(self, "parameterization", PARAMETERIZATIONS)
+
+    def build(self) -> SupervisedTask:
+        dataset = load_image_dataset(self.dataset, self.image_size)
+        model = AutoencoderMLP(width=self.width, code_size=self.code_size,
+                               num_outputs=math.prod(dataset.image_shape), activation=self.activation,
+                               parameterization=self.parameterization)
+        # Pixels are standardized, so predicting 0 everywhere (a muP model's start) has a loss of about 1.
+        return SupervisedTask(self, model, functools.partial(autoencoder_device_data, self.dataset, self.image_size),
+                              dataset.image_shape, self.batch_size, None, 1.0)

@@ -1,4 +1,4 @@
-"""Character-level language modeling with a decoder-only transformer."""
+"""Character-level language modeling: a decoder-only transformer or a recurrent (LSTM) model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import optax
 
 from tasks.base import PARAMETERIZATIONS, Task, TaskConfig, require, require_choice, require_positive_int
-from tasks.datasets import check_text_dataset_name, load_text_dataset, sample_windows
-from tasks.models import TransformerLM
+from tasks.datasets import check_text_dataset_name, held_out_windows, load_text_dataset, sample_windows
+from tasks.models import LSTMLM, TransformerLM
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,18 +43,44 @@ class LanguageModelConfig(TaskConfig):
         require_choice(self, "parameterization", PARAMETERIZATIONS)
 
     def build(self) -> "LanguageModelTask":
-        return LanguageModelTask(self)
+        vocab_size = load_text_dataset(self.dataset).vocab_size
+        return LanguageModelTask(self, TransformerLM(
+            vocab_size=vocab_size, width=self.width, depth=self.depth, head_dim=self.head_dim,
+            max_length=self.sequence_length, parameterization=self.parameterization), vocab_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentLMConfig(TaskConfig):
+    """An LSTM predicting the next character."""
+
+    kind = "recurrent_lm"
+    dataset: str = "shakespeare"  # "shakespeare" or "text:FILE"
+    width: int = 64  # units of every LSTM layer (and the embedding)
+    depth: int = 1  # LSTM layers
+    sequence_length: int = 32  # characters a training window (the steps backprop runs through)
+    batch_size: int = 16  # windows a training step
+    parameterization: str = "mup"  # "mup" or "sp" (standard)
+
+    def __post_init__(self):
+        check_text_dataset_name(self.dataset)
+        require_positive_int(self, "width", "depth", "sequence_length", "batch_size")
+        require_choice(self, "parameterization", PARAMETERIZATIONS)
+
+    def build(self) -> "LanguageModelTask":
+        vocab_size = load_text_dataset(self.dataset).vocab_size
+        return LanguageModelTask(self, LSTMLM(vocab_size=vocab_size, width=self.width, depth=self.depth,
+                                              parameterization=self.parameterization), vocab_size)
 
 
 class LanguageModelTask(Task):
-    """Batches are {"tokens": (B, L + 1)}: the model reads the first L and predicts the last L."""
+    """Batches are {"tokens": (B, L + 1)}: the model reads the first L and predicts the last L. The config
+    needs `dataset`, `sequence_length` and `batch_size`; the model maps (B, L) tokens to (B, L, vocab)
+    logits and names its tensors' roles."""
 
-    def __init__(self, config: LanguageModelConfig):
+    def __init__(self, config: TaskConfig, model, vocab_size: int):
         self.config = config
-        self.vocab_size = load_text_dataset(config.dataset).vocab_size
-        self.model = TransformerLM(vocab_size=self.vocab_size, width=config.width, depth=config.depth,
-                                   head_dim=config.head_dim, max_length=config.sequence_length,
-                                   parameterization=config.parameterization)
+        self.vocab_size = vocab_size
+        self.model = model
 
     @property
     def data(self):
@@ -68,6 +94,9 @@ class LanguageModelTask(Task):
                                  self.config.sequence_length + 1)
         return {"tokens": windows}
 
+    def held_out(self, data, split: str = "valid"):
+        return {"tokens": held_out_windows(data[split]["tokens"], self.config.sequence_length + 1)}
+
     def loss_and_aux(self, params, batch, key):
         del key
         tokens = batch["tokens"]
@@ -77,7 +106,7 @@ class LanguageModelTask(Task):
         return loss, {"accuracy": jnp.mean(jnp.argmax(logits_BLV, -1) == targets_BL)}
 
     def roles(self, params):
-        return TransformerLM.roles(params)
+        return self.model.roles(params)
 
     def normalize_loss(self, loss):
         return loss / math.log(self.vocab_size)

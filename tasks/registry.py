@@ -11,13 +11,15 @@ from typing import Any
 
 from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
 from tasks.families import ImageMLPFamily, QuadraticFamily
-from tasks.image import ConvConfig, ImageMLPConfig
-from tasks.language import LanguageModelConfig
+from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
+from tasks.language import LanguageModelConfig, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, TeacherStudentConfig
+from tasks.tabular import TabularRegressionConfig
 
 CONFIG_TYPES: dict[str, type[TaskConfig]] = {
     config_type.kind: config_type
-    for config_type in (ImageMLPConfig, ConvConfig, LanguageModelConfig, QuadraticConfig, TeacherStudentConfig)
+    for config_type in (ImageMLPConfig, ConvConfig, ImageAutoencoderConfig, LanguageModelConfig, RecurrentLMConfig,
+                        TabularRegressionConfig, QuadraticConfig, TeacherStudentConfig)
 }
 
 TASKS: dict[str, TaskConfig] = {
@@ -27,7 +29,10 @@ TASKS: dict[str, TaskConfig] = {
     "mlp_mnist_28x28": ImageMLPConfig(dataset="mnist", image_size=28, width=128, depth=2),
     "conv_digits_8x8": ConvConfig(dataset="digits", image_size=8, width=16, depth=2),
     "conv_mnist_14x14": ConvConfig(dataset="mnist", image_size=14, width=16, depth=2),
+    "autoencoder_mnist_14x14": ImageAutoencoderConfig(dataset="mnist", image_size=14, width=128, code_size=16),
     "transformer_shakespeare": LanguageModelConfig(dataset="shakespeare", width=64, depth=2),
+    "lstm_shakespeare": RecurrentLMConfig(dataset="shakespeare", width=64, depth=1),
+    "mlp_diabetes": TabularRegressionConfig(dataset="diabetes", width=64, depth=2),
     "quadratic_10d": QuadraticConfig(dim=10, condition_number=100.0),
     "teacher_student": TeacherStudentConfig(),
 }

@@ -10,14 +10,15 @@ import jax.numpy as jnp
 import optax
 
 from tasks.base import Task, TaskConfig
-from tasks.datasets import sample_examples
+from tasks.datasets import held_out_examples, sample_examples
 
 
 class SupervisedTask(Task):
     """A flax model trained on minibatches of examples drawn from fixed splits.
 
-    `data` maps each split to {"input": (N, ...), "target": (N,)}; classification targets are class ids,
-    regression targets are floats.
+    `data` maps each split to {"input": (N, ...), "target": (N, ...)}; classification targets are class
+    ids (N,), regression targets are floats, as many per example as the model has outputs (an
+    autoencoder's target is its input).
     """
 
     def __init__(self, config: TaskConfig, model: nn.Module, data: Callable[[], dict[str, Any]],
@@ -40,11 +41,14 @@ class SupervisedTask(Task):
     def batch(self, data, key, split: str = "train"):
         return sample_examples(data[split], key, self.batch_size)
 
+    def held_out(self, data, split: str = "valid"):
+        return held_out_examples(data[split])
+
     def loss_and_aux(self, params, batch, key):
         del key  # the models are deterministic
         outputs = self.model.apply({"params": params}, batch["input"])
-        if self.num_classes is None:
-            loss = jnp.mean(jnp.square(outputs[..., 0] - batch["target"]))
+        if self.num_classes is None:  # regression: one output per target value
+            loss = jnp.mean(jnp.square(outputs.reshape(batch["target"].shape) - batch["target"]))
             return loss, {}
         loss = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["target"]).mean()
         accuracy = jnp.mean(jnp.argmax(outputs, axis=-1) == batch["target"])

@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -102,7 +103,8 @@ def test_the_learned_optimizer_trains_and_is_scored_against_adam(sweep):
     assert all(row["final_train_loss"] < 0.9 * math.log(10) for row in rows)
     assert all(row["speedup"] is not None and row["speedup"] > 0 for row in rows)
     overall = {entry["optimizer"]: entry for entry in result.overall}
-    assert overall["descent"]["win_rate"] in (0.0, 0.5, 1.0)
+    assert overall["descent"]["train_win_rate_vs_adam"] in (0.0, 0.5, 1.0)
+    assert overall["descent"]["valid_win_rate_vs_adam"] in (0.0, 0.5, 1.0)
     assert overall["descent"]["mean_rank"] + overall["adam"]["mean_rank"] == pytest.approx(3.0)
 
 
@@ -112,8 +114,8 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
     monkeypatch.setattr(runner, "_PROGRAMS", {})
     monkeypatch.setattr(runner, "_INITIAL_POINTS", {})
     trained = []
-    original = runner.run
-    monkeypatch.setattr(runner, "run", lambda task, optimizer, *args, **kwargs: trained.append(optimizer.name)
+    original = runner.run_groups
+    monkeypatch.setattr(runner, "run_groups", lambda task, optimizer, *args, **kwargs: trained.append(optimizer.name)
                         or original(task, optimizer, *args, **kwargs))
     start = time.perf_counter()
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "other_work", seeds=2, baselines=["adam"],
@@ -126,7 +128,7 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
 
 
 def test_an_interrupted_sweep_resumes_where_it_stopped(sweep, tiny_suite, learned_checkpoint, tmp_path, monkeypatch):
-    original = runner.run
+    original = runner.run_groups
     calls = []
 
     def crash_on_second_unit(task, optimizer, *args, **kwargs):
@@ -135,12 +137,12 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(sweep, tiny_suite, learne
             raise KeyboardInterrupt
         return original(task, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run", crash_on_second_unit)
+    monkeypatch.setattr(runner, "run_groups", crash_on_second_unit)
     arguments = dict(seeds=2, baselines=["adam@0.01"], cache_dir=tmp_path / "cache", log=lambda line: None)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", **arguments)
     calls.clear()
-    monkeypatch.setattr(runner, "run", lambda task, optimizer, *args, **kwargs: calls.append(optimizer.name)
+    monkeypatch.setattr(runner, "run_groups", lambda task, optimizer, *args, **kwargs: calls.append(optimizer.name)
                         or original(task, optimizer, *args, **kwargs))
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", **arguments)
     assert calls == ["adam@0.01", "descent", "adam@0.01"]  # the first unit was finished before the crash
@@ -252,7 +254,8 @@ def test_a_workdir_holding_another_sweep_is_refused_unless_forced(sweep, tiny_su
         evaluate.run_suite([], other, work, **arguments)
     runs_before = sorted(path.name for path in (work / "runs").iterdir())
     result = evaluate.run_suite([], other, work, force=True, **arguments)
-    assert [unit.reused for unit in result.units] == [2]  # Adam at 0.01 was in the cache
+    # Adam at 0.01 alone is another program than the tuned grid's 16 runs in the cache: trained anew.
+    assert [unit.reused for unit in result.units] == [0]
     assert sorted(path.name for path in (work / "runs").iterdir()) == runs_before  # kept: keyed by content
     assert sorted(path.name for path in (work / "plots").iterdir()) == ["curves_digits_width_16.png"]
     assert "digits width 32" not in (work / "summary.md").read_text()
@@ -282,3 +285,136 @@ def test_a_budget_the_stride_does_not_divide_ends_with_a_shorter_interval():
     assert np.all(np.isfinite(curves.train_loss))
     assert curves.valid_loss[-1] != curves.valid_loss[-2]  # the last point is one step further on
     assert runner.default_stride(997) == 20 and runner.record_steps(997, 20)[-2:] == (980, 997)
+
+
+def test_the_warmup_cosine_schedule_rises_for_5_percent_and_reaches_0_at_the_last_step():
+    from evaluate.optimizers import warmup_cosine
+
+    schedule = warmup_cosine(0.1, 200)
+    rates = np.asarray([float(schedule(step)) for step in range(200)])
+    assert rates[0] == 0 and rates[10] == pytest.approx(0.1) and rates[-1] == 0  # 5% of 200 steps: 10
+    np.testing.assert_allclose(rates[:11], np.linspace(0, 0.1, 11), rtol=1e-5)
+    assert np.all(np.diff(rates[10:]) <= 0) and rates[-2] > 0
+    assert float(warmup_cosine(jax.numpy.float32(0.3), 20)(19)) == 0  # a traced peak (a grid) as well
+
+
+def test_muon_orthogonalizes_only_the_hidden_matrices():
+    from evaluate.optimizers import ADAMW_WEIGHT_DECAY, muon_dimension_numbers
+
+    task = tasks.get_task("mlp_digits_8x8", width=32, depth=2, parameterization="sp")
+    key = jax.random.key(0)
+    params = task.init(key)
+    roles = task.roles(params)
+    chosen = muon_dimension_numbers(roles)(params)
+    is_spec = lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+    assert [jax.tree_util.keystr(path) for path, spec in jax.tree_util.tree_flatten_with_path(
+        chosen, is_leaf=is_spec)[0] if spec is not None] == ["['hidden_1']['kernel']"]
+    conv = tasks.get_task("conv_digits_8x8")  # a hidden convolution is orthogonalized as (h * w * in, out)
+    conv_params = conv.init(key)
+    spec = muon_dimension_numbers(conv.roles(conv_params))(conv_params)
+    assert spec["conv_1"]["kernel"].reduction_axis == (0, 1, 2) and spec["conv_0"]["kernel"] is None
+
+    muon = evaluate.baseline("muon@0.01")
+    transform = muon.make(muon.candidates[0].hyper, 100, roles)
+    # Full-rank gradients (a real one may be nearly low-rank, which 5 Newton-Schulz steps leave so).
+    leaves, structure = jax.tree.flatten(params)
+    grads = jax.tree.unflatten(structure, [jax.random.normal(jax.random.key(i), leaf.shape)
+                                           for i, leaf in enumerate(leaves)])
+    # Step 1 of the warmup (the step-0 rate is 0), after one step that fills the momentum.
+    state = transform.init(params)
+    _, state = transform.update(grads, state, params)
+    updates, _ = transform.update(grads, state, params)
+    singular = np.linalg.svd(np.asarray(updates["hidden_1"]["kernel"]), compute_uv=False)
+    raw = np.linalg.svd(np.asarray(grads["hidden_1"]["kernel"]), compute_uv=False)
+    # Orthogonalized, to the tolerance of 5 Newton-Schulz steps (which leave the very smallest singular
+    # values of a random square matrix short of 1): the top 90% lie within 2x of each other.
+    top = slice(0, int(0.9 * len(singular)))
+    assert singular[top].max() / singular[top].min() < 2 < 4 < raw[top].max() / raw[top].min()
+    adamw = optax.adamw(evaluate.optimizers.warmup_cosine(0.01, 100), weight_decay=ADAMW_WEIGHT_DECAY,
+                        nesterov=True)  # optax's muon hands its Nesterov setting to the AdamW part
+    adam_state = adamw.init(params)
+    _, adam_state = adamw.update(grads, adam_state, params)
+    adam_updates, _ = adamw.update(grads, adam_state, params)
+    for layer in ("input", "readout"):  # the rest is AdamW's step
+        for name in ("kernel", "bias"):
+            np.testing.assert_allclose(updates[layer][name], adam_updates[layer][name], rtol=1e-6, atol=1e-12)
+
+
+def test_validation_is_the_same_fixed_held_out_set_for_every_optimizer(sweep):
+    result, _, _ = sweep
+    unit = next(u for u in result.units if u.optimizer.name == "adam" and u.task.label == "digits width 16")
+    task = unit.config.build()
+    params = task.init(jax.random.split(jax.random.key(0), 3)[0])
+    expected = float(task.loss(params, task.held_out(task.data), jax.random.key(0)))
+    # At step 0 every learning rate of seed 0 starts from the same init: one validation loss for all.
+    starts = {runs[0].valid_loss[0] for runs in unit.runs.values()}
+    assert len(starts) == 1 and starts.pop() == pytest.approx(expected, rel=1e-6)
+    # The held-out set is the whole validation split of the digits (180 images), not a few batches.
+    assert task.held_out(task.data)["input"].shape[0] == task.data["valid"]["input"].shape[0] == 180
+
+
+def test_a_sweeps_numbers_do_not_depend_on_memory_or_on_what_the_cache_holds(tiny_suite, tmp_path, monkeypatch):
+    one_task = evaluate.Suite("one", "", tiny_suite.tasks[:1])
+
+    def sweep(name, seeds, cache):
+        result = evaluate.run_suite([], one_task, tmp_path / name, seeds=seeds, baselines=["adam"],
+                                    cache_dir=tmp_path / cache, log=lambda line: None)
+        return {label: [curves.train_loss + curves.valid_loss for curves in runs]
+                for label, runs in result.units[0].runs.items()}, result
+
+    fresh, result = sweep("fresh", 2, "fresh_cache")
+    assert result.summary[0]["runs_per_group"] == 16  # 8 rates x 2 seeds, in one program
+    # A cache holding seed 0's runs from a 1-seed sweep (grouped 8 to a program) is not mixed in: the
+    # 2-seed sweep computes its runs in the group its keys name, and repeats the fresh sweep bit for bit.
+    sweep("one_seed", 1, "shared_cache")
+    assert sweep("two_seeds", 2, "shared_cache")[0] == fresh
+    # The group does not follow free memory: only a device too small for it makes it smaller, and the
+    # runs' keys and the summary say so.
+    monkeypatch.setattr(evaluate.memory, "device_memory_bytes", lambda: 1)
+    monkeypatch.setattr(evaluate.memory, "estimate", lambda *args: evaluate.memory.RunMemory(1, 0, 0, 0, 0))
+    small, result = sweep("small", 2, "small_cache")
+    assert small != fresh and result.summary[0]["runs_per_group"] == 1
+    for label in fresh:
+        np.testing.assert_allclose(small[label], fresh[label], rtol=1e-4)
+
+
+def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baseline(tmp_path, tiny_suite):
+    result = evaluate.run_suite([], evaluate.Suite("one", "", tiny_suite.tasks[:1]), tmp_path / "work", seeds=1,
+                                baselines=["adam", "sgdm"], cache_dir=tmp_path / "cache", log=lambda line: None)
+    rows = {row["optimizer"]: row for row in result.summary}
+    adam, sgdm = rows["adam"], rows["sgdm"]
+    for metric in ("train", "valid"):
+        assert sgdm[f"strongest_{metric}_baseline"] == "adam" and adam[f"strongest_{metric}_baseline"] == "sgdm"
+        assert sgdm[f"{metric}_vs_adam"] == pytest.approx(sgdm[f"final_{metric}_loss"] / adam[f"final_{metric}_loss"])
+    unit = next(u for u in result.units if u.optimizer.name == "sgdm")
+    assert sgdm["final_valid_loss"] == min(float(unit.curve("valid_loss", label)[-1]) for label in unit.runs)
+    assert sgdm["final_train_loss"] == min(float(unit.curve("train_loss", label)[-1]) for label in unit.runs)
+    overall = {entry["optimizer"]: entry for entry in result.overall}
+    assert overall["sgdm"]["valid_wins_vs_adam"] == int(sgdm["valid_vs_adam"] < 1)
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert {"train_win_rate_vs_strongest", "valid_win_rate_vs_adam"} <= set(summary["overall"][0])
+    # The result prints as the tables of summary.md.
+    markdown = (tmp_path / "work" / "summary.md").read_text()
+    assert str(result.summary) in markdown and str(result.overall) in markdown
+    assert str(result.summary).startswith("| task | optimizer | train loss | valid loss |")
+    assert "valid: wins vs strongest baseline" in str(result.overall)
+
+
+def test_the_ood_suite_holds_six_models_outside_the_image_mlp_family():
+    scope = evaluate.MetaTrainingScope(family="mlp_images", horizon=500)
+    suite = evaluate.build_suite("ood", scope)
+    kinds = [task.config.kind for task in suite.tasks]
+    assert kinds == ["language_model", "recurrent_lm", "image_conv", "image_mlp", "tabular_regression",
+                     "image_autoencoder"]
+    wide = suite.tasks[3]
+    assert wide.config.width == 16 * 128 and wide.num_steps == 2 * 500
+    assert all(task.num_steps == 500 for task in suite.tasks if task is not wide)
+
+
+def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
+    from evaluate.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "adamw_cosine" in text and "muon" in text and "ood" in text

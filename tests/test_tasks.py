@@ -153,3 +153,60 @@ def test_data_first_touched_inside_a_trace_is_cached_concrete(name):
     task = tasks.get_task(name)
     jax.eval_shape(lambda key: task.batch(task.data, key), jax.random.key(0))
     assert all(not isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(task.data))
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_the_held_out_batch_is_fixed_and_of_the_split_asked_for(name):
+    task = tasks.get_task(name)
+    held_out = jax.jit(task.held_out, static_argnames="split")
+    first, again = held_out(task.data), held_out(task.data, split="valid")
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    train = held_out(task.data, split="train")
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(train))) \
+        or name == "quadratic_10d"  # the quadratic's held-out batch is its noise-free objective
+
+
+def test_held_out_sets_are_the_whole_small_split_or_a_fixed_sample_of_a_large_one():
+    from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS, held_out_examples, held_out_windows
+
+    mnist = tasks.get_task("mlp_mnist_14x14")
+    whole = mnist.held_out(mnist.data)
+    np.testing.assert_array_equal(whole["input"], mnist.data["valid"]["input"])  # 500 images: all of them
+    large = {"input": jnp.arange(3 * HELD_OUT_EXAMPLES, dtype=jnp.float32), "target": jnp.zeros(3 * HELD_OUT_EXAMPLES)}
+    sample = held_out_examples(large)["input"]
+    assert sample.shape == (HELD_OUT_EXAMPLES,) and len(np.unique(sample)) == HELD_OUT_EXAMPLES
+    np.testing.assert_array_equal(sample, held_out_examples(large)["input"])
+    tokens = jnp.arange(10_000)
+    windows = held_out_windows(tokens, 33)
+    assert windows.shape == (HELD_OUT_WINDOWS, 33) and windows[0, 0] == 0 and windows[-1, -1] == 9_999
+    np.testing.assert_array_equal(windows[:, 1:] - windows[:, :-1], 1)  # contiguous windows
+
+
+def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):
+    import optax
+
+    task = tasks.get_task("lstm_shakespeare", width=16, sequence_length=8, batch_size=4)
+    params = task.init(key)
+    roles = task.roles(params)
+    assert roles["lstm_0"]["recurrent_gates"] == "hidden" and roles["lstm_0"]["input_gates"]["kernel"] == "hidden"
+    assert roles["embed"]["embedding"] == "input" and roles["readout"]["kernel"] == "output"
+    # Forget gates start open (bias 1), the other gates at 0.
+    assert np.asarray(params["lstm_0"]["input_gates"]["bias"]).reshape(4, 16).mean(axis=1).tolist() == [0, 1, 0, 0]
+    result = tasks.train.train(task, optax.adam(1e-2), 100, log_every=50, log=lambda line: None)
+    assert result.train_loss < 0.85 * np.log(task.vocab_size)  # from the uniform guess towards unigram statistics
+
+
+def test_the_autoencoder_reconstructs_its_input_and_the_tabular_task_is_standardized(key):
+    autoencoder = tasks.get_task("autoencoder_mnist_14x14", width=32, code_size=4)
+    batch = autoencoder.batch(autoencoder.data, key)
+    np.testing.assert_array_equal(batch["input"], batch["target"])
+    params = autoencoder.init(key)
+    roles = autoencoder.roles(params)
+    assert (roles["encoder"]["kernel"], roles["code"]["kernel"], roles["decoder"]["kernel"],
+            roles["readout"]["kernel"]) == ("input", "output", "input", "output")
+    assert float(autoencoder.loss(params, batch, key)) == pytest.approx(float(jnp.mean(batch["input"] ** 2)))
+    diabetes = tasks.get_task("mlp_diabetes").data
+    assert {split: len(arrays["target"]) for split, arrays in diabetes.items()} == {"train": 354, "valid": 44,
+                                                                                      "test": 44}
+    np.testing.assert_allclose(np.mean(diabetes["train"]["input"], axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.std(diabetes["train"]["target"]), 1, rtol=1e-5)

@@ -2,7 +2,11 @@
 
 from tasks.datasets.arrays import (
     ImageDataset,
+    HELD_OUT_EXAMPLES,
+    HELD_OUT_WINDOWS,
     TextDataset,
+    held_out_examples,
+    held_out_windows,
     image_dataset,
     resize_images,
     sample_examples,

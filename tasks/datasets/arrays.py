@@ -159,6 +159,32 @@ def sample_examples(arrays: dict[str, jax.Array], key: jax.Array, batch_size: in
     return jax.tree.map(lambda array: array[index], arrays)
 
 
+# A held-out batch is the whole split up to this many examples, else a fixed sample of this many (enough
+# for a validation loss whose spread between samples is small next to the gaps between optimizers).
+HELD_OUT_EXAMPLES = 2048
+# Windows of a text split in its held-out batch, evenly spaced over the split.
+HELD_OUT_WINDOWS = 64
+HELD_OUT_SEED = 1
+
+
+def held_out_examples(arrays: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The whole split when it has at most HELD_OUT_EXAMPLES rows, else a fixed sample of that many."""
+    num_examples = jax.tree.leaves(arrays)[0].shape[0]
+    if num_examples <= HELD_OUT_EXAMPLES:
+        return arrays
+    index = np.sort(np.random.default_rng(HELD_OUT_SEED).choice(num_examples, HELD_OUT_EXAMPLES, replace=False))
+    return jax.tree.map(lambda array: array[index], arrays)
+
+
+def held_out_windows(tokens: jax.Array, length: int) -> jax.Array:
+    """HELD_OUT_WINDOWS windows of `length` tokens evenly spaced from the split's start to its end (all
+    the windows there are, if fewer fit)."""
+    if tokens.shape[0] < length:
+        raise ValueError(f"a text split of {tokens.shape[0]} tokens is shorter than one window of {length}")
+    starts = np.unique(np.linspace(0, tokens.shape[0] - length, HELD_OUT_WINDOWS).astype(np.int64))
+    return tokens[starts[:, None] + np.arange(length)[None, :]]
+
+
 def sample_windows(tokens: jax.Array, key: jax.Array, batch_size: int, length: int) -> jax.Array:
     """batch_size random windows of `length` consecutive tokens; runs on device inside jit."""
     if tokens.shape[0] < length:

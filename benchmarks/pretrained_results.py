@@ -1,17 +1,21 @@
-"""The shipped optimizers against per-task tuned Adam: the README's results, reproduced with one command.
+"""The shipped optimizers against per-task tuned baselines: the README's results, reproduced with one
+command.
 
-    python -m benchmarks.pretrained_results [--mup mulo_small_fc] [--sp sp_small_fc]
+    python -m benchmarks.pretrained_results [--mup mulo_small_fc] [--sp sp_small_fc] [--suites ood,...]
         [--out benchmarks/results/pretrained] [--sweeps pretrained_sweeps]
 
 Runs `evaluate` suites (each in SWEEPS/<suite>[_<steps>_steps]_<optimizer>/, with its own summary.md,
-runs and plots): in_distribution for both optimizers (held-out samples of the meta-training family, its
-1,000-step horizon; the muP one beside the theta its meta-training started from); width_mlp for both,
-at the meta-training horizon and at a 200-step budget (each optimizer on MLPs of its own
-parameterization); horizon and other for the muP optimizer. Then draws the width-transfer plot of both,
-one panel per budget, copies the loss curves of two representative tasks (an in-distribution MLP and
-the conv net) and writes OUT/results.md. Tuned baselines come from the evaluate cache, so a second run
-only trains what changed. About three hours on a 2-core CPU from an empty cache, half of it the
-4,096-wide MLP at 1,000 steps.
+runs and plots): in_distribution and ood for both optimizers against every tuned baseline, on training
+and validation loss (in_distribution: held-out samples of the meta-training family at its 1,000-step
+horizon, the muP optimizer beside the theta its meta-training started from; ood: six models of other
+families); width_mlp for both, at the meta-training horizon and at a 200-step budget (each optimizer on
+MLPs of its own parameterization); horizon and other for the muP optimizer. Each sweep's summary is
+written to OUT/sections/<sweep>.md and OUT/results.md gathers every section there, so `--suites` reruns
+some suites and keeps the others' last results. Then draws the width-transfer plot of both, one panel
+per budget, and copies the loss curves of representative tasks. Tuned baselines come from the evaluate
+cache, so a second run only trains what changed. From an empty cache on a 2-core CPU: about three hours
+for the width, horizon and other suites (half of it the 4,096-wide MLP at 1,000 steps), plus what the
+README gives for in_distribution and ood.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from evaluate.plots import slug
 from meta_train.train import save_optimizer
 from meta_train.trainer import initial_theta
 
-# (suite, which optimizers, steps (None: the meta-training horizon), seeds, the muP optimizer's baselines).
-# muAdam is left out of the long width sweep: its 8 rates on the 4,096-wide MLP for 1,000 steps would
-# add about 40 minutes; the 200-step sweep has it. The standard-parameterization twin gets Adam alone.
+# (suite, which optimizers, steps (None: the meta-training horizon), seeds, baselines). The width,
+# horizon and other suites keep to Adam (and muAdam at 200 steps): every baseline's 8 rates on the
+# 4,096-wide MLP for 1,000 steps would add about 40 minutes each.
 SUITES = (
-    ("in_distribution", ("mup", "sp"), None, 3, ("adam", "muadam")),
+    ("in_distribution", ("mup", "sp"), None, 3, evaluate.DEFAULT_BASELINES),
+    ("ood", ("mup", "sp"), None, 3, evaluate.DEFAULT_BASELINES),
     ("width_mlp", ("mup", "sp"), None, 1, ("adam",)),
     ("width_mlp", ("mup", "sp"), 200, 1, ("adam", "muadam")),
     ("horizon", ("mup",), None, 1, ("adam",)),
@@ -53,7 +58,15 @@ def arguments(argv):
     parser.add_argument("--out", default="benchmarks/results/pretrained", help="where results.md and the plots go")
     parser.add_argument("--sweeps", default="pretrained_sweeps", help="where the evaluate sweeps run")
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
-    return parser.parse_args(argv)
+    parser.add_argument("--suites", default=",".join(dict.fromkeys(suite for suite, *_ in SUITES)),
+                        help="comma-separated suites to run (default: all); the others' sections stay")
+    args = parser.parse_args(argv)
+    known = [suite for suite, *_ in SUITES]
+    args.suites = [name.strip() for name in args.suites.split(",") if name.strip()]
+    unknown = [name for name in args.suites if name not in known]
+    if unknown:
+        parser.error(f"unknown suite {', '.join(unknown)}; the benchmark runs {', '.join(dict.fromkeys(known))}")
+    return args
 
 
 def width_plot(panels: list[tuple[int, dict[str, evaluate.SweepResult]]], names: dict[str, str],
@@ -109,7 +122,9 @@ def main(argv=None) -> Path:
     names = {"mup": Path(args.mup).name, "sp": Path(args.sp).name}
     sources = {"mup": args.mup, "sp": args.sp}
     sections, width_panels = [], {}
-    for suite, kinds, steps, seeds, mup_baselines in SUITES:
+    for suite, kinds, steps, seeds, baselines in SUITES:
+        if suite not in args.suites:
+            continue
         for kind in kinds:
             optimizer = f"{names[kind]}={sources[kind]}" if Path(sources[kind]).exists() else sources[kind]
             budget = "" if steps is None else f"_{steps}_steps"
@@ -117,24 +132,29 @@ def main(argv=None) -> Path:
             compared = [optimizer]
             if suite == "in_distribution" and kind == "mup":  # what meta-training added to its start
                 compared.append(f"{names[kind]}_start={_save_start(sources[kind], Path(args.sweeps))}")
-            result = evaluate.run_suite(compared, suite, workdir, steps=steps, seeds=seeds,
-                                        baselines=mup_baselines if kind == "mup" else ("adam",),
+            result = evaluate.run_suite(compared, suite, workdir, steps=steps, seeds=seeds, baselines=baselines,
                                         cache_dir=args.cache, force=True)
             if suite == "width_mlp":
                 width_panels.setdefault(steps, {})[kind] = result
             sections.append((suite, steps, names[kind], workdir))
-    # The meta-training horizon's panel first; each panel titled with the budget its runs had.
-    horizon_first = sorted(width_panels.items(), key=lambda item: item[0] is not None)
-    width_plot([(results["mup"].summary[0]["steps"], results) for _, results in horizon_first], names,
-               out / "width_transfer.png")
-    results = write_results(out / "results.md", sections)
+            write_section(out / SECTIONS_DIR, suite, steps, names[kind], workdir)
+    if width_panels:  # the meta-training horizon's panel first; each titled with the budget its runs had
+        horizon_first = sorted(width_panels.items(), key=lambda item: item[0] is not None)
+        width_plot([(results["mup"].summary[0]["steps"], results) for _, results in horizon_first], names,
+                   out / "width_transfer.png")
+    results = write_results(out / "results.md", out / SECTIONS_DIR)
     sweeps = {(suite, steps, name): workdir for suite, steps, name, workdir in sections}
-    representative = [(sweeps[("in_distribution", None, names["mup"])], _median_speedup_task(
-                          sweeps[("in_distribution", None, names["mup"])], names["mup"])),
-                      (sweeps[("other", None, names["mup"])], "conv mnist 14x14")]
+    representative = []
+    if ("in_distribution", None, names["mup"]) in sweeps:
+        workdir = sweeps[("in_distribution", None, names["mup"])]
+        representative.append((workdir, _median_speedup_task(workdir, names["mup"])))
+    if ("other", None, names["mup"]) in sweeps:
+        representative.append((sweeps[("other", None, names["mup"])], "conv mnist 14x14"))
+    if ("ood", None, names["mup"]) in sweeps:
+        representative += [(sweeps[("ood", None, names["mup"])], label) for label in OOD_CURVES]
     for workdir, label in representative:
         shutil.copy(workdir / "plots" / f"curves_{slug(label)}.png", out)
-    print(f"wrote {results}, {out / 'width_transfer.png'} and the curves of {', '.join(l for _, l in representative)}")
+    print(f"wrote {results} and the curves of {', '.join(l for _, l in representative) or 'no task'}")
     return results
 
 
@@ -147,16 +167,38 @@ def _save_start(source: str, sweeps: Path) -> Path:
                           None, provenance.get("preset"))
 
 
-def write_results(path: Path, sections: list[tuple[str, int | None, str, Path]]) -> Path:
-    """One markdown file of every sweep's summary.md, under a heading naming the suite, its training
-    budget where that is not the meta-training horizon, and the optimizer."""
-    lines = ["# Shipped learned optimizers against per-task tuned Adam", "",
-             "Written by `python -m benchmarks.pretrained_results`; every table is the summary.md of one "
-             "`python -m evaluate` sweep (in its --sweeps folder, with the runs and plots).", ""]
-    for suite, steps, name, workdir in sections:
-        summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
-        budget = "" if steps is None else f", {steps:,} steps"
-        lines += [f"## {suite}{budget}: {name}", summary.strip(), ""]
+SECTIONS_DIR = "sections"
+# Loss curves of ood tasks copied beside results.md: the language models, where the suite's verdicts differ.
+OOD_CURVES = ("transformer shakespeare", "lstm shakespeare")
+
+
+def _section_name(suite: str, steps: int | None, name: str) -> str:
+    return f"{suite}{'' if steps is None else f'_{steps}_steps'}_{name}.md"
+
+
+def write_section(directory: Path, suite: str, steps: int | None, name: str, workdir: Path) -> Path:
+    """A sweep's summary.md under a heading naming the suite, its training budget where that is not the
+    meta-training horizon, and the optimizer."""
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
+    budget = "" if steps is None else f", {steps:,} steps"
+    path = directory / _section_name(suite, steps, name)
+    path.write_text(f"## {suite}{budget}: {name}\n{summary.strip()}\n")
+    return path
+
+
+def write_results(path: Path, sections: Path) -> Path:
+    """One markdown file of every section written so far, in the order of SUITES."""
+    order = {suite: index for index, (suite, *_rest) in enumerate(SUITES)}
+    files = sorted(sections.glob("*.md"), key=lambda file: (min((i for s, i in order.items()
+                                                                 if file.name.startswith(s + "_")), default=99),
+                                                            file.name))
+    lines = ["# Shipped learned optimizers against per-task tuned baselines", "",
+             "Written by `python -m benchmarks.pretrained_results`; every section is the summary.md of one "
+             "`python -m evaluate` sweep (in its --sweeps folder, with the runs and plots), as of the last "
+             "run of its suite (each says how its validation loss was measured).", ""]
+    for file in files:
+        lines += [file.read_text().strip(), ""]
     path.write_text("\n".join(lines))
     return path
 

@@ -1,6 +1,9 @@
-"""Generalization sweeps: learned optimizers against tuned hand-designed baselines on held-out tasks.
+"""Generalization sweeps: learned optimizers against tuned hand-designed baselines (Adam, AdamW with and
+without a warmup-cosine schedule, Muon, muAdam, SGD with momentum) on held-out tasks, on training and on
+validation loss.
 
-    result = evaluate.run_suite(["my_optimizer"], "width", "runs/width", steps=500, seeds=3)
+    result = evaluate.run_suite(["mulo_small_fc"], "ood", "runs/ood", seeds=3)
+    print(result.summary)  # the per-task table of summary.md; result.overall: one row per optimizer
 
 or `python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR`. Outputs in the workdir:
 runs.csv / runs.json (every run), summary.csv / summary.json / summary.md, plots/*.png, tensorboard/.
@@ -13,4 +16,5 @@ from evaluate.runner import Curves
 from evaluate.runner import run as run_optimizer
 from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask
 from evaluate.suites import build as build_suite
+from evaluate.summary import Table
 from evaluate.sweep import DEFAULT_BASELINES, SweepError, SweepResult, run_suite

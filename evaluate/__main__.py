@@ -18,16 +18,20 @@ from evaluate.sweep import DEFAULT_BASELINES, SweepError, run_suite
 
 def _parser() -> argparse.ArgumentParser:
     suites = "\n".join(f"  {name:18s} {description}" for name, (description, _) in SUITES.items())
-    baselines = "\n".join(f"  {name:8s} {description}" for name, description in BASELINE_DESCRIPTIONS.items())
+    baselines = "\n".join(f"  {name:13s} {description}" for name, description in BASELINE_DESCRIPTIONS.items())
     parser = argparse.ArgumentParser(
         prog="python -m evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate learned optimizers against tuned baselines on a suite of held-out tasks.",
         epilog=f"suites (relative to what the first learned optimizer was meta-trained on):\n{suites}\n"
                "  FILE.json          a custom suite: {\"name\": ..., \"tasks\": [{\"task\": NAME, \"set\": "
                "{FIELD: VALUE}, \"steps\": N}]}\n\n"
-               f"baselines (each tuned per task on final training loss; NAME@LR fixes the rate):\n{baselines}\n\n"
-               "The workdir receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline "
-               "runs are cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
+               "baselines (each tuned per task over its grid: at its best rate on final training loss for the "
+               "training figures, on final validation loss for the validation figures; NAME@LR fixes the rate):\n"
+               f"{baselines}\n\n"
+               "The summary gives, per optimizer, the wins and median loss ratio on training and on validation "
+               "loss against tuned Adam and against the strongest tuned baseline of each task. The workdir "
+               "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
+               "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
     parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",
                         help="a shipped learned optimizer, a checkpoint directory, or a baseline (repeatable)")
     parser.add_argument("--suite", required=True, help="a suite name or a JSON suite file")

@@ -91,7 +91,9 @@ def muon_dimension_numbers(roles) -> Any:
         if role != "hidden" or rank < 2:
             return None
         return optax.contrib.MuonDimensionNumbers(reduction_axis=tuple(range(rank - 1)), output_axis=rank - 1)
-    return lambda params: jax.tree.map(lambda role, leaf: rule((role, jnp.ndim(leaf))), roles, params)
+    # optax also calls this on its masked trees, whose left-out leaves (MaskedNode) have no shape.
+    return lambda params: jax.tree.map(lambda role, leaf: rule((role, len(getattr(leaf, "shape", ())))),
+                                       roles, params)
 
 
 def _muon(rate, num_steps, roles):

@@ -36,6 +36,7 @@ def loss_curves(unit_group, title: str, path: Path) -> Path:
     """Training and validation loss of every optimizer (mean over seeds, with the seeds' range shaded); a
     tuned baseline at its best setting on the panel's metric."""
     figure = Figure(figsize=(10, 4))
+    figure.subplots_adjust(wspace=0.3)  # room for the right panel's axis label
     for axes, metric, name in zip(figure.subplots(1, 2), ("train_loss", "valid_loss"), ("training", "validation")):
         for unit in unit_group:
             chosen = unit.choice(metric)
@@ -59,6 +60,7 @@ def final_against_axis(rows, axis: str, kind: str, path: Path) -> Path:
     """Final training and validation loss against the swept value, one line per optimizer, log-log; a
     diverged run is drawn as a cross at the top of its panel."""
     figure = Figure(figsize=(11, 4.5))
+    figure.subplots_adjust(wspace=0.3)
     for axes, field, name in zip(figure.subplots(1, 2), ("final_train_loss", "final_valid_loss"),
                                  ("training", "validation")):
         finite = [row[field] for row in rows if math.isfinite(row[field])]

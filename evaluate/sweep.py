@@ -1,11 +1,11 @@
 """A generalization sweep: every optimizer on every task of a suite, several seeds vmapped together,
 baselines tuned per task, then metrics, tables and plots in the workdir.
 
-    result = evaluate.run_suite(["my_optimizer"], "width", "runs/width", steps=500, seeds=3)
-    result.summary  # one row per (task, optimizer): final loss, speedup over tuned Adam, ...
+    result = evaluate.run_suite(["mulo_small_fc"], "ood", "runs/ood", seeds=3)
+    print(result.summary)  # one row per (task, optimizer): both losses, ratios to the baselines, speedup
 
 Each optimizer trains a task in its own parameterization where the task has one (muP learned
-optimizers and muAdam train the muP model, Adam, AdamW, SGD and standard-parameterization learned
+optimizers and muAdam train the muP model, Adam, AdamW, Muon, SGD and standard-parameterization learned
 optimizers the standard one), as the muLO paper compares them.
 """
 

@@ -54,7 +54,12 @@ class MetaTrainConfig:
     sigma: float = 0.01  # std of the ES / PES perturbations of theta
     min_inner_length: int = 100  # inner runs last log-uniform [min, max] steps, then restart
     max_inner_length: int = 1000  # the longest inner run (also the run length of full_es)
-    meta_loss_split: str = "train"  # meta-loss on the "train" batch of each step, or a "valid" batch
+    meta_loss_split: str = "train"  # meta-loss on each step's "train" batch, a "valid" batch, or a "mix" of both
+    meta_loss_valid_weight: float = 0.5  # "mix": the validation loss's share of the meta-loss
+    # --- task augmentation, drawn afresh for every inner run (tasks.augment) ---
+    reparam: str = "none"  # parameters stored as w / s: "none", or one s "global", per "tensor", per "parameter"
+    reparam_max: float = 100.0  # s log-uniform in [1 / reparam_max, reparam_max] (learned_optimization's range)
+    loss_scale_max: float = 1.0  # the loss times c log-uniform in [1 / loss_scale_max, loss_scale_max]; 1: off
     max_meta_loss: float = 3.0  # normalized losses above this count as diverged and are capped
     # --- the outer (meta) optimizer: AdamW, linear warmup then cosine decay, global-norm clipping ---
     outer_steps: int = 1500  # meta-gradient steps
@@ -96,8 +101,15 @@ class MetaTrainConfig:
             refuse("eval_task", f"must be one of {', '.join(sorted(tasks.TASKS))}")
         if self.estimator not in ESTIMATOR_NAMES:
             refuse("estimator", f"must be one of {', '.join(ESTIMATOR_NAMES)}")
-        if self.meta_loss_split not in ("train", "valid"):
-            refuse("meta_loss_split", "must be train or valid")
+        if self.meta_loss_split not in ("train", "valid", "mix"):
+            refuse("meta_loss_split", "must be train, valid or mix")
+        if not 0 <= self.meta_loss_valid_weight <= 1:
+            refuse("meta_loss_valid_weight", "must lie in [0, 1]")
+        if self.reparam not in tasks.REPARAM_LEVELS:
+            refuse("reparam", f"must be one of {', '.join(tasks.REPARAM_LEVELS)}")
+        for field in ("reparam_max", "loss_scale_max"):
+            if not 1 <= getattr(self, field) < float("inf"):
+                refuse(field, "must be at least 1 and finite")
         for field in ("hidden_size", "lstm_hidden_size", "num_task_configs", "num_tasks", "truncation_length",
                       "min_inner_length", "max_inner_length", "outer_steps", "log_every", "checkpoint_every",
                       "keep_checkpoints", "eval_steps"):
@@ -124,6 +136,9 @@ class MetaTrainConfig:
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
+
+    def augmentation(self) -> tasks.Augmentation:
+        return tasks.Augmentation(self.reparam, self.reparam_max, self.loss_scale_max)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -72,7 +72,8 @@ def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.Lea
         truncation = config.truncation_length
     particles = 1 if config.estimator == "tbptt" else 2
     unroller = Unroller(task, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
-                        meta_loss_split=config.meta_loss_split)
+                        meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
+                        augmentation=config.augmentation())
     placement = {"worker_sharding": split_over_tasks(mesh)}
     if config.estimator == "tbptt":
         return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **placement)

@@ -36,11 +36,20 @@ class Truncation(NamedTuple):
     diverged: jax.Array  # (K,) bool: it ended because a particle's loss was non-finite or too large
 
 
+# fold_in(run_key, AUGMENTATION_STREAM) draws a run's augmentation factors: never a step's batch index.
+AUGMENTATION_STREAM = 2 ** 31 - 1
+
+
 class Unroller:
-    """Runs truncations of one task config with one learned-optimizer architecture."""
+    """Runs truncations of one task config with one learned-optimizer architecture.
+
+    The meta-loss of a step is the normalized loss on its training batch ("train"), on a validation batch
+    ("valid"), or `valid_weight` of the second plus the rest of the first ("mix"). With an augmentation,
+    every run sees the task through factors drawn from its run key (tasks.augment)."""
 
     def __init__(self, task: tasks.Task, optimizer: LearnedOptimizer, schedule, *, num_particles: int,
-                 max_meta_loss: float, meta_loss_split: str = "train"):
+                 max_meta_loss: float, meta_loss_split: str = "train", valid_weight: float = 0.5,
+                 augmentation: tasks.Augmentation | None = None):
         self.task = task
         self.optimizer = optimizer
         self.schedule = schedule
@@ -49,14 +58,24 @@ class Unroller:
         # meta-loss sees the cap, never a NaN.
         self.max_meta_loss = max_meta_loss
         self.meta_loss_split = meta_loss_split
-        self.roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
+        self.valid_weight = {"train": 0.0, "valid": 1.0, "mix": valid_weight}[meta_loss_split]
+        self.augmentation = augmentation or tasks.Augmentation()
+        self.param_shapes = jax.eval_shape(task.init, jax.random.key(0))
+        self.roles = task.roles(self.param_shapes)
 
     def _transform(self, theta, length):
         return self.optimizer.transform(theta, length, self.roles)
 
+    def run_task(self, run_key) -> tasks.Task:
+        """The task as this run sees it: augmented by factors of its own, or as it is."""
+        if not self.augmentation.active:
+            return self.task
+        factors = self.augmentation.sample(jax.random.fold_in(run_key, AUGMENTATION_STREAM), self.param_shapes)
+        return self.augmentation.apply(self.task, factors)
+
     def fresh_run(self, thetas, run_key, length) -> Worker:
         """A new run: every particle starts from the same init."""
-        params = self.task.init(jax.random.fold_in(run_key, 0))
+        params = self.run_task(run_key).init(jax.random.fold_in(run_key, 0))
         particles = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)  # noqa: E731
         params = particles(params)
         opt_state = jax.vmap(lambda theta, p: self._transform(theta, length).init(p))(thetas, params)
@@ -75,16 +94,19 @@ class Unroller:
     def step(self, thetas, worker: Worker, data) -> tuple[Worker, tuple]:
         """One inner step of every particle of one worker (a fresh run begins if this one ended)."""
         step_key = jax.random.fold_in(worker.run_key, worker.step + 1)
+        task = self.run_task(worker.run_key)
 
         def particle_step(theta, params, opt_state):
             transform = self._transform(theta, worker.length)
-            params, opt_state, loss = train_step(self.task, transform, params, opt_state, data, step_key)
-            if self.meta_loss_split != "train":
+            params, opt_state, loss = train_step(task, transform, params, opt_state, data, step_key)
+            meta = task.normalize_loss(loss)
+            if self.valid_weight:
                 valid_key = jax.random.fold_in(step_key, 1)
-                meta = self.task.loss(params, self.task.batch(data, valid_key, self.meta_loss_split), valid_key)
-            else:
-                meta = loss
-            return params, opt_state, loss, self.task.normalize_loss(meta)
+                valid = task.normalize_loss(task.loss(params, task.batch(data, valid_key, "valid"), valid_key))
+                meta = valid if self.valid_weight == 1 else (1 - self.valid_weight) * meta + self.valid_weight * valid
+            if isinstance(task, tasks.AugmentedTask):  # report the task's own loss, not the scaled one
+                loss = loss / task.factors.loss_scale
+            return params, opt_state, loss, meta
 
         params, opt_state, raw_loss, meta_loss = jax.vmap(particle_step)(thetas, worker.params, worker.opt_state)
         bad = ~jnp.isfinite(meta_loss) | (meta_loss > self.max_meta_loss)

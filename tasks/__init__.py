@@ -14,6 +14,7 @@ from tasks.base import (
     TaskConfig,
     TaskFamily,
 )
+from tasks.augment import REPARAM_LEVELS, Augmentation, AugmentedTask
 from tasks.families import FixedTaskFamily, ImageMLPFamily, QuadraticFamily
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, LanguageModelTask, RecurrentLMConfig

@@ -221,3 +221,31 @@ def test_the_default_preset_lowers_the_meta_loss_and_beats_its_initialization(tm
     rows = {row["optimizer"]: row for row in json.loads((tmp_path / "comparison.json").read_text())["rows"]}
     assert rows["learned optimizer"]["train_loss"] < 0.5 * rows["learned optimizer at its initialization"]["train_loss"]
     assert result.optimizer_path.is_dir()
+
+
+def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_validation():
+    import tasks
+    from meta_train.truncation import ConstantLength
+    from meta_train.unroll import Unroller
+
+    task = tasks.get_task("mlp_digits_8x8", width=8, batch_size=16)
+    optimizer = lopt.MLPLOpt(hidden_size=4, init_rule="adam", horizon_schedule=True, step_mult=0.03)
+    thetas = jax.tree.map(lambda leaf: np.stack([leaf, leaf]), optimizer.init(jax.random.key(0)))
+
+    def first_losses(**settings):
+        unroller = Unroller(task, optimizer, ConstantLength(50), num_particles=2, max_meta_loss=3.0, **settings)
+        worker = unroller.init(thetas, jax.random.key(1), stagger=False)
+        return np.asarray(unroller.unroll(thetas, worker, task.data, 3)[1].meta_losses[0])
+
+    plain = first_losses()
+    augmented = first_losses(augmentation=tasks.Augmentation("parameter", 100.0, 10.0))
+    # Step 1 measures the loss at init, where the augmented task is the same function (scale taken out);
+    # after a step in other coordinates it is another run.
+    assert augmented[0] == pytest.approx(plain[0], rel=1e-5) and augmented[2] != pytest.approx(plain[2], rel=1e-3)
+    valid = first_losses(meta_loss_split="valid")
+    mixed = first_losses(meta_loss_split="mix", valid_weight=0.25)
+    np.testing.assert_allclose(mixed, 0.75 * plain + 0.25 * valid, rtol=1e-5)
+    with pytest.raises(ConfigError, match="meta_loss_split='test': must be train, valid or mix"):
+        dataclasses.replace(MetaTrainConfig(), meta_loss_split="test")
+    with pytest.raises(ConfigError, match="reparam='layer': must be one of none, global, tensor, parameter"):
+        dataclasses.replace(MetaTrainConfig(), reparam="layer")

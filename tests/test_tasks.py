@@ -210,3 +210,33 @@ def test_the_autoencoder_reconstructs_its_input_and_the_tabular_task_is_standard
                                                                                       "test": 44}
     np.testing.assert_allclose(np.mean(diabetes["train"]["input"], axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(np.std(diabetes["train"]["target"]), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", ["global", "tensor", "parameter"])
+def test_augmentation_keeps_the_loss_at_init_and_scales_the_gradient_as_stated(level, key):
+    task = tasks.get_task("mlp_digits_8x8", width=16, parameterization="sp")
+    augmentation = tasks.Augmentation(level, reparam_max=100.0, loss_scale_max=10.0)
+    factors = augmentation.sample(jax.random.key(7), jax.eval_shape(task.init, key))
+    scales = jax.tree.leaves(factors.scales)
+    assert all(np.all((s >= 1e-2) & (s <= 1e2)) for s in scales) and 0.1 <= factors.loss_scale <= 10
+    if level == "global":
+        assert len({float(s) for s in scales}) == 1
+    elif level == "tensor":
+        assert len({float(s) for s in scales}) == len(scales) and all(np.ndim(s) == 0 for s in scales)
+    else:
+        assert [s.shape for s in scales] == [leaf.shape for leaf in jax.tree.leaves(task.init(key))]
+    augmented = augmentation.apply(task, factors)
+    batch = task.batch(task.data, key)
+    weights, stored = task.init(key), augmented.init(key)
+    # The same function at init: the loss is c times the task's, and normalize_loss takes c out again.
+    loss = augmented.loss(stored, batch, key)
+    np.testing.assert_allclose(loss, factors.loss_scale * task.loss(weights, batch, key), rtol=1e-5)
+    np.testing.assert_allclose(augmented.normalize_loss(loss), task.normalize_loss(task.loss(weights, batch, key)),
+                               rtol=1e-5)
+    # d loss / d u = c * s * d loss / d w.
+    grad_u, grad_w = jax.grad(augmented.loss)(stored, batch, key), jax.grad(task.loss)(weights, batch, key)
+    jax.tree.map(lambda gu, gw, s: np.testing.assert_allclose(gu, factors.loss_scale * s * gw, rtol=1e-3, atol=1e-6),
+                 grad_u, grad_w, factors.scales)
+    assert not tasks.Augmentation().active and augmentation.active
+    with pytest.raises(tasks.ConfigError, match=r"Augmentation.reparam='layer': must be one of none, global"):
+        tasks.Augmentation("layer")

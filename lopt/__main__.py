@@ -27,7 +27,7 @@ def main(argv=None) -> int:
         directory = convert_learned_optimization(args.source, args.destination)
     except (CheckpointError, SpecError, GinError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     optimizer, _, _ = load_optimizer(directory)
     print(f"wrote {directory}: {optimizer.architecture} {optimizer.settings()}")
     return 0

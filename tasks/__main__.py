@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, family in tasks.FAMILIES.items():
             print(f"family {name:19s} {family}")
         return 0
+    if args.steps < 1 or args.log_every < 1 or args.steps % args.log_every:
+        parser.exit(2, f"error: --steps {args.steps} must be a positive multiple of --log-every {args.log_every}\n")
     try:
         task = tasks.get_task(args.task, **dict(args.changes))
-    except (KeyError, ValueError) as error:
-        parser.exit(2, f"error: {error.args[0]}\n")
+        task.data  # loaded now, so that a missing or unreadable data file is reported here, in one line
+    except (KeyError, ValueError, OSError) as error:
+        parser.exit(2, f"error: {error.args[0] if isinstance(error, KeyError) else error}\n")
     optimizer: optax.GradientTransformation = OPTIMIZERS[args.optimizer](args.learning_rate)
     print(f"training {task.config} with {args.optimizer} (learning rate {args.learning_rate})")
     result = train(task, optimizer, args.steps, seed=args.seed, log_every=args.log_every)

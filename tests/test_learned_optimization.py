@@ -129,7 +129,7 @@ def test_command_line_converter(tmp_path, capsys):
     assert lopt_main(["convert", str(FIXTURES / "mlp_lopt"), str(tmp_path / "converted")]) == 0
     assert "momentum_mlp_lopt" in capsys.readouterr().out
     assert lopt.load_optimizer(tmp_path / "converted")[0] == lopt.MomentumMLPLOpt(hidden_size=32)
-    assert lopt_main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 1
+    assert lopt_main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "no learned_optimization checkpoint" in capsys.readouterr().err
 
 

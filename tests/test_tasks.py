@@ -240,3 +240,17 @@ def test_augmentation_keeps_the_loss_at_init_and_scales_the_gradient_as_stated(l
     assert not tasks.Augmentation().active and augmentation.active
     with pytest.raises(tasks.ConfigError, match=r"Augmentation.reparam='layer': must be one of none, global"):
         tasks.Augmentation("layer")
+
+
+def test_the_command_line_reports_bad_input_in_one_line(capsys, tmp_path):
+    from tasks.__main__ import main
+
+    for argv, message in ((["train", "mlp_digits_8x8", "--steps", "300"], "--steps 300 must be a positive multiple of "
+                           "--log-every 200"),
+                          (["train", "mlp_digits_8x8", "--set", f"dataset=npz:{tmp_path / 'none.npz'}"],
+                           "none.npz does not exist"),
+                          (["train", "nope"], "unknown task 'nope'")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1

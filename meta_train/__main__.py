@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue the run in --workdir from its newest readable checkpoint")
     group.add_argument("--force", action="store_true",
                        help="start over in a --workdir that holds another run (its checkpoints are deleted)")
-    parser.add_argument("--fields", action="store_true", help="list every config field with its comment, and exit")
+    parser.add_argument("--fields", action="store_true",
+                        help="list every config field with its value in --config (and --set) and its comment, and exit")
     parser.add_argument("--no-compare", action="store_true", help="skip the comparison with Adam at the end")
     parser.add_argument("--export", nargs="?", const=-1, type=int, metavar="STEP",
                         help="write the theta of --workdir's newest checkpoint (or of STEP) for lopt.load, to "
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     enable_compilation_cache()
     try:
-        if args.fields:
-            print(describe_fields())
+        if args.fields:  # the values of the preset given with --config, --set applied
+            print(describe_fields(with_overrides(preset(args.config), args.assignments)))
             return 0
         if args.export is not None:
             export_checkpoint(args.workdir, None if args.export == -1 else args.export)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 import typing
 from typing import Any
 
@@ -207,12 +208,24 @@ def preset(name: str) -> MetaTrainConfig:
     return PRESETS[name]
 
 
-def describe_fields() -> str:
-    """Every field with its type, default and comment, read from this file's source."""
-    source = inspect.getsource(MetaTrainConfig)
-    lines = [line.strip() for line in source.splitlines()]
-    return "\n".join(line for line in lines if line.startswith("# ---") or (
-        ":" in line and "=" in line and "#" in line and not line.startswith(("def", "if", "raise", "#"))))
+def describe_fields(config: MetaTrainConfig | None = None) -> str:
+    """Every field with its type, its value in `config` (a preset, with --set applied; the defaults if
+    None) and its comment, read from this file's source; a value that differs from the field's default
+    says so."""
+    config = config or MetaTrainConfig()
+    defaults = MetaTrainConfig()
+    lines = []
+    for line in (line.strip() for line in inspect.getsource(MetaTrainConfig).splitlines()):
+        if line.startswith("# ---"):
+            lines.append(line)
+            continue
+        match = re.match(r"(\w+): (\w+) = .*?(  # .*)$", line)
+        if match and match.group(1) in {field.name for field in dataclasses.fields(MetaTrainConfig)}:
+            name, kind, comment = match.groups()
+            value, default = getattr(config, name), getattr(defaults, name)
+            changed = "" if value == default else f" (default {default!r})"
+            lines.append(f"{name}: {kind} = {value!r}{changed}{comment}")
+    return "\n".join(lines)
 
 
 def with_overrides(config: MetaTrainConfig, assignments: list[str]) -> MetaTrainConfig:

@@ -249,3 +249,13 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
         dataclasses.replace(MetaTrainConfig(), meta_loss_split="test")
     with pytest.raises(ConfigError, match="reparam='layer': must be one of none, global, tensor, parameter"):
         dataclasses.replace(MetaTrainConfig(), reparam="layer")
+
+
+def test_fields_show_the_chosen_presets_values(capsys):
+    assert main(["--config", "mulo_cpu", "--set", "reparam=tensor", "--fields"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fields = [line.split(":")[0] for line in lines if not line.startswith("#")]
+    assert fields == [field.name for field in dataclasses.fields(MetaTrainConfig)]  # each once, in order
+    assert "num_task_configs: int = 4 (default 2)  # configs drawn" in "\n".join(lines)
+    assert "reparam: str = 'tensor' (default 'none')" in "\n".join(lines)
+    assert any(line.startswith("hidden_size: int = 4  #") for line in lines)  # unchanged: no default shown

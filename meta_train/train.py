@@ -21,7 +21,7 @@ import jax
 import lopt
 from checkpoints.files import ScalarWriter, write_atomically
 from meta_train import checkpointing
-from meta_train.compare import compare_with_adam, held_out_task, markdown_table
+from meta_train.compare import ComparisonRow, compare_with_adam, held_out_task, markdown_table
 from meta_train.config import MetaTrainConfig
 from meta_train.logging import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
@@ -55,6 +55,14 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     `preset` (the preset the config came from, if any) is recorded in the saved optimizer's provenance.
     """
     workdir = Path(workdir).absolute()
+    if not (resume or force):
+        finished = finished_run(workdir, config, compare)
+        if finished is not None:
+            log(f"{workdir} already holds this run, finished ({config.outer_steps} outer steps): its optimizer is "
+                f"{finished.optimizer_path}" + (f"\n\n{config.eval_task}, {config.eval_steps} steps, held-out "
+                                                f"seed:\n{finished.comparison}" if finished.comparison else "")
+                + "\n\n--force starts it over; another --workdir keeps this one")
+            return finished
     checkpointing.check_workdir(workdir, config, resume=resume, force=force)
     trainer = MetaTrainer(config, mesh)
     log(f"meta-training {trainer.optimizer.architecture} ({config.parameterization}, hidden {config.hidden_size}) "
@@ -94,6 +102,28 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
             indent=2))
         log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")
     return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
+
+
+def finished_run(workdir: Path, config: MetaTrainConfig, compare: bool) -> MetaTrainResult | None:
+    """The result of a run of this config that workdir holds finished (its optimizer saved after every
+    outer step, and its comparison if one is asked for), read back; None for anything else, which
+    `checkpointing.check_workdir` then judges."""
+    if not (workdir / checkpointing.CONFIG_FILE).is_file() or not (workdir / OPTIMIZER_DIR).is_dir():
+        return None
+    try:
+        checkpointing.check_workdir(workdir, config, resume=True, force=False)
+        optimizer, theta, spec = lopt.load_optimizer(workdir / OPTIMIZER_DIR)
+        comparison = ""
+        if compare:
+            record = json.loads((workdir / COMPARISON_FILE).read_text(encoding="utf-8"))
+            if (record.get("task"), record.get("steps")) != (config.eval_task, config.eval_steps):
+                return None
+            comparison = markdown_table([ComparisonRow(**row) for row in record["rows"]])
+    except (checkpointing.WorkdirError, ValueError, OSError, KeyError, TypeError):
+        return None
+    if (spec.get("provenance") or {}).get("outer_steps") != config.outer_steps:
+        return None
+    return MetaTrainResult(optimizer, theta, workdir / OPTIMIZER_DIR, comparison, 0.0)
 
 
 def save_optimizer(directory: Path, config: MetaTrainConfig, theta: Any, outer_steps: int, num_devices: int,

@@ -149,11 +149,14 @@ def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run, tmp_pa
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
     with pytest.raises(WorkdirError, match="another config.*sigma"):
         meta_train(tiny("outer_steps=600", "sigma=0.1"), workdir)
-    with pytest.raises(WorkdirError, match="--resume continues it"):
-        meta_train(tiny("outer_steps=600"), workdir)
-    with pytest.raises(WorkdirError, match="--resume continues it"):  # logging alone is no other config
-        meta_train(tiny("outer_steps=600", "log_every=10"), workdir)
+    # The same config, finished, is read back (logging alone is no other config); unfinished, it is refused.
+    assert meta_train(tiny("outer_steps=600", "log_every=10"), workdir, log=lambda line: None).seconds == 0
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(workdir, unfinished)
+    shutil.rmtree(unfinished / "optimizer")
+    with pytest.raises(WorkdirError, match="--resume continues it"):
+        meta_train(tiny("outer_steps=600"), unfinished)
     # A run recorded before a field existed is the same config: the field's default keeps the old behavior.
     older = tmp_path / "older"
     older.mkdir()
@@ -259,3 +262,16 @@ def test_fields_show_the_chosen_presets_values(capsys):
     assert "num_task_configs: int = 4 (default 2)  # configs drawn" in "\n".join(lines)
     assert "reparam: str = 'tensor' (default 'none')" in "\n".join(lines)
     assert any(line.startswith("hidden_size: int = 4  #") for line in lines)  # unchanged: no default shown
+
+
+def test_running_a_finished_run_again_prints_its_result(finished_run):
+    workdir, result, _ = finished_run
+    lines = []
+    start = time.perf_counter()
+    again = meta_train(tiny("outer_steps=600"), workdir, log=lines.append)
+    assert time.perf_counter() - start < 10  # read back, not trained
+    assert again.comparison == result.comparison and "already holds this run, finished" in lines[0]
+    assert "--force starts it over" in lines[0]
+    assert_same_theta(again.theta, final_theta(workdir))
+    with pytest.raises(WorkdirError, match="holds a run of another config"):  # another config is still refused
+        meta_train(tiny("outer_steps=700"), workdir, log=lines.append)

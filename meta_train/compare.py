@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import optax
@@ -34,14 +34,19 @@ def held_out_task(task_name: str, parameterization: str | None) -> tasks.Task:
 
 
 def compare_with_adam(task: tasks.Task, optimizer: lopt.LearnedOptimizer, theta: Any, initial_theta: Any,
-                      num_steps: int, *, seed: int = 1) -> list[ComparisonRow]:
+                      num_steps: int, *, seed: int = 1, log: Callable[[str], None] = lambda line: None
+                      ) -> list[ComparisonRow]:
     """The learned optimizer, its initialization, and Adam at each of ADAM_LEARNING_RATES (the best
-    one reported), each trained for num_steps."""
+    one reported), each trained for num_steps; `log` gets a line as each run ends."""
     log_every = math.gcd(num_steps, max(num_steps // 10, 1))
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
+    total = 2 + len(ADAM_LEARNING_RATES)
+    done = []
 
     def run(name: str, transform) -> ComparisonRow:
         result = train(task, transform, num_steps, seed=seed, log_every=log_every, log=lambda line: None)
+        done.append(name)
+        log(f"  [{len(done)}/{total}] {name}: train loss {result.train_loss:.4g}, valid loss {result.valid_loss:.4g}")
         return ComparisonRow(name, result.train_loss, result.valid_loss, result.valid_accuracy)
 
     rows = [run("learned optimizer", optimizer.transform(theta, num_steps, roles)),

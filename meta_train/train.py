@@ -21,7 +21,7 @@ import jax
 import lopt
 from checkpoints.files import ScalarWriter, write_atomically
 from meta_train import checkpointing
-from meta_train.compare import ComparisonRow, compare_with_adam, held_out_task, markdown_table
+from meta_train.compare import ADAM_LEARNING_RATES, ComparisonRow, compare_with_adam, held_out_task, markdown_table
 from meta_train.config import MetaTrainConfig
 from meta_train.logging import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
@@ -29,6 +29,15 @@ from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
 COMPARISON_FILE = "comparison.json"
 TENSORBOARD_DIR = "tensorboard"
+
+
+# One line under the comparison saying what the learned optimizer was trained to do.
+META_OBJECTIVES = {
+    "train": "The meta-objective was training loss (meta_loss_split=train): the optimizer was trained to lower "
+             "the training loss, not the validation loss; --set meta_loss_split=mix trains for both.",
+    "valid": "The meta-objective was validation loss (meta_loss_split=valid).",
+    "mix": "The meta-objective mixed training and validation loss (meta_loss_split=mix).",
+}
 
 
 class MetaTrainingError(RuntimeError):
@@ -94,13 +103,17 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     table = ""
     if compare:
         task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
+        log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
+            "optimizer, its initialization and Adam at {len(ADAM_LEARNING_RATES)} learning rates")
         rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
-                                 jax.device_get(initial_theta), config.eval_steps)
+                                 jax.device_get(initial_theta), config.eval_steps, log=log)
         table = markdown_table(rows)
         write_atomically(workdir / COMPARISON_FILE, json.dumps(
             {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
             indent=2))
-        log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}")
+        log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}\n\n"
+            f"{META_OBJECTIVES[config.meta_loss_split]}\nthe table: {workdir / COMPARISON_FILE}; the curves: "
+            f"tensorboard --logdir {workdir / TENSORBOARD_DIR}")
     return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
 
 

@@ -50,18 +50,19 @@ def estimate(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int) -> RunM
     transform = optimizer.make(optimizer.candidates[0].hyper, num_steps, task.roles(params))
     state = jax.eval_shape(transform.init, params)
     data = task.data
-    batch = jax.eval_shape(task.batch, data, key)
-    # jax.vjp's backward function is a pytree whose leaves are the residuals backprop keeps.
-    residuals = jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params, batch)
+
+    def residuals(batch):  # jax.vjp's backward function is a pytree of the residuals backprop keeps
+        return jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params, batch)
+
+    train = residuals(jax.eval_shape(task.batch, data, key))
     # The held-out batch's forward pass, measured at every record point: about what backprop would keep.
-    held_out = jax.eval_shape(lambda p, b: jax.vjp(lambda q: task.loss(q, b, key), p)[1], params,
-                              jax.eval_shape(lambda d: task.held_out(d, "valid"), data))
+    held_out = residuals(jax.eval_shape(lambda d: task.held_out(d, "valid"), data))
     update = jax.make_jaxpr(lambda g, s, p: transform.update(g, s, p, loss=1.0))(params, state, params)
     largest = max((_bytes(var.aval) for equation in update.jaxpr.eqns for var in equation.outvars
                    if hasattr(var.aval, "shape")), default=0)
     return RunMemory(num_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)),
                      params_bytes=3 * _bytes(params), state_bytes=_bytes(state),
-                     activation_bytes=2 * _bytes(residuals) + _bytes(held_out), update_temporary_bytes=2 * largest)
+                     activation_bytes=2 * _bytes(train) + _bytes(held_out), update_temporary_bytes=2 * largest)
 
 
 def device_memory_bytes() -> int:

@@ -83,17 +83,15 @@ def warmup_cosine(peak: Any, num_steps: int) -> optax.Schedule:
 
 
 def muon_dimension_numbers(roles) -> Any:
-    """Which tensors Muon orthogonalizes: the hidden matrices (muP role "hidden", 2-D; a convolution
+    """Which tensors Muon orthogonalizes: the hidden ones (muP role "hidden", at least 2-D; a convolution
     kernel (h, w, in, out) as the matrix (h * w * in, out), as Muon's authors treat conv filters).
     Embeddings, readouts, biases and norms (None) go to Adam, as Muon is used in practice."""
-    def rule(role_and_rank):
-        role, rank = role_and_rank
+    def rule(role, leaf):
+        rank = len(getattr(leaf, "shape", ()))  # optax also passes masked trees: MaskedNode has no shape
         if role != "hidden" or rank < 2:
             return None
         return optax.contrib.MuonDimensionNumbers(reduction_axis=tuple(range(rank - 1)), output_axis=rank - 1)
-    # optax also calls this on its masked trees, whose left-out leaves (MaskedNode) have no shape.
-    return lambda params: jax.tree.map(lambda role, leaf: rule((role, len(getattr(leaf, "shape", ())))),
-                                       roles, params)
+    return lambda params: jax.tree.map(rule, roles, params)
 
 
 def _muon(rate, num_steps, roles):

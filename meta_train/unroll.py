@@ -67,7 +67,10 @@ class Unroller:
         return self.optimizer.transform(theta, length, self.roles)
 
     def run_task(self, run_key) -> tasks.Task:
-        """The task as this run sees it: augmented by factors of its own, or as it is."""
+        """The task as this run sees it: augmented by factors of its own, or as it is. The factors are
+        drawn again from the run key at every step rather than kept: a few random numbers per tensor
+        (one per entry at the "parameter" level), and the worker state, checkpoints included, keeps
+        its layout whether augmentation is on or off."""
         if not self.augmentation.active:
             return self.task
         factors = self.augmentation.sample(jax.random.fold_in(run_key, AUGMENTATION_STREAM), self.param_shapes)

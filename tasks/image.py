@@ -30,11 +30,12 @@ def autoencoder_device_data(dataset: str, image_size: int | None):
             for split, arrays in image_device_data(dataset, image_size).items()}
 
 
-def _validate_image_fields(config) -> None:
+def _validate_image_fields(config, *sizes: str) -> None:
+    """The fields every image task has, and the positive integer `sizes` of its model."""
     check_image_dataset_name(config.dataset)
     if config.image_size is not None:
         require_positive_int(config, "image_size")
-    require_positive_int(config, "width", "depth", "batch_size")
+    require_positive_int(config, *sizes, "batch_size")
     require_choice(config, "activation", tuple(ACTIVATIONS))
     require_choice(config, "parameterization", PARAMETERIZATIONS)
 
@@ -62,7 +63,7 @@ class ImageMLPConfig(TaskConfig):
     parameterization: str = "mup"  # "mup" or "sp" (standard)
 
     def __post_init__(self):
-        _validate_image_fields(self)
+        _validate_image_fields(self, "width", "depth")
 
     def build(self) -> SupervisedTask:
         return _image_task(self, MLP)
@@ -82,7 +83,7 @@ class ConvConfig(TaskConfig):
     parameterization: str = "mup"  # "mup" or "sp" (standard)
 
     def __post_init__(self):
-        _validate_image_fields(self)
+        _validate_image_fields(self, "width", "depth")
 
     def build(self) -> SupervisedTask:
         return _image_task(self, ConvNet)
@@ -105,12 +106,7 @@ class ImageAutoencoderConfig(TaskConfig):
     parameterization: str = "mup"  # "mup" or "sp" (standard)
 
     def __post_init__(self):
-        check_image_dataset_name(self.dataset)
-        if self.image_size is not None:
-            require_positive_int(self, "image_size")
-        require_positive_int(self, "width", "code_size", "batch_size")
-        require_choice(self, "activation", tuple(ACTIVATIONS))
-        require_choice(self, "parameterization", PARAMETERIZATIONS)
+        _validate_image_fields(self, "width", "code_size")
 
     def build(self) -> SupervisedTask:
         dataset = load_image_dataset(self.dataset, self.image_size)

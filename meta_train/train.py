@@ -104,7 +104,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     if compare:
         task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
         log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
-            "optimizer, its initialization and Adam at {len(ADAM_LEARNING_RATES)} learning rates")
+            f"optimizer, its initialization and Adam at {len(ADAM_LEARNING_RATES)} learning rates")
         rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
                                  jax.device_get(initial_theta), config.eval_steps, log=log)
         table = markdown_table(rows)

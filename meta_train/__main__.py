@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                "--fields lists every config field with its comment.")
     parser.add_argument("--config", default="default", help="preset name (default: %(default)s)")
     parser.add_argument("--workdir", default="workdir", help="output directory (default: %(default)s)")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="FIELD=VALUE",
-                        help="change one config field, e.g. --set outer_steps=500 (repeatable)")
+    parser.add_argument("--set", dest="assignments", action="extend", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="change config fields, e.g. --set outer_steps=500 curriculum=regret (repeatable)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true",
                        help="continue the run in --workdir from its newest readable checkpoint")

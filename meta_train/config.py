@@ -15,6 +15,7 @@ from lopt.mlp_lopt import INIT_RULES
 import tasks
 
 ESTIMATOR_NAMES = ("pes", "truncated_es", "full_es", "tbptt")
+CURRICULA = ("uniform", "regret")  # meta_train.curriculum's modes
 
 
 def _parse_bool(text: str) -> bool:
@@ -47,7 +48,7 @@ class MetaTrainConfig:
     role_scales: bool = False  # mlp_lopt, muP: a learned step multiplier for each muP role (input, hidden, output)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
-    num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers
+    num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
     num_tasks: int = 4  # workers per config, each an antithetic pair for the ES estimators
     # --- the meta-gradient ---
     estimator: str = "pes"  # "pes", "truncated_es", "full_es" or "tbptt"
@@ -62,6 +63,10 @@ class MetaTrainConfig:
     reparam_max: float = 100.0  # s log-uniform in [1 / reparam_max, reparam_max] (learned_optimization's range)
     loss_scale_max: float = 1.0  # the loss times c log-uniform in [1 / loss_scale_max, loss_scale_max]; 1: off
     max_meta_loss: float = 3.0  # normalized losses above this count as diverged and are capped
+    # --- which configs, how often (meta_train.curriculum) ---
+    curriculum: str = "uniform"  # "uniform", or "regret": favour the configs where tuned Adam is furthest ahead
+    curriculum_floor: float = 0.2  # "regret": the share of the sampling kept uniform (no config below it)
+    curriculum_decay: float = 0.9  # "regret": per outer step, of each config's running regret estimate
     # --- the outer (meta) optimizer: AdamW, linear warmup then cosine decay, global-norm clipping ---
     outer_steps: int = 1500  # meta-gradient steps
     learning_rate: float = 3e-3  # peak outer learning rate, reached after warmup
@@ -98,6 +103,11 @@ class MetaTrainConfig:
             refuse("role_scales", "needs parameterization=mup (the roles come with muP)")
         if self.task_family not in tasks.FAMILIES:
             refuse("task_family", f"must be one of {', '.join(sorted(tasks.FAMILIES))}")
+        family = tasks.FAMILIES[self.task_family]
+        if isinstance(family, tasks.MixedFamily) and self.num_task_configs != len(family.buckets):
+            refuse("num_task_configs", f"the mixed family {self.task_family} has {len(family.buckets)} shape "
+                                       f"buckets, and a run trains all of them (set num_task_configs="
+                                       f"{len(family.buckets)})")
         if self.eval_task not in tasks.TASKS:
             refuse("eval_task", f"must be one of {', '.join(sorted(tasks.TASKS))}")
         if self.estimator not in ESTIMATOR_NAMES:
@@ -106,6 +116,12 @@ class MetaTrainConfig:
             refuse("meta_loss_split", "must be train, valid or mix")
         if not 0 <= self.meta_loss_valid_weight <= 1:
             refuse("meta_loss_valid_weight", "must lie in [0, 1]")
+        if self.curriculum not in CURRICULA:
+            refuse("curriculum", f"must be one of {', '.join(CURRICULA)}")
+        if not 0 < self.curriculum_floor <= 1:
+            refuse("curriculum_floor", "must lie in (0, 1]")
+        if not 0 <= self.curriculum_decay < 1:
+            refuse("curriculum_decay", "must lie in [0, 1)")
         if self.reparam not in tasks.REPARAM_LEVELS:
             refuse("reparam", f"must be one of {', '.join(tasks.REPARAM_LEVELS)}")
         for field in ("reparam_max", "loss_scale_max"):
@@ -185,6 +201,15 @@ PRESETS: dict[str, MetaTrainConfig] = {
     # (a smaller step_mult, as standard-parameterized MLPs of these widths need smaller steps).
     "sp_cpu": dataclasses.replace(DEFAULT, parameterization="sp", task_family="mlp_images_sp", num_task_configs=4,
                                   step_mult=0.003, outer_steps=1000, log_every=50, checkpoint_every=250),
+    # Every model family in one run on a 2-core CPU: MLPs, conv nets, transformer and LSTM language models
+    # (tasks.MIXED_CPU, 5 shape buckets), runs restarting on either dataset of their bucket, the mixed
+    # train / validation meta-loss.
+    "mixed_cpu": dataclasses.replace(DEFAULT, task_family="mixed", num_task_configs=5, meta_loss_split="mix",
+                                     outer_steps=2000, log_every=50, checkpoint_every=100),
+    # Its accelerator twin: the same buckets at muLO-like widths, hidden 32, truncation 50, 8 workers a bucket.
+    "mixed": dataclasses.replace(DEFAULT, task_family="mixed_wide", num_task_configs=5, meta_loss_split="mix",
+                                 hidden_size=32, num_tasks=8, truncation_length=50, outer_steps=5000,
+                                 warmup_steps=250, checkpoint_every=500),
     # Seconds: a 10-d quadratic family, for trying the machinery and for tests (small_fc_lopt's random start).
     "quadratic": dataclasses.replace(SMALL_FC_LOPT, hidden_size=4, task_family="quadratics", num_task_configs=1,
                                      num_tasks=8, truncation_length=10, min_inner_length=50, max_inner_length=200,
@@ -198,6 +223,8 @@ PRESET_DESCRIPTIONS = {
     "mulo": "the muLO paper's recipe (widths 128-1024, hidden 32, 8 workers, 5,000 steps); an accelerator",
     "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",
+    "mixed_cpu": "MLPs, conv nets, transformer and LSTM LMs in one run, mixed train/valid meta-loss (CPU)",
+    "mixed": "the same families at muLO-like widths, hidden 32, 8 workers a bucket; an accelerator",
     "quadratic": "seconds: 10-d quadratics, for trying the machinery",
 }
 

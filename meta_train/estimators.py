@@ -1,6 +1,8 @@
 """Meta-gradient estimators sharing one truncated unroll: PES, truncated ES, full-length ES and
 truncated backprop. Each has `init(theta, key) -> state` and
-`estimate(theta, state, data, key) -> (meta_grad, state, metrics)`, over `num_tasks` vmapped workers.
+`estimate(theta, state, data, key, variant_probs=None) -> (meta_grad, state, metrics)`, over `num_tasks`
+vmapped workers (the runs they start train config i of the unroller's bucket with probability
+variant_probs[i]).
 
 PES (Vicol et al. 2021): antithetic perturbations theta +/- eps, eps ~ N(0, sigma^2 I), one pair per
 task; each task keeps the sum of the perturbations applied since its inner run began, and the estimate
@@ -28,11 +30,21 @@ class EstimatorState(NamedTuple):
     accumulator: Any  # PES: the perturbations since each run began, (tasks, theta size) with theta raveled; else ()
 
 
-def _metrics(truncation: Truncation) -> dict[str, jax.Array]:
+# Metrics with one entry per config of the bucket (what the curriculum reads), not averaged over buckets.
+PER_VARIANT_METRICS = ("variant_steps", "variant_regret_sum", "variant_runs_started")
+
+
+def _metrics(unroller: Unroller, truncation: Truncation) -> dict[str, jax.Array]:
+    one_hot = lambda variants: jax.nn.one_hot(variants, len(unroller.variants))  # noqa: E731  (..., K, V)
+    steps_on = one_hot(truncation.variants)
     return {"meta_loss": jnp.mean(truncation.meta_losses),
             "train_loss": jnp.mean(truncation.raw_losses),
             "diverged_fraction": jnp.mean(truncation.diverged),
-            "resets": jnp.sum(truncation.resets).astype(jnp.float32)}
+            "resets": jnp.sum(truncation.resets).astype(jnp.float32),
+            "variant_steps": jnp.sum(steps_on, axis=(0, 1)),
+            "variant_regret_sum": jnp.einsum("tk,tkv->v", unroller.regret(truncation), steps_on),
+            "variant_runs_started": jnp.einsum("tk,tkv->v", truncation.resets.astype(jnp.float32),
+                                               one_hot(truncation.next_variants))}
 
 
 def unravel_like(theta, flat: jax.Array):
@@ -55,21 +67,24 @@ class Estimator(abc.ABC):
             return tree
         return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: self.worker_sharding, tree))
 
-    def _init_workers(self, theta, key, num_particles: int, stagger: bool | None = None) -> Worker:
+    def _init_workers(self, theta, key, num_particles: int, stagger: bool | None = None,
+                      variant_probs=None) -> Worker:
         stagger = self.stagger if stagger is None else stagger
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (num_particles,) + t.shape), theta)
         keys = jax.random.split(key, self.num_tasks)
-        return self._split_over_tasks(jax.vmap(lambda k: self.unroller.init(thetas, k, stagger))(keys))
+        return self._split_over_tasks(jax.vmap(
+            lambda k: self.unroller.init(thetas, k, stagger, variant_probs))(keys))
 
-    def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int):
+    def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int, variant_probs=None):
         """thetas_per_task: theta-like with leading (task, particle) axes."""
-        return self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps)
+        return self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps, variant_probs)
 
     @abc.abstractmethod
-    def init(self, theta, key) -> EstimatorState: ...
+    def init(self, theta, key, variant_probs=None) -> EstimatorState: ...
 
     @abc.abstractmethod
-    def estimate(self, theta, state: EstimatorState, data, key) -> tuple[Any, EstimatorState, dict]: ...
+    def estimate(self, theta, state: EstimatorState, data, key, variant_probs=None
+                 ) -> tuple[Any, EstimatorState, dict]: ...
 
 
 class _Antithetic(Estimator):
@@ -82,14 +97,14 @@ class _Antithetic(Estimator):
             raise ValueError("antithetic estimators need an Unroller with num_particles=2")
         self.sigma = sigma
 
-    def _perturb_and_unroll(self, theta, workers, data, key, num_steps):
+    def _perturb_and_unroll(self, theta, workers, data, key, num_steps, variant_probs):
         """(eps, workers, truncation, L+ - L-), with theta and eps flat: eps is (tasks, theta size)."""
         # One draw for all of theta, and flat arithmetic after it: per-leaf draws and updates would
         # each become kernels of their own, and XLA's compile time grows with the number of kernels.
         flat, unravel = ravel_pytree(theta)
         eps = self._split_over_tasks(self.sigma * jax.random.normal(key, (self.num_tasks, flat.size), flat.dtype))
         pairs = jax.vmap(jax.vmap(unravel))(jnp.stack([flat[None] + eps, flat[None] - eps], axis=1))
-        workers, truncation = self._unroll(pairs, workers, data, num_steps)
+        workers, truncation = self._unroll(pairs, workers, data, num_steps, variant_probs)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
         return eps, workers, truncation, difference
 
@@ -99,14 +114,14 @@ class _Antithetic(Estimator):
 
 
 class PES(_Antithetic):
-    def init(self, theta, key):
-        workers = self._init_workers(theta, key, 2)
+    def init(self, theta, key, variant_probs=None):
+        workers = self._init_workers(theta, key, 2, variant_probs=variant_probs)
         flat = ravel_pytree(theta)[0]
         return EstimatorState(workers, jnp.zeros((self.num_tasks, flat.size), flat.dtype))
 
-    def estimate(self, theta, state, data, key):
+    def estimate(self, theta, state, data, key, variant_probs=None):
         eps, workers, truncation, difference = self._perturb_and_unroll(
-            theta, state.workers, data, key, self.truncation_length)
+            theta, state.workers, data, key, self.truncation_length, variant_probs)
         resets = truncation.resets  # (tasks, K)
         # A step belongs to the run that was under way when the truncation began until the first reset.
         in_old_run = (jnp.cumsum(resets, axis=1) - resets) == 0
@@ -119,54 +134,55 @@ class PES(_Antithetic):
         # because a fresh run's state does not depend on theta: `init_state` reads only the params.)
         began_inside, starts_next = jnp.any(resets, axis=1)[:, None], resets[:, -1:]
         accumulator = jnp.where(starts_next, 0.0, jnp.where(began_inside, eps, accumulated))
-        return unravel_like(theta, meta_grad), EstimatorState(workers, accumulator), _metrics(truncation)
+        return (unravel_like(theta, meta_grad), EstimatorState(workers, accumulator),
+                _metrics(self.unroller, truncation))
 
 
 class TruncatedES(_Antithetic):
     """ES on each truncation alone: cheap and low-variance, but biased toward short-horizon behaviour."""
 
-    def init(self, theta, key):
-        return EstimatorState(self._init_workers(theta, key, 2), ())
+    def init(self, theta, key, variant_probs=None):
+        return EstimatorState(self._init_workers(theta, key, 2, variant_probs=variant_probs), ())
 
-    def estimate(self, theta, state, data, key):
+    def estimate(self, theta, state, data, key, variant_probs=None):
         eps, workers, truncation, difference = self._perturb_and_unroll(
-            theta, state.workers, data, key, self.truncation_length)
+            theta, state.workers, data, key, self.truncation_length, variant_probs)
         meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
-        return unravel_like(theta, meta_grad), EstimatorState(workers, ()), _metrics(truncation)
+        return unravel_like(theta, meta_grad), EstimatorState(workers, ()), _metrics(self.unroller, truncation)
 
 
 class FullES(_Antithetic):
     """ES over whole inner runs from scratch: unbiased, and it costs a full run per estimate.
     The truncation length is the run length (use a constant schedule of that length)."""
 
-    def init(self, theta, key):
+    def init(self, theta, key, variant_probs=None):
         return EstimatorState((), ())
 
-    def estimate(self, theta, state, data, key):
+    def estimate(self, theta, state, data, key, variant_probs=None):
         init_key, perturb_key = jax.random.split(key)
-        workers = self._init_workers(theta, init_key, 2, stagger=False)
+        workers = self._init_workers(theta, init_key, 2, stagger=False, variant_probs=variant_probs)
         eps, _, truncation, difference = self._perturb_and_unroll(
-            theta, workers, data, perturb_key, self.truncation_length)
+            theta, workers, data, perturb_key, self.truncation_length, variant_probs)
         meta_grad = self._weighted_mean(jnp.mean(difference, axis=1), eps)
-        return unravel_like(theta, meta_grad), state, _metrics(truncation)
+        return unravel_like(theta, meta_grad), state, _metrics(self.unroller, truncation)
 
 
 class TruncatedBackprop(Estimator):
     """The exact gradient of the truncation's mean meta-loss through the unroll, from a state held fixed
     (cheap; biased like truncated ES, and its variance can explode over long truncations)."""
 
-    def init(self, theta, key):
+    def init(self, theta, key, variant_probs=None):
         if self.unroller.num_particles != 1:
             raise ValueError("truncated backprop needs an Unroller with num_particles=1")
-        return EstimatorState(self._init_workers(theta, key, 1), ())
+        return EstimatorState(self._init_workers(theta, key, 1, variant_probs=variant_probs), ())
 
-    def estimate(self, theta, state, data, key):
+    def estimate(self, theta, state, data, key, variant_probs=None):
         del key
 
         def task_loss(theta, worker):
             thetas = jax.tree.map(lambda t: t[None], theta)  # one particle
             worker, truncation = self.unroller.unroll(thetas, jax.lax.stop_gradient(worker), data,
-                                                      self.truncation_length)
+                                                      self.truncation_length, variant_probs)
             return jnp.mean(truncation.meta_losses), (worker, truncation)
 
         # Per task, so that one task whose unroll overflowed (0 * inf = NaN flows back through the capped
@@ -179,7 +195,7 @@ class TruncatedBackprop(Estimator):
         meta_grad = jax.tree.map(
             lambda g: jnp.tensordot(weights, jnp.where(finite.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0), axes=1),
             grads)
-        metrics = _metrics(truncation)
+        metrics = _metrics(self.unroller, truncation)
         metrics["nonfinite_gradient_fraction"] = 1.0 - jnp.mean(finite)
         return meta_grad, EstimatorState(workers, ()), metrics
 

@@ -20,7 +20,7 @@ import jax
 
 import lopt
 from checkpoints.files import ScalarWriter, write_atomically
-from meta_train import checkpointing
+from meta_train import checkpointing, curriculum
 from meta_train.compare import ADAM_LEARNING_RATES, ComparisonRow, compare_with_adam, held_out_task, markdown_table
 from meta_train.config import MetaTrainConfig
 from meta_train.logging import Progress
@@ -78,6 +78,13 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         f"with {config.estimator} on {trainer.describe()}; {config.num_tasks} workers per task over "
         f"{trainer.mesh.size} {jax.devices()[0].platform} device(s)")
     workdir.mkdir(parents=True, exist_ok=True)
+    if config.curriculum == "regret":
+        log(f"the regret curriculum measures tuned Adam on its {len(trainer.cell_configs)} configs "
+            f"({config.max_inner_length} steps, {len(curriculum.BASELINE_LEARNING_RATES[config.parameterization])} rates; kept in "
+            f"{workdir / curriculum.BASELINES_FILE})")
+        trainer.set_baselines(curriculum.baseline_curves(
+            [estimator.unroller for estimator in trainer.estimators], trainer.cell_names(), trainer.cell_configs,
+            config.parameterization, config.max_inner_length, config.seed, workdir, log))
     started = time.perf_counter()
     state = trainer.init()
     initial_theta = jax.tree.map(lambda x: x.copy(), state.theta)
@@ -180,6 +187,7 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
     writer = ScalarWriter(workdir / TENSORBOARD_DIR)
     progress = Progress(config.outer_steps, start, config.log_every)
     inner_steps = trainer.inner_steps_per_outer_step()
+    cell_names = trainer.cell_names()
     window_start, window_steps = time.perf_counter(), 0
     try:
         for step in range(start + 1, config.outer_steps + 1):
@@ -189,7 +197,7 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
                 metrics = {name: float(value) for name, value in metrics.items()}
                 elapsed = time.perf_counter() - window_start
                 metrics["inner_steps_per_second"] = inner_steps * window_steps / elapsed
-                writer.write(step, metrics)
+                writer.write(step, {**metrics, **trainer.curriculum.scalars(state.curriculum, cell_names)})
                 progress.update(step, metrics)
                 window_start, window_steps = time.perf_counter(), 0
                 if metrics["consecutive_skips"] >= MAX_CONSECUTIVE_SKIPS:

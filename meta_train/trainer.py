@@ -5,6 +5,7 @@ resumes a run exactly; `MetaTrainer.step` is jitted once, with the workers shard
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -16,7 +17,8 @@ from jax.sharding import Mesh
 import lopt
 import tasks
 from meta_train.config import MetaTrainConfig
-from meta_train.estimators import ESTIMATORS, Estimator
+from meta_train.curriculum import Curriculum, CurriculumState
+from meta_train.estimators import ESTIMATORS, PER_VARIANT_METRICS, Estimator
 from meta_train.sharding import replicated, split_over_tasks, task_mesh
 from meta_train.truncation import ConstantLength, LogUniformLength
 from meta_train.unroll import Unroller
@@ -33,9 +35,10 @@ CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 class MetaState(NamedTuple):
     theta: Any  # the learned optimizer's meta-parameters
     meta_opt_state: Any  # the outer optimizer's state, over theta raveled into one vector
-    estimator_states: tuple  # one per task config; every leaf has a leading task axis
+    estimator_states: tuple  # one per shape bucket of task configs; every leaf has a leading task axis
     key: jax.Array  # the key of the next outer step
     step: jax.Array  # int32: outer steps taken
+    curriculum: CurriculumState  # how often each config is shown, and why
 
 
 def _init_keys(config: MetaTrainConfig):
@@ -63,7 +66,7 @@ def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformatio
     return optimizer, schedule
 
 
-def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.LearnedOptimizer,
+def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optimizer: lopt.LearnedOptimizer,
                   mesh: Mesh) -> Estimator:
     if config.estimator == "full_es":  # whole runs of the longest length, from scratch every estimate
         schedule, truncation = ConstantLength(config.max_inner_length), config.max_inner_length
@@ -71,7 +74,7 @@ def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.Lea
         schedule = LogUniformLength(config.min_inner_length, config.max_inner_length)
         truncation = config.truncation_length
     particles = 1 if config.estimator == "tbptt" else 2
-    unroller = Unroller(task, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
+    unroller = Unroller(bucket, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
                         augmentation=config.augmentation())
     placement = {"worker_sharding": split_over_tasks(mesh)}
@@ -82,21 +85,28 @@ def estimator_for(config: MetaTrainConfig, task: tasks.Task, optimizer: lopt.Lea
 
 class MetaTrainer:
     """Everything a run needs, built from a config. `init()` and `step(state, data)` are jitted once;
-    the workers of every estimator are split over `mesh` (default: the devices that divide num_tasks)."""
+    the workers of every estimator are split over `mesh` (default: the devices that divide num_tasks).
+    There is one estimator per shape bucket of the family's configs (see tasks.TaskFamily.sample_buckets);
+    `cell_configs` lists every config of every bucket, the cells of the curriculum, in order."""
 
     def __init__(self, config: MetaTrainConfig, mesh: Mesh | None = None):
         self.config = config
         self.optimizer = config.optimizer()
         family = tasks.get_family(config.task_family)
         family_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-        self.task_configs = family.sample_many(family_key, config.num_task_configs)
-        self.tasks = [family.task(task_config) for task_config in self.task_configs]
+        self.buckets = family.sample_buckets(family_key, config.num_task_configs)
+        self.cell_configs = [task_config for bucket in self.buckets for task_config in bucket]
+        self.task_configs = [bucket[0] for bucket in self.buckets]  # each bucket's model
         self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
-        self.estimators = [estimator_for(config, task, self.optimizer, self.mesh) for task in self.tasks]
+        self.estimators = [estimator_for(config, tuple(family.task(c) for c in bucket), self.optimizer, self.mesh)
+                           for bucket in self.buckets]
+        self.tasks = [estimator.unroller.task for estimator in self.estimators]
+        self.curriculum = Curriculum(tuple(len(bucket) for bucket in self.buckets), config.curriculum,
+                                     config.curriculum_floor, config.curriculum_decay)
         self.meta_optimizer, self.schedule = meta_optimizer(config)
         # Sharding prefixes: every leaf under estimator_states has the task axis first.
         same = replicated(self.mesh)
-        self.state_sharding = MetaState(same, same, split_over_tasks(self.mesh), same, same)
+        self.state_sharding = MetaState(same, same, split_over_tasks(self.mesh), same, same, same)
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
         # The state a checkpoint is written from, in buffers of its own: orbax goes on writing in a
         # background thread, and the next step donates (frees or overwrites) the buffers of `state`.
@@ -109,36 +119,51 @@ class MetaTrainer:
     def _init(self) -> MetaState:
         theta_key, workers_key, key = _init_keys(self.config)
         theta = self.optimizer.init(theta_key)
-        states = tuple(estimator.init(theta, jax.random.fold_in(workers_key, index))
-                       for index, estimator in enumerate(self.estimators))
+        curriculum = self.curriculum.init()
+        parts = self.curriculum.split(self.curriculum.probabilities(curriculum))
+        states = tuple(estimator.init(theta, jax.random.fold_in(workers_key, index), variant_probs)
+                       for index, (estimator, (_, variant_probs)) in enumerate(zip(self.estimators, parts)))
         return MetaState(theta, self.meta_optimizer.init(ravel_pytree(theta)[0]), states, key,
-                         jnp.asarray(0, jnp.int32))
+                         jnp.asarray(0, jnp.int32), curriculum)
 
     def data(self) -> tuple:
-        """The tasks' data, replicated on the mesh's devices: the second argument of `step`."""
-        return jax.device_put(tuple(task.data for task in self.tasks), replicated(self.mesh))
+        """Every bucket's data, replicated on the mesh's devices: the second argument of `step`."""
+        return jax.device_put(tuple(estimator.unroller.data for estimator in self.estimators), replicated(self.mesh))
+
+    def set_baselines(self, curves_per_bucket) -> None:
+        """Tuned-Adam meta-loss curves, (cells, length) per bucket, for the curriculum's regret (see
+        meta_train.curriculum.baseline_curves). Before the first `step`: the step is traced with them."""
+        for estimator, curves in zip(self.estimators, curves_per_bucket):
+            estimator.unroller.baseline_curves = jnp.asarray(curves, jnp.float32)
+
+    def cell_names(self) -> list[str]:
+        return [cell_name(config) for config in self.cell_configs]
 
     def _step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
         key, *estimate_keys = jax.random.split(state.key, len(self.estimators) + 1)
-        grads, new_states, metrics = [], [], []
-        for estimator, estimator_state, task_data, estimate_key in zip(
-                self.estimators, state.estimator_states, data, estimate_keys):
-            grad, estimator_state, task_metrics = estimator.estimate(state.theta, estimator_state, task_data,
-                                                                     estimate_key)
+        parts = self.curriculum.split(self.curriculum.probabilities(state.curriculum))
+        grads, new_states, metrics, per_variant = [], [], [], []
+        for estimator, estimator_state, bucket_data, estimate_key, (_, variant_probs) in zip(
+                self.estimators, state.estimator_states, data, estimate_keys, parts):
+            grad, estimator_state, bucket_metrics = estimator.estimate(state.theta, estimator_state, bucket_data,
+                                                                       estimate_key, variant_probs)
             grads.append(grad)
             new_states.append(estimator_state)
-            metrics.append(task_metrics)
+            per_variant.append([bucket_metrics.pop(name) for name in PER_VARIANT_METRICS])
+            metrics.append(bucket_metrics)
         # The meta-optimizer steps theta as one vector: per-leaf updates would each be kernels of their
-        # own, and the compile time of the step grows with their number.
+        # own, and the compile time of the step grows with their number. A bucket's share of the
+        # meta-gradient is its curriculum probability (1 / buckets when uniform).
         flat_theta, unravel = ravel_pytree(state.theta)
-        meta_grad = sum(ravel_pytree(grad)[0] for grad in grads) / len(grads)
+        meta_grad = sum(share * ravel_pytree(grad)[0] for grad, (share, _) in zip(grads, parts))
         updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
         theta = unravel(optax.apply_updates(flat_theta, updates))
+        curriculum = self.curriculum.update(state.curriculum, *(jnp.concatenate(column) for column in zip(*per_variant)))
         summary = jax.tree.map(lambda *m: sum(m) / len(m), *metrics)
         summary.update(meta_grad_norm=optax.tree.norm(meta_grad), outer_learning_rate=self.schedule(state.step),
                        consecutive_skips=meta_opt_state.notfinite_count.astype(jnp.float32),
                        skipped_steps=meta_opt_state.total_notfinite.astype(jnp.float32))
-        return MetaState(theta, meta_opt_state, tuple(new_states), key, state.step + 1), summary
+        return MetaState(theta, meta_opt_state, tuple(new_states), key, state.step + 1, curriculum), summary
 
     def inner_steps_per_outer_step(self) -> int:
         """Inner training steps one outer step takes, over every worker and particle."""
@@ -146,11 +171,23 @@ class MetaTrainer:
                    for estimator in self.estimators)
 
     def describe(self) -> str:
-        return "; ".join(describe_task(config) for config in self.task_configs)
+        return "; ".join(" | ".join(describe_task(config) for config in bucket) for bucket in self.buckets)
 
 
 def describe_task(config: tasks.TaskConfig) -> str:
     if isinstance(config, tasks.ImageMLPConfig):
         return (f"{config.dataset} {config.image_size}x{config.image_size} MLP width {config.width} "
                 f"depth {config.depth} ({config.parameterization})")
+    if hasattr(config, "width") and hasattr(config, "depth"):
+        return (f"{config.kind} on {config.dataset} width {config.width} depth {config.depth} "
+                f"({getattr(config, 'parameterization', 'sp')})")
     return str(config)
+
+
+def cell_name(config: tasks.TaskConfig) -> str:
+    """A short name for TensorBoard: the kind, then the dataset and sizes ("image_mlp/digits_8_w32_d2")."""
+    fields = dataclasses.asdict(config)
+    parts = [str(fields[name]) for name in ("dataset", "image_size") if fields.get(name) is not None]
+    parts += [f"{letter}{fields[name]}" for name, letter in (("width", "w"), ("depth", "d"), ("dim", "n"))
+              if name in fields]
+    return f"{config.kind}/{'_'.join(parts)}"

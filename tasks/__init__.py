@@ -15,7 +15,7 @@ from tasks.base import (
     TaskFamily,
 )
 from tasks.augment import REPARAM_LEVELS, Augmentation, AugmentedTask
-from tasks.families import FixedTaskFamily, ImageMLPFamily, QuadraticFamily
+from tasks.families import FixedTaskFamily, ImageMLPFamily, MixedFamily, QuadraticFamily
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, LanguageModelTask, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig

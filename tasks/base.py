@@ -83,6 +83,13 @@ class TaskFamily(abc.ABC):
         family spreads them over its choices."""
         return [self.sample(jax.random.fold_in(key, index)) for index in range(count)]
 
+    def sample_buckets(self, key: PRNGKey, count: int) -> list[tuple["TaskConfig", ...]]:
+        """The configs of a meta-training run, grouped in shape buckets: the configs of a bucket differ
+        only in their dataset, so their parameters and batches have the same shapes, and a worker of
+        the bucket can restart on any of them inside one compiled program. Here: `count` buckets of one
+        config each (`sample_many`)."""
+        return [(config,) for config in self.sample_many(key, count)]
+
     def task(self, config: "TaskConfig") -> Task:
         return config.build()
 

@@ -85,6 +85,44 @@ class QuadraticFamily(TaskFamily):
                                noise_std=_pick(rng, self.noise_stds), seed=int(rng.integers(self.num_seeds)))
 
 
+def _without_dataset(config: TaskConfig) -> dict:
+    fields = dataclasses.asdict(config)
+    fields.pop("dataset", None)
+    return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedFamily(TaskFamily):
+    """Several model families at once, in shape buckets. Every bucket is meta-trained at every outer step
+    (its shapes are compiled into the step); a bucket's workers restart on any of its configs, which
+    differ only in their dataset (the same model on other data of the same shape)."""
+
+    buckets: tuple[tuple[TaskConfig, ...], ...]
+
+    def __post_init__(self):
+        if not isinstance(self.buckets, tuple) or not self.buckets:
+            raise ConfigError(f"MixedFamily.buckets={self.buckets!r}: must be a non-empty tuple of buckets")
+        for index, bucket in enumerate(self.buckets):
+            if not isinstance(bucket, tuple) or not bucket:
+                raise ConfigError(f"MixedFamily.buckets[{index}]={bucket!r}: must be a non-empty tuple of configs")
+            model = _without_dataset(bucket[0])
+            for config in bucket[1:]:
+                if type(config) is not type(bucket[0]) or _without_dataset(config) != model:
+                    raise ConfigError(f"MixedFamily.buckets[{index}]: {config} differs from {bucket[0]} in more "
+                                      "than its dataset (a bucket's configs must share the model)")
+
+    def sample(self, key) -> TaskConfig:
+        rng = numpy_rng(key)
+        return _pick(rng, _pick(rng, self.buckets))
+
+    def sample_buckets(self, key, count: int) -> list[tuple[TaskConfig, ...]]:
+        del key
+        if count != len(self.buckets):
+            raise ConfigError(f"num_task_configs={count}: this mixed family has {len(self.buckets)} shape buckets, "
+                              f"and a run trains all of them (set num_task_configs={len(self.buckets)})")
+        return list(self.buckets)
+
+
 class FixedTaskFamily(TaskFamily):
     """A family that always gives the same config: meta-train on one task."""
 

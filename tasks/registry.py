@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
-from tasks.families import ImageMLPFamily, QuadraticFamily
+from tasks.families import ImageMLPFamily, MixedFamily, QuadraticFamily
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, TeacherStudentConfig
@@ -37,6 +37,39 @@ TASKS: dict[str, TaskConfig] = {
     "teacher_student": TeacherStudentConfig(),
 }
 
+
+def _on_digits_and_mnist(config: TaskConfig) -> tuple[TaskConfig, ...]:
+    """A bucket of the model on the two offline 8x8 image sets."""
+    return config.replace(dataset="digits"), config.replace(dataset="mnist")
+
+
+# Every model family of the library in one run, at sizes a 2-core CPU meta-trains (each model under 15k
+# parameters). The evaluate `ood` suite's transformer, LSTM and conv net are wider or deeper than these,
+# and its tabular regression and autoencoder are families this never shows.
+MIXED_CPU = MixedFamily(buckets=(
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=32, depth=2, batch_size=64)),
+    (ImageMLPConfig(dataset="mnist", image_size=14, width=64, depth=1, batch_size=64),),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=8, depth=2, batch_size=32)),
+    (LanguageModelConfig(width=16, depth=1, head_dim=8, sequence_length=16, batch_size=16),),
+    (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
+))
+
+# Its accelerator twin: the same buckets at muLO-like widths.
+MIXED_WIDE = MixedFamily(buckets=(
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=256, depth=2, batch_size=128)),
+    (ImageMLPConfig(dataset="mnist", image_size=14, width=512, depth=2, batch_size=128),),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=32, depth=3, batch_size=64)),
+    (LanguageModelConfig(width=128, depth=2, head_dim=16, sequence_length=64, batch_size=32),),
+    (RecurrentLMConfig(width=128, depth=1, sequence_length=32, batch_size=32),),
+))
+
+# Seconds: two buckets of tiny models (an MLP on either 8x8 set, a transformer LM), for tests and for
+# trying the mixed machinery.
+MIXED_TINY = MixedFamily(buckets=(
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=8, depth=1, batch_size=16)),
+    (LanguageModelConfig(width=8, depth=1, head_dim=4, sequence_length=8, batch_size=4),),
+))
+
 FAMILIES: dict[str, TaskFamily] = {
     # The default meta-training distribution: MLPs of widths 32-128 on the 8x8 and 14x14 image sets.
     "mlp_images": ImageMLPFamily(),
@@ -45,6 +78,10 @@ FAMILIES: dict[str, TaskFamily] = {
     # muLO's meta-training widths, for accelerators.
     "mlp_images_wide": ImageMLPFamily(widths=(128, 512, 1024)),
     "quadratics": QuadraticFamily(),
+    # MLPs, conv nets, transformer and LSTM language models together (meta_train's mixed presets).
+    "mixed": MIXED_CPU,
+    "mixed_wide": MIXED_WIDE,
+    "mixed_tiny": MIXED_TINY,
 }
 
 

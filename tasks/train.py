@@ -15,11 +15,15 @@ from tasks.base import Task
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "adamw": optax.adamw}
 
 
-def train_step(task: Task, optimizer: optax.GradientTransformation, params, opt_state, data, key):
+def train_step(task: Task, optimizer: optax.GradientTransformation, params, opt_state, data, key, *,
+               draw_batch=None):
     """One training step of a task with an Optax optimizer: the step that training, meta-training and
-    evaluation share. The loss is passed to the optimizer (learned optimizers may read it)."""
+    evaluation share. The loss is passed to the optimizer (learned optimizers may read it). The batch is
+    `task.batch(data, batch_key)`, or `draw_batch(batch_key)` where the data is another's of the same
+    shape (a meta-training bucket's other dataset)."""
     batch_key, loss_key = jax.random.split(key)
-    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, batch_key), loss_key)
+    batch = task.batch(data, batch_key) if draw_batch is None else draw_batch(batch_key)
+    loss, grads = jax.value_and_grad(task.loss)(params, batch, loss_key)
     # A plain GradientTransformation takes no extra arguments: wrapped, it ignores `loss`.
     optimizer = optax.with_extra_args_support(optimizer)
     updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)

@@ -45,7 +45,7 @@ def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
 
     def measured_loss(theta):
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (NUM_TASKS, 1) + t.shape), theta)
-        _, truncation = estimator._unroll(thetas, workers, task.data, steps)
+        _, truncation = estimator._unroll(thetas, workers, estimator.unroller.data, steps)
         return jnp.mean(truncation.meta_losses[:, :, -TRUNCATION:])
 
     return jax.jit(jax.grad(measured_loss))(theta)
@@ -59,7 +59,7 @@ def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH)
     def measured_estimate(repeat_key):
         state = estimator.init(theta, init_key)  # the same tasks as the exact gradient
         for index in range(MEASURED_TRUNCATION):
-            meta_grad, state, _ = estimator.estimate(theta, state, task.data, jax.random.fold_in(repeat_key, index))
+            meta_grad, state, _ = estimator.estimate(theta, state, estimator.unroller.data, jax.random.fold_in(repeat_key, index))
         return meta_grad
 
     return [measured_estimate(jax.random.key(100 + r)) for r in range(REPEATS)]
@@ -103,8 +103,8 @@ def test_truncated_backprop_is_jax_grad_of_the_truncation(problem):
     estimator = TruncatedBackprop(unroller(problem, 1), 3, TRUNCATION, stagger=False)
     state = estimator.init(theta, jax.random.key(3))
     # Move the workers into their runs first, so the truncation starts from a trained state.
-    _, state, _ = jax.jit(estimator.estimate)(theta, state, task.data, jax.random.key(4))
-    meta_grad, _, _ = jax.jit(estimator.estimate)(theta, state, task.data, jax.random.key(5))
+    _, state, _ = jax.jit(estimator.estimate)(theta, state, estimator.unroller.data, jax.random.key(4))
+    meta_grad, _, _ = jax.jit(estimator.estimate)(theta, state, estimator.unroller.data, jax.random.key(5))
 
     def reference_loss(theta):
         total = 0.0
@@ -139,7 +139,7 @@ def test_diverging_inner_runs_are_capped_counted_and_restarted():
     estimate = jax.jit(estimator.estimate)
     raw_losses = []
     for index in range(2):
-        meta_grad, state, metrics = estimate(theta, state, task.data, jax.random.key(index))
+        meta_grad, state, metrics = estimate(theta, state, (task.data,), jax.random.key(index))
         raw_losses.append(float(metrics["train_loss"]))
         assert float(metrics["diverged_fraction"]) >= 0.5  # every run diverges at its second step
         assert float(metrics["meta_loss"]) <= 3.0

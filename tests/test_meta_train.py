@@ -2,10 +2,7 @@
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,8 +20,8 @@ from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrid
 from meta_train.sharding import task_mesh
 from meta_train.train import export_checkpoint, meta_train
 from meta_train.trainer import MetaTrainer
+from tests.process_helpers import kill_after_first_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 # Seconds-long runs on 10-d quadratics; every field change below is a --set a user could type.
 TINY = ["hidden_size=4", "num_tasks=4", "truncation_length=5", "min_inner_length=20", "max_inner_length=60",
         "checkpoint_every=50", "log_every=50", "keep_checkpoints=2", "eval_steps=100"]
@@ -98,17 +95,7 @@ def test_killed_run_resumes_to_the_same_theta(finished_run, tmp_path):
     workdir = tmp_path / "killed"
     command = [sys.executable, "-m", "meta_train", "--config", "quadratic", "--workdir", str(workdir),
                "--no-compare"] + [arg for field in TINY + ["outer_steps=600"] for arg in ("--set", field)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=dict(os.environ))
-    deadline = time.time() + 120
-    checkpoints = workdir / "checkpoints"
-    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint within two minutes"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (workdir / "optimizer").exists(), "the run finished before it was killed: nothing tested"
+    kill_after_first_checkpoint(command, workdir, timeout=120)
     lines = []
     meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
     assert any(line.startswith("resuming from the checkpoint at step") for line in lines), lines
@@ -195,7 +182,7 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
 
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
-    assert "unknown preset 'nope'; known: default, mulo, mulo_cpu, quadratic, sp_cpu" in capsys.readouterr().err
+    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, quadratic, sp_cpu" in capsys.readouterr().err
     assert main(["--set", "hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown config field 'hiden_size'" in capsys.readouterr().err
     assert main(["--set", "sigma=big", "--workdir", str(tmp_path / "a")]) == 2
@@ -244,7 +231,7 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
     def first_losses(**settings):
         unroller = Unroller(task, optimizer, ConstantLength(50), num_particles=2, max_meta_loss=3.0, **settings)
         worker = unroller.init(thetas, jax.random.key(1), stagger=False)
-        return np.asarray(unroller.unroll(thetas, worker, task.data, 3)[1].meta_losses[0])
+        return np.asarray(unroller.unroll(thetas, worker, unroller.data, 3)[1].meta_losses[0])
 
     plain = first_losses()
     augmented = first_losses(augmentation=tasks.Augmentation("parameter", 100.0, 10.0))

@@ -5,8 +5,10 @@ and the time to trace and compile the outer step.
 
 Cases: (a) 8 tasks x 10-step truncations on a 10-d quadratic with a hidden-32 per-parameter MLP
 optimizer, the setting whose learned_optimization figure (180-220 meta-steps/s, about 6 s to compile on
-a 2-core CPU) is the one to beat; (b) the default preset of `python -m meta_train`. Each case builds a
-fresh MetaTrainer (a cold compile), then times `repeats` windows of steps and reports the median.
+a 2-core CPU) is the one to beat; (b) the default preset of `python -m meta_train`; (c) the mixed_cpu
+preset, five shape buckets (MLPs, a conv net, a transformer and an LSTM LM) in one step; (d) the same with
+the regret curriculum (its tuned-Adam curves replaced by zeros here: the step's cost is the same). Each case
+builds a fresh MetaTrainer (a cold compile), then times `repeats` windows of steps and reports the median.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from meta_train.config import preset, with_overrides
 from meta_train.trainer import MetaTrainer
@@ -26,11 +29,16 @@ CASES = {
     "(a) quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": (
         "quadratic", ["hidden_size=32", "num_tasks=8", "truncation_length=10"], 100),
     "(b) default preset": ("default", [], 10),
+    "(c) mixed_cpu preset: 5 shape buckets (MLP, conv, transformer, LSTM)": ("mixed_cpu", [], 10),
+    "(d) mixed_cpu, regret curriculum": ("mixed_cpu", ["curriculum=regret"], 10),
 }
 
 
 def measure(config_name: str, overrides: list[str], steps_per_window: int, repeats: int) -> dict[str, float]:
     trainer = MetaTrainer(with_overrides(preset(config_name), overrides))
+    if trainer.config.curriculum == "regret":
+        trainer.set_baselines([np.zeros((len(e.unroller.variants), trainer.config.max_inner_length), np.float32)
+                               for e in trainer.estimators])
     state, data = trainer.init(), trainer.data()
     jax.block_until_ready(state)
     start = time.perf_counter()

@@ -130,8 +130,11 @@ def in_distribution(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
             configs.append(config)
         if len(configs) == IN_DISTRIBUTION_SAMPLES:
             break
-    return [SuiteTask(_mlp_label(c) if isinstance(c, tasks.ImageMLPConfig) else f"{c.kind} {i}", c, steps)
-            for i, c in enumerate(configs)]
+    labels = [_mlp_label(c) if isinstance(c, tasks.ImageMLPConfig) else c.short_name().replace("/", " ")
+              for c in configs]
+    if len(set(labels)) < len(labels):  # configs that differ in fields the label leaves out
+        labels = [f"{label} {index}" for index, label in enumerate(labels)]
+    return [SuiteTask(label, config, steps) for label, config in zip(labels, configs)]
 
 
 def width_mlp(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:

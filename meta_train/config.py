@@ -67,6 +67,7 @@ class MetaTrainConfig:
     curriculum: str = "uniform"  # "uniform", or "regret": favour the configs where tuned Adam is furthest ahead
     curriculum_floor: float = 0.2  # "regret": the share of the sampling kept uniform (no config below it)
     curriculum_decay: float = 0.9  # "regret": per outer step, of each config's running regret estimate
+    normalize_bucket_gradients: bool = False  # each bucket's meta-gradient scaled to unit norm before they are mixed
     # --- the outer (meta) optimizer: AdamW, linear warmup then cosine decay, global-norm clipping ---
     outer_steps: int = 1500  # meta-gradient steps
     learning_rate: float = 3e-3  # peak outer learning rate, reached after warmup
@@ -202,12 +203,12 @@ PRESETS: dict[str, MetaTrainConfig] = {
     "sp_cpu": dataclasses.replace(DEFAULT, parameterization="sp", task_family="mlp_images_sp", num_task_configs=4,
                                   step_mult=0.003, outer_steps=1000, log_every=50, checkpoint_every=250),
     # Every model family in one run on a 2-core CPU: MLPs, conv nets, transformer and LSTM language models
-    # (tasks.MIXED_CPU, 5 shape buckets), runs restarting on either dataset of their bucket, the mixed
+    # (tasks.MIXED_CPU, 6 shape buckets), runs restarting on either dataset of their bucket, the mixed
     # train / validation meta-loss.
-    "mixed_cpu": dataclasses.replace(DEFAULT, task_family="mixed", num_task_configs=5, meta_loss_split="mix",
+    "mixed_cpu": dataclasses.replace(DEFAULT, task_family="mixed", num_task_configs=6, meta_loss_split="mix",
                                      outer_steps=2000, log_every=50, checkpoint_every=100),
     # Its accelerator twin: the same buckets at muLO-like widths, hidden 32, truncation 50, 8 workers a bucket.
-    "mixed": dataclasses.replace(DEFAULT, task_family="mixed_wide", num_task_configs=5, meta_loss_split="mix",
+    "mixed": dataclasses.replace(DEFAULT, task_family="mixed_wide", num_task_configs=6, meta_loss_split="mix",
                                  hidden_size=32, num_tasks=8, truncation_length=50, outer_steps=5000,
                                  warmup_steps=250, checkpoint_every=500),
     # Seconds: a 10-d quadratic family, for trying the machinery and for tests (small_fc_lopt's random start).

@@ -5,7 +5,6 @@ resumes a run exactly; `MetaTrainer.step` is jitted once, with the workers shard
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -137,7 +136,7 @@ class MetaTrainer:
             estimator.unroller.baseline_curves = jnp.asarray(curves, jnp.float32)
 
     def cell_names(self) -> list[str]:
-        return [cell_name(config) for config in self.cell_configs]
+        return [config.short_name() for config in self.cell_configs]
 
     def _step(self, state: MetaState, data: tuple) -> tuple[MetaState, dict[str, jax.Array]]:
         key, *estimate_keys = jax.random.split(state.key, len(self.estimators) + 1)
@@ -155,12 +154,19 @@ class MetaTrainer:
         # own, and the compile time of the step grows with their number. A bucket's share of the
         # meta-gradient is its curriculum probability (1 / buckets when uniform).
         flat_theta, unravel = ravel_pytree(state.theta)
-        meta_grad = sum(share * ravel_pytree(grad)[0] for grad, (share, _) in zip(grads, parts))
+        flat_grads = [ravel_pytree(grad)[0] for grad in grads]
+        bucket_norms = {f"bucket_gradient_norm/{config.short_name()}": jnp.linalg.norm(grad)
+                        for config, grad in zip(self.task_configs, flat_grads)}
+        if self.config.normalize_bucket_gradients:
+            # Buckets whose losses move more (a language model's, against an MLP's near 0) would otherwise
+            # set the direction alone; normalized, each counts by its share.
+            flat_grads = [grad / (jnp.linalg.norm(grad) + 1e-12) for grad in flat_grads]
+        meta_grad = sum(share * grad for grad, (share, _) in zip(flat_grads, parts))
         updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
         theta = unravel(optax.apply_updates(flat_theta, updates))
         curriculum = self.curriculum.update(state.curriculum, *(jnp.concatenate(column) for column in zip(*per_variant)))
         summary = jax.tree.map(lambda *m: sum(m) / len(m), *metrics)
-        summary.update(meta_grad_norm=optax.tree.norm(meta_grad), outer_learning_rate=self.schedule(state.step),
+        summary.update(bucket_norms, meta_grad_norm=optax.tree.norm(meta_grad), outer_learning_rate=self.schedule(state.step),
                        consecutive_skips=meta_opt_state.notfinite_count.astype(jnp.float32),
                        skipped_steps=meta_opt_state.total_notfinite.astype(jnp.float32))
         return MetaState(theta, meta_opt_state, tuple(new_states), key, state.step + 1, curriculum), summary
@@ -183,11 +189,3 @@ def describe_task(config: tasks.TaskConfig) -> str:
                 f"({getattr(config, 'parameterization', 'sp')})")
     return str(config)
 
-
-def cell_name(config: tasks.TaskConfig) -> str:
-    """A short name for TensorBoard: the kind, then the dataset and sizes ("image_mlp/digits_8_w32_d2")."""
-    fields = dataclasses.asdict(config)
-    parts = [str(fields[name]) for name in ("dataset", "image_size") if fields.get(name) is not None]
-    parts += [f"{letter}{fields[name]}" for name, letter in (("width", "w"), ("depth", "d"), ("dim", "n"))
-              if name in fields]
-    return f"{config.kind}/{'_'.join(parts)}"

@@ -117,6 +117,14 @@ class TaskConfig(abc.ABC):
     def replace(self, **changes: Any) -> "TaskConfig":
         return dataclasses.replace(self, **changes)
 
+    def short_name(self) -> str:
+        """The kind, then the dataset and sizes, for plots and TensorBoard: "image_mlp/digits_8_w32_d2"."""
+        fields = dataclasses.asdict(self)
+        parts = [str(fields[name]) for name in ("dataset", "image_size") if fields.get(name) is not None]
+        parts += [f"{letter}{fields[name]}" for name, letter in (("width", "w"), ("depth", "d"), ("dim", "n"))
+                  if name in fields]
+        return f"{self.kind}/{'_'.join(parts)}"
+
 
 class ConfigError(ValueError):
     """A config field holds a value the task cannot use."""

@@ -139,6 +139,7 @@ def test_a_mixed_run_logs_the_curriculum_and_the_families_sampled(mixed_run):
         assert {f"curriculum/probability/{name}", f"curriculum/regret/{name}",
                 f"curriculum/runs_started/{name}"} <= tags
     assert {"curriculum/family/image_mlp", "curriculum/family/language_model"} <= tags
+    assert {"bucket_gradient_norm/image_mlp/digits_8_w8_d1", "bucket_gradient_norm/language_model/shakespeare_w8_d1"} <= tags
     last = {tag: events.Scalars(tag)[-1].value for tag in tags if tag.startswith("curriculum/")}
     started = [last[f"curriculum/runs_started/{name}"] for name in (
         "image_mlp/digits_8_w8_d1", "image_mlp/mnist_8_w8_d1", "language_model/shakespeare_w8_d1")]

@@ -92,7 +92,7 @@ class Unroller:
         """A batch of the current run's config; data is `self.data` (every variant's)."""
         if len(self.variants) == 1:
             return self.task.batch(data[0], key, split)
-        branches = [lambda d, k, v=v: v.batch(d[i], k, split) for i, v in enumerate(self.variants)]
+        branches = [lambda d, k, i=i, v=v: v.batch(d[i], k, split) for i, v in enumerate(self.variants)]
         return jax.lax.switch(variant, branches, data, key)
 
     def _draw_variant(self, key, variant_probs) -> jax.Array:

@@ -89,6 +89,17 @@ def test_fresh_runs_draw_every_config_of_the_bucket_with_the_given_probabilities
     assert skewed[0] > 3 * skewed[1], skewed
 
 
+def test_each_config_of_a_bucket_draws_its_batches_from_its_own_dataset():
+    unroller, _ = _bucket_unroller()
+    key = jax.random.key(3)
+    for variant, task in enumerate(unroller.variants):
+        for split in ("train", "valid"):
+            drawn = jax.jit(unroller._batch, static_argnums=3)(unroller.data, variant, key, split)
+            jax.tree.map(np.testing.assert_array_equal, drawn, task.batch(task.data, key, split))
+    digits, mnist = (jax.jit(unroller._batch, static_argnums=3)(unroller.data, v, key, "train") for v in (0, 1))
+    assert not np.array_equal(digits["input"], mnist["input"])
+
+
 def test_a_bucket_refuses_configs_of_another_model_or_shape():
     digits, mnist = tasks.FAMILIES["mixed_tiny"].buckets[0]
     with pytest.raises(tasks.ConfigError, match="differs from .* in more than its dataset"):

@@ -44,3 +44,20 @@ def test_readme_quickstart_trains_with_the_shipped_optimizer():
     first_loss = float(namespace["loss_fn"](namespace["model"](1024).init(
         namespace["jax"].random.key(0), namespace["x"])["params"]))
     assert float(namespace["loss"]) < 0.5 * first_loss, (first_loss, float(namespace["loss"]))
+
+
+def test_console_scripts_run_the_command_lines():
+    """`lopt-meta-train` etc. (setup.cfg's console scripts) beside `python -m`, in the environment the
+    tests run in (the README's install puts them beside its python)."""
+    import configparser
+    import subprocess
+    import sys
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert {"lopt", "lopt-meta-train", "lopt-evaluate", "lopt-tasks"} <= set(scripts)
+    for name, expected in (("lopt-meta-train", "--config"), ("lopt-evaluate", "--suite")):
+        result = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0 and expected in result.stdout, result.stderr

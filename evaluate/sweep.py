@@ -27,7 +27,7 @@ from checkpoints.files import write_atomically
 from evaluate import memory, metrics, report, runner
 from evaluate.optimizers import EvalOptimizer, OptimizerError, baseline, resolve
 from evaluate.store import DEFAULT_CACHE, RunStore, run_key
-from evaluate.suites import MetaTrainingScope, Suite, SuiteError, SuiteTask, build
+from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask, build
 from evaluate.summary import Table, summarize
 
 DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "muon", "muadam", "sgdm")
@@ -252,8 +252,7 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     names = [optimizer.name for optimizer in chosen]
     if len(set(names)) != len(names):
         raise OptimizerError(f"optimizer names must be unique: {names}")
-    scope, scope_source = _scope(chosen)
-    suite = suite if isinstance(suite, Suite) else build(suite, scope, steps)
+    suite, scope, scope_source = _suite_and_scope(chosen, suite, steps)
     log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
         f"{scope.family} and horizon {scope.horizon} ({scope_source})")
     workdir = Path(workdir)
@@ -287,6 +286,16 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     files = report.write_all(workdir, suite, units, rows, overall, elapsed, scope, scope_source)
     log(f"{suite.name}: {len(units)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
     return SweepResult(suite, units, rows, overall, workdir, files)
+
+
+def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite, steps: int | None
+                     ) -> tuple[Suite, MetaTrainingScope, str]:
+    """The suite to run, the scope it is built around, and where that came from. `steps` replaces the
+    horizon of a named suite, so the log and the summary name the horizon the suite was built with."""
+    scope, scope_source = _scope(optimizers)
+    if steps is not None and not isinstance(suite, Suite) and str(suite) in SUITES:
+        scope, scope_source = dataclasses.replace(scope, horizon=steps), f"{scope_source}; horizon from steps={steps}"
+    return (suite if isinstance(suite, Suite) else build(suite, scope, steps)), scope, scope_source
 
 
 def _scope(optimizers: Sequence[EvalOptimizer]) -> tuple[MetaTrainingScope, str]:

@@ -418,3 +418,13 @@ def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "adamw_cosine" in text and "muon" in text and "ood" in text
+
+
+def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
+    from evaluate.sweep import _suite_and_scope
+
+    suite, scope, source = _suite_and_scope([], "horizon", 200)
+    assert scope.horizon == 200 and source.endswith("horizon from steps=200")
+    assert [task.num_steps for task in suite.tasks] == [200, 600, 2000]
+    _, scope, source = _suite_and_scope([], "horizon", None)
+    assert scope.horizon == 1000 and "steps" not in source

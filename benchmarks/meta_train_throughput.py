@@ -6,7 +6,7 @@ and the time to trace and compile the outer step.
 Cases: (a) 8 tasks x 10-step truncations on a 10-d quadratic with a hidden-32 per-parameter MLP
 optimizer, the setting whose learned_optimization figure (180-220 meta-steps/s, about 6 s to compile on
 a 2-core CPU) is the one to beat; (b) the default preset of `python -m meta_train`; (c) the mixed_cpu
-preset, five shape buckets (MLPs, a conv net, a transformer and an LSTM LM) in one step; (d) the same with
+preset, six shape buckets (MLPs, a conv net, a transformer and an LSTM LM) in one step; (d) the same with
 the regret curriculum (its tuned-Adam curves replaced by zeros here: the step's cost is the same). Each case
 builds a fresh MetaTrainer (a cold compile), then times `repeats` windows of steps and reports the median.
 """
@@ -29,7 +29,7 @@ CASES = {
     "(a) quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": (
         "quadratic", ["hidden_size=32", "num_tasks=8", "truncation_length=10"], 100),
     "(b) default preset": ("default", [], 10),
-    "(c) mixed_cpu preset: 5 shape buckets (MLP, conv, transformer, LSTM)": ("mixed_cpu", [], 10),
+    "(c) mixed_cpu preset: 6 shape buckets (MLPs, conv, transformer, LSTM)": ("mixed_cpu", [], 10),
     "(d) mixed_cpu, regret curriculum": ("mixed_cpu", ["curriculum=regret"], 10),
 }
 

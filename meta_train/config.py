@@ -67,7 +67,6 @@ class MetaTrainConfig:
     curriculum: str = "uniform"  # "uniform", or "regret": favour the configs where tuned Adam is furthest ahead
     curriculum_floor: float = 0.2  # "regret": the share of the sampling kept uniform (no config below it)
     curriculum_decay: float = 0.9  # "regret": per outer step, of each config's running regret estimate
-    normalize_bucket_gradients: bool = False  # each bucket's meta-gradient scaled to unit norm before they are mixed
     # --- the outer (meta) optimizer: AdamW, linear warmup then cosine decay, global-norm clipping ---
     outer_steps: int = 1500  # meta-gradient steps
     learning_rate: float = 3e-3  # peak outer learning rate, reached after warmup

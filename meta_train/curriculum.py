@@ -116,17 +116,16 @@ class Curriculum:
         return scalars
 
 
-def baseline_curve(unroller: Unroller, parameterization: str, length: int, seed: int) -> tuple[np.ndarray, float]:
-    """The meta-loss per step of tuned Adam on the unroller's config (one variant), a run of `length`
-    steps: (curve, learning rate), the rate of BASELINE_LEARNING_RATES with the lowest mean over the run,
-    averaged over BASELINE_SEEDS runs. Meta-loss as the unroller measures it (split, normalizer, cap)."""
+def baseline_curve(task, like: Unroller, parameterization: str, length: int, seed: int) -> tuple[np.ndarray, float]:
+    """The meta-loss per step of tuned Adam on one config's task, a run of `length` steps: (curve, learning
+    rate), the rate of BASELINE_LEARNING_RATES with the lowest mean over the run, averaged over
+    BASELINE_SEEDS runs. Meta-loss as the unroller `like` measures it (split, normalizer, cap)."""
     adam = lopt.Adam(parameterization=parameterization)
     grid = BASELINE_LEARNING_RATES[parameterization]
     # One worker per (rate, seed), not particles of one worker: particles restart together when one
     # diverges, and the largest rates do.
-    runs = Unroller(unroller.task, adam, ConstantLength(length), num_particles=1,
-                    max_meta_loss=unroller.max_meta_loss, meta_loss_split=unroller.meta_loss_split,
-                    valid_weight=unroller.valid_weight)
+    runs = Unroller(task, adam, ConstantLength(length), num_particles=1, max_meta_loss=like.max_meta_loss,
+                    meta_loss_split=like.meta_loss_split, valid_weight=like.valid_weight)
     rates = jnp.repeat(jnp.asarray(grid, jnp.float32), BASELINE_SEEDS)
     thetas = jax.vmap(lambda rate: jax.tree.map(lambda leaf: leaf[None], {  # (workers, 1 particle, ...)
         **adam.init(None), "log_learning_rate": jnp.log(rate)}))(rates)
@@ -148,7 +147,8 @@ def baseline_curves(unrollers: Sequence[Unroller], names: Sequence[str], configs
     """Per bucket, (its cells, length) curves of tuned Adam: read from WORKDIR/curriculum_baselines.json
     when it holds these cells at this length and meta-loss, else run and written there (atomically)."""
     key = {"cells": [config.to_dict() for config in configs], "length": length, "seed": seed,
-           "rates": list(BASELINE_LEARNING_RATES[parameterization]), "seeds": BASELINE_SEEDS, "parameterization": parameterization,
+           "rates": list(BASELINE_LEARNING_RATES[parameterization]), "seeds": BASELINE_SEEDS,
+           "parameterization": parameterization,
            "meta_loss": [(u.meta_loss_split, u.valid_weight, u.max_meta_loss) for u in unrollers]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(workdir) / BASELINES_FILE
@@ -161,11 +161,8 @@ def baseline_curves(unrollers: Sequence[Unroller], names: Sequence[str], configs
     cells = []
     for unroller in unrollers:
         for variant in unroller.variants:
-            one = Unroller(variant, unroller.optimizer, unroller.schedule, num_particles=1,
-                           max_meta_loss=unroller.max_meta_loss, meta_loss_split=unroller.meta_loss_split,
-                           valid_weight=unroller.valid_weight)
             name = names[len(cells)]
-            curve, rate = baseline_curve(one, parameterization, length, seed)
+            curve, rate = baseline_curve(variant, unroller, parameterization, length, seed)
             log(f"curriculum baseline {name}: tuned Adam (learning rate {rate:g}) mean meta-loss {curve.mean():.3f}")
             cells.append({"name": name, "learning_rate": rate, "curve": curve.round(5).tolist()})
     write_atomically(path, json.dumps({"key": digest, "about": key, "cells": cells}))

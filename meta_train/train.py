@@ -79,9 +79,9 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         f"{trainer.mesh.size} {jax.devices()[0].platform} device(s)")
     workdir.mkdir(parents=True, exist_ok=True)
     if config.curriculum == "regret":
+        rates = curriculum.BASELINE_LEARNING_RATES[config.parameterization]
         log(f"the regret curriculum measures tuned Adam on its {len(trainer.cell_configs)} configs "
-            f"({config.max_inner_length} steps, {len(curriculum.BASELINE_LEARNING_RATES[config.parameterization])} rates; kept in "
-            f"{workdir / curriculum.BASELINES_FILE})")
+            f"({config.max_inner_length} steps, {len(rates)} rates; kept in {workdir / curriculum.BASELINES_FILE})")
         trainer.set_baselines(curriculum.baseline_curves(
             [estimator.unroller for estimator in trainer.estimators], trainer.cell_names(), trainer.cell_configs,
             config.parameterization, config.max_inner_length, config.seed, workdir, log))

@@ -99,7 +99,6 @@ class MetaTrainer:
         self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
         self.estimators = [estimator_for(config, tuple(family.task(c) for c in bucket), self.optimizer, self.mesh)
                            for bucket in self.buckets]
-        self.tasks = [estimator.unroller.task for estimator in self.estimators]
         self.curriculum = Curriculum(tuple(len(bucket) for bucket in self.buckets), config.curriculum,
                                      config.curriculum_floor, config.curriculum_decay)
         self.meta_optimizer, self.schedule = meta_optimizer(config)
@@ -157,16 +156,14 @@ class MetaTrainer:
         flat_grads = [ravel_pytree(grad)[0] for grad in grads]
         bucket_norms = {f"bucket_gradient_norm/{config.short_name()}": jnp.linalg.norm(grad)
                         for config, grad in zip(self.task_configs, flat_grads)}
-        if self.config.normalize_bucket_gradients:
-            # Buckets whose losses move more (a language model's, against an MLP's near 0) would otherwise
-            # set the direction alone; normalized, each counts by its share.
-            flat_grads = [grad / (jnp.linalg.norm(grad) + 1e-12) for grad in flat_grads]
         meta_grad = sum(share * grad for grad, (share, _) in zip(flat_grads, parts))
         updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
         theta = unravel(optax.apply_updates(flat_theta, updates))
-        curriculum = self.curriculum.update(state.curriculum, *(jnp.concatenate(column) for column in zip(*per_variant)))
+        curriculum = self.curriculum.update(state.curriculum,
+                                            *(jnp.concatenate(column) for column in zip(*per_variant)))
         summary = jax.tree.map(lambda *m: sum(m) / len(m), *metrics)
-        summary.update(bucket_norms, meta_grad_norm=optax.tree.norm(meta_grad), outer_learning_rate=self.schedule(state.step),
+        summary.update(bucket_norms, meta_grad_norm=optax.tree.norm(meta_grad),
+                       outer_learning_rate=self.schedule(state.step),
                        consecutive_skips=meta_opt_state.notfinite_count.astype(jnp.float32),
                        skipped_steps=meta_opt_state.total_notfinite.astype(jnp.float32))
         return MetaState(theta, meta_opt_state, tuple(new_states), key, state.step + 1, curriculum), summary
@@ -188,4 +185,3 @@ def describe_task(config: tasks.TaskConfig) -> str:
         return (f"{config.kind} on {config.dataset} width {config.width} depth {config.depth} "
                 f"({getattr(config, 'parameterization', 'sp')})")
     return str(config)
-

@@ -151,7 +151,8 @@ class Unroller:
                 valid_key = jax.random.fold_in(step_key, 1)
                 valid_batch = self._batch(data, worker.variant, valid_key, "valid")
                 valid = task.normalize_loss(task.loss(params, valid_batch, valid_key))
-                meta = valid if self.valid_weight == 1 else (1 - self.valid_weight) * meta + self.valid_weight * valid
+                weight = self.valid_weight
+                meta = valid if weight == 1 else (1 - weight) * meta + weight * valid
             if isinstance(task, tasks.AugmentedTask):  # report the task's own loss, not the scaled one
                 loss = loss / task.factors.loss_scale
             return params, opt_state, loss, meta

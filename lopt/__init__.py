@@ -5,6 +5,7 @@
     updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
 """
 
+from lopt import harness
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
 from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
@@ -12,6 +13,7 @@ from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimizat
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
 from lopt.momentum_mlp_lopt import MomentumMLPLOpt
+from lopt.normalized_mlp import NormalizedMLPLOpt
 from lopt.mup import RolesError, check_roles, infer_roles, scale_updates
 from lopt.registry import ARCHITECTURES, SpecError, from_spec
 from lopt.types import MetaParams, Params, Roles

@@ -181,8 +181,9 @@ def cosine_log_multipliers(final: float = ADAM_INIT_FINAL_MULTIPLIER) -> jax.Arr
     return jnp.log(final + (1.0 - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * fraction)))
 
 
-def adam_like(layers, others_scale: float = 0.01):
-    """MLP layers whose direction output is Adam's direction feature (normalized per tensor): hidden units
+def adam_like(layers, others_scale: float = 0.01, feature: int = ADAM_DIRECTION_FEATURE):
+    """MLP layers whose direction output is Adam's direction feature (column `feature` of the inputs,
+    normalized per tensor): hidden units
     0 and 1 carry relu(+x) and relu(-x) through every layer and the output takes their difference. The
     other units keep their random input weights but reach the output through weights `others_scale` as
     large, so that they start as a small perturbation which meta-training can grow."""
@@ -191,7 +192,7 @@ def adam_like(layers, others_scale: float = 0.01):
     for index in range(last + 1):
         w = layers[f"layer_{index}"]["w"]
         if index == 0:
-            w = w.at[:, :2].set(0.0).at[ADAM_DIRECTION_FEATURE, 0].set(1.0).at[ADAM_DIRECTION_FEATURE, 1].set(-1.0)
+            w = w.at[:, :2].set(0.0).at[feature, 0].set(1.0).at[feature, 1].set(-1.0)
         elif index < last:
             w = w.at[:2, :].set(0.0).at[:, :2].set(0.0).at[0, 0].set(1.0).at[1, 1].set(1.0)
         else:
@@ -243,11 +244,18 @@ def per_parameter_mlp(layers, blocks, first_bias, exp_mult: float, step_mult: fl
 
 
 def mlp_outputs(layers, blocks, first_bias) -> tuple[jax.Array, jax.Array]:
-    """The direction and magnitude (the first two outputs) of the per-parameter MLP on one tensor.
+    """The direction and magnitude (the first two outputs) of the per-parameter MLP on one tensor."""
+    outputs = mlp_output_units(layers, blocks, first_bias)
+    return outputs[0], outputs[1]
+
+
+def mlp_output_units(layers, blocks, first_bias) -> list[jax.Array]:
+    """Every output unit of the per-parameter MLP on one tensor, each shaped like the tensor.
 
     blocks: raw feature blocks of shape + (k,), F columns in all. layers: {"layer_0": {"w": (>=F, h),
-    "b"}, ..., "layer_L": {"w": (h, 2), "b": (2,)}}; only the first F rows of layer_0's weights read the
-    features, and `first_bias` replaces its bias (it may carry a per-step time contribution).
+    "b"}, ..., "layer_L": {"w": (h, outputs), "b": (outputs,)}}; only the first F rows of layer_0's
+    weights read the features, and `first_bias` replaces its bias (it may carry a per-step time
+    contribution).
     """
     axes = tuple(range(blocks[0].ndim - 1))
     # Per-tensor normalization x * rsqrt(1e-5 + mean x^2), folded into the first layer's weights.
@@ -255,14 +263,12 @@ def mlp_outputs(layers, blocks, first_bias) -> tuple[jax.Array, jax.Array]:
     first_weights = scale[:, None] * layers["layer_0"]["w"][:scale.shape[0]]
     num_layers = len(layers)
     if first_weights.shape[1] <= ELEMENTWISE_MAX_HIDDEN:
-        direction, magnitude = _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias)
-    else:
-        hidden = jnp.concatenate(blocks, axis=-1) @ first_weights + acc.trailing(first_bias, blocks[0].ndim)
-        for index in range(1, num_layers):
-            layer = layers[f"layer_{index}"]
-            hidden = jax.nn.relu(hidden) @ layer["w"] + acc.trailing(layer["b"], hidden.ndim)
-        direction, magnitude = hidden[..., 0], hidden[..., 1]
-    return direction, magnitude
+        return _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias)
+    hidden = jnp.concatenate(blocks, axis=-1) @ first_weights + acc.trailing(first_bias, blocks[0].ndim)
+    for index in range(1, num_layers):
+        layer = layers[f"layer_{index}"]
+        hidden = jax.nn.relu(hidden) @ layer["w"] + acc.trailing(layer["b"], hidden.ndim)
+    return [hidden[..., k] for k in range(hidden.shape[-1])]
 
 
 def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):

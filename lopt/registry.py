@@ -9,10 +9,11 @@ from lopt.hand_designed import Adam
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
 from lopt.momentum_mlp_lopt import MomentumMLPLOpt
+from lopt.normalized_mlp import NormalizedMLPLOpt
 from lopt.velo import VeLO
 
 ARCHITECTURES: dict[str, type[LearnedOptimizer]] = {
-    cls.architecture: cls for cls in (MLPLOpt, LSTMLOpt, Adam, MomentumMLPLOpt, VeLO)}
+    cls.architecture: cls for cls in (MLPLOpt, LSTMLOpt, Adam, MomentumMLPLOpt, VeLO, NormalizedMLPLOpt)}
 
 
 class SpecError(ValueError):

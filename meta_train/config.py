@@ -46,6 +46,8 @@ class MetaTrainConfig:
     horizon_schedule: bool = False  # mlp_lopt: steps times a learned schedule over the run (and time features kept in range)
     init_rule: str = "random"  # mlp_lopt: theta starts "random" or as per-tensor normalized "adam" (cosine schedule)
     role_scales: bool = False  # mlp_lopt, muP: a learned step multiplier for each muP role (input, hidden, output)
+    orthogonalize: bool = True  # normalized_mlp: hidden matrices' directions orthogonalized (Newton-Schulz, as Muon)
+    initial_learning_rate: float = 0.005  # normalized_mlp: the warmup-cosine peak theta starts from (then learned)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -134,7 +136,10 @@ class MetaTrainConfig:
                 refuse(field, "must be at least 1")
         if self.min_inner_length > self.max_inner_length:
             refuse("min_inner_length", f"must not exceed max_inner_length={self.max_inner_length}")
-        for field in ("sigma", "learning_rate", "max_meta_loss", "clip_norm", "step_mult"):
+        if self.architecture == "normalized_mlp" and self.orthogonalize and self.parameterization == "mup":
+            refuse("orthogonalize", "normalized_mlp orthogonalizes only in parameterization=sp (Muon's shape rule "
+                                    "sizes its hidden steps, not muP's 1/fan_in); set orthogonalize=false for mup")
+        for field in ("sigma", "learning_rate", "max_meta_loss", "clip_norm", "step_mult", "initial_learning_rate"):
             if not 0 < getattr(self, field) < float("inf"):
                 refuse(field, "must be positive and finite")
         for field in ("final_learning_rate", "weight_decay", "warmup_steps"):
@@ -150,6 +155,9 @@ class MetaTrainConfig:
                             horizon_schedule=self.horizon_schedule, init_rule=self.init_rule,
                             role_scales=self.role_scales,
                             time_feature_horizon=self.max_inner_length if self.horizon_schedule else 0)
+        elif self.architecture == "normalized_mlp":
+            settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
+                            initial_learning_rate=self.initial_learning_rate)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -170,6 +178,7 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 
 # Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
 MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule", "role_scales")
+NORMALIZED_MLP_FIELDS = ("orthogonalize", "initial_learning_rate")
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
@@ -206,6 +215,13 @@ PRESETS: dict[str, MetaTrainConfig] = {
     # train / validation meta-loss.
     "mixed_cpu": dataclasses.replace(DEFAULT, task_family="mixed", num_task_configs=6, meta_loss_split="mix",
                                      outer_steps=2000, log_every=50, checkpoint_every=100),
+    # The normalized rule (lopt.normalized_mlp: per-tensor RMS-normalized output, Newton-Schulz on hidden
+    # matrices, Adam on vectors, warmup-cosine schedule and weight decay learned in theta) on the mixed
+    # family in standard parameterization, with the mixed train / validation meta-loss.
+    "normalized_cpu": dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", hidden_size=8,
+                                          parameterization="sp", task_family="mixed_sp", num_task_configs=6,
+                                          meta_loss_split="mix", outer_steps=2000, log_every=50,
+                                          checkpoint_every=100),
     # Its accelerator twin: the same buckets at muLO-like widths, hidden 32, truncation 50, 8 workers a bucket.
     "mixed": dataclasses.replace(DEFAULT, task_family="mixed_wide", num_task_configs=6, meta_loss_split="mix",
                                  hidden_size=32, num_tasks=8, truncation_length=50, outer_steps=5000,
@@ -224,6 +240,7 @@ PRESET_DESCRIPTIONS = {
     "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",
     "mixed_cpu": "MLPs, conv nets, transformer and LSTM LMs in one run, mixed train/valid meta-loss (CPU)",
+    "normalized_cpu": "the normalized rule (RMS-normalized MLP, Newton-Schulz, learned schedule) on mixed_sp (CPU)",
     "mixed": "the same families at muLO-like widths, hidden 32, 8 workers a bucket; an accelerator",
     "quadratic": "seconds: 10-d quadratics, for trying the machinery",
 }
@@ -277,4 +294,8 @@ def with_overrides(config: MetaTrainConfig, assignments: list[str]) -> MetaTrain
     if architecture != "mlp_lopt" and mlp_only:  # a preset's values are ignored; a typed one is a mistake
         raise ConfigError(f"{', '.join(mlp_only)}: {', '.join(MLP_LOPT_FIELDS)} apply to mlp_lopt only, "
                           f"and architecture is {architecture}")
+    normalized_only = sorted(set(changes) & set(NORMALIZED_MLP_FIELDS))
+    if architecture != "normalized_mlp" and normalized_only:
+        raise ConfigError(f"{', '.join(normalized_only)}: {', '.join(NORMALIZED_MLP_FIELDS)} apply to "
+                          f"normalized_mlp only, and architecture is {architecture}")
     return dataclasses.replace(config, **changes)

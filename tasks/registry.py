@@ -57,6 +57,11 @@ MIXED_CPU = MixedFamily(buckets=(
     (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
 ))
 
+# The same models in standard parameterization: what a practitioner's own model looks like, and what the
+# standard-parameterization rules (normalized_mlp) meta-train on.
+MIXED_CPU_SP = MixedFamily(buckets=tuple(tuple(config.replace(parameterization="sp") for config in bucket)
+                                         for bucket in MIXED_CPU.buckets))
+
 # Its accelerator twin: the same buckets at muLO-like widths.
 MIXED_WIDE = MixedFamily(buckets=(
     _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=256, depth=2, batch_size=128)),
@@ -84,6 +89,7 @@ FAMILIES: dict[str, TaskFamily] = {
     "quadratics": QuadraticFamily(),
     # MLPs, conv nets, transformer and LSTM language models together (meta_train's mixed presets).
     "mixed": MIXED_CPU,
+    "mixed_sp": MIXED_CPU_SP,
     "mixed_wide": MIXED_WIDE,
     "mixed_tiny": MIXED_TINY,
 }

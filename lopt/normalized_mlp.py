@@ -1,0 +1,206 @@
+"""A per-parameter MLP update rule whose output is RMS-normalized per tensor, inside an ordinary Optax
+harness (after Celo2: Moudgil, Knyazev and Belilovsky, ICLR 2026).
+
+The learned part sets each tensor's update direction and the relative sizes within it; the size of the
+step comes from the harness's learning-rate schedule, as for Adam or Muon:
+
+    optax.chain(optimizer.rule(theta, num_steps, roles),         # the learned direction of every tensor
+                optax.add_decayed_weights(weight_decay),
+                optax.scale_by_learning_rate(warmup_cosine(peak, num_steps)))
+
+which is what `transform` returns, with the peak learning rate and the weight decay that meta-training
+learned (theta holds them). The rule, with optax.partition by tensor kind:
+- matrices (every tensor of at least 2 dimensions): a small ReLU MLP reads 8 features of each entry
+  (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, each
+  normalized per tensor) and the fraction of the run done; its output is divided by its RMS over the
+  tensor and multiplied by `consistent_rms`, so every matrix moves by the same RMS whatever the task.
+- hidden matrices (muP role "hidden"; with no roles, every matrix), with `orthogonalize`: that direction
+  is then orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its own) and
+  rescaled to the same RMS, as Muon's consistent-RMS rule does.
+- vectors and scalars (biases, norm weights): Adam's direction (optax.scale_by_adam).
+Each of the three kinds has a learned log step multiplier. The MLP starts as Adam's direction (two of
+its units carry the momentum / sqrt(second moment) feature), so an untrained theta is a normalized Adam
+(with orthogonalize, a Muon on Adam's direction) that meta-training refines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt import accumulators as acc
+from lopt import harness, mup
+from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
+from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units
+
+NUM_FEATURES = 8  # gradient, parameter, 3 momenta, 3 momenta * rsqrt(second moment)
+ADAM_FEATURE = 6  # momentum(decay 0.9) * rsqrt(second moment): where the MLP starts
+GROUPS = ("hidden", "matrix", "vector")  # the partition's labels, in theta["log_group_scales"] order
+SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
+
+
+class DirectionState(NamedTuple):
+    momentum: Any  # per tensor, shape + (3,)
+    second_moment: Any  # per tensor, shape + (1,)
+    iteration: jax.Array  # int32, steps taken
+    num_steps: jax.Array  # int32, the training horizon
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizedMLPLOpt(LearnedOptimizer):
+    """The learned rule (per-parameter MLP, per-tensor RMS-normalized output) and its Optax harness."""
+
+    architecture = "normalized_mlp"
+    hidden_size: int = 8  # units of each hidden layer of the per-parameter MLP (Celo2: 8)
+    hidden_layers: int = 2
+    parameterization: str = "sp"  # "mup": un-orthogonalized hidden steps are divided by fan_in
+    orthogonalize: bool = True  # hidden matrices' directions orthogonalized by Newton-Schulz
+    momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99)  # initial decays, meta-learned as offsets
+    second_moment_decay: float = 0.999  # initial decay, meta-learned as an offset
+    consistent_rms: float = 0.2  # the RMS of a matrix's direction (Adam's typical update RMS, as Muon's rule)
+    initial_learning_rate: float = 0.01  # the schedule's peak that theta starts from
+    initial_weight_decay: float = 0.01  # decoupled weight decay (times the learning rate) theta starts from
+
+    def __post_init__(self):
+        check_parameterization(self)
+        check_positive_integers(self, "hidden_size", "hidden_layers")
+        object.__setattr__(self, "momentum_decays", tuple(self.momentum_decays))  # JSON gives lists back
+        if len(self.momentum_decays) != 3 or not all(0 <= d < 1 for d in self.momentum_decays):
+            raise ValueError(f"NormalizedMLPLOpt.momentum_decays={self.momentum_decays!r}: three decays in [0, 1)")
+        if not 0 <= self.second_moment_decay < 1:
+            raise ValueError(f"NormalizedMLPLOpt.second_moment_decay={self.second_moment_decay!r}: must be in [0, 1)")
+        if not isinstance(self.orthogonalize, bool):
+            raise ValueError(f"NormalizedMLPLOpt.orthogonalize={self.orthogonalize!r}: must be True or False")
+        if self.orthogonalize and self.parameterization == "mup":
+            raise ValueError("NormalizedMLPLOpt: orthogonalize=True sets the hidden steps' size by their shape "
+                             "(Muon's rule), not by muP's 1/fan_in; use parameterization='sp', or orthogonalize=False")
+        for field in ("consistent_rms", "initial_learning_rate", "initial_weight_decay"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf) or (value == 0 and field != "initial_weight_decay"):
+                raise ValueError(f"NormalizedMLPLOpt.{field}={value!r}: must be positive and finite")
+
+    def init(self, key):
+        layers = init_mlp(key, [NUM_FEATURES + 1] + [self.hidden_size] * self.hidden_layers + [1])
+        return {"mlp": adam_like(layers, feature=ADAM_FEATURE),
+                "momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
+                "log_group_scales": jnp.zeros((len(GROUPS),)),
+                "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
+                "log_weight_decay": jnp.asarray(math.log(max(self.initial_weight_decay, 1e-8)), jnp.float32)}
+
+    def learning_rate(self, theta) -> jax.Array:
+        """The peak of the warmup-cosine schedule that meta-training learned."""
+        return jnp.exp(jnp.asarray(theta["log_learning_rate"]))
+
+    def weight_decay(self, theta) -> jax.Array:
+        return jnp.exp(jnp.asarray(theta["log_weight_decay"]))
+
+    # --- the learned direction of the matrices: the inner step the interface names ---
+    def init_state(self, theta, params, num_steps):
+        del theta
+        return DirectionState(jax.tree.map(lambda p: jnp.zeros(p.shape + (3,), jnp.float32), params),
+                              jax.tree.map(lambda p: jnp.zeros(p.shape + (1,), jnp.float32), params),
+                              jnp.asarray(0, jnp.int32), jnp.asarray(num_steps, jnp.int32))
+
+    def step(self, theta, grads, state, params, loss):
+        """Each tensor's direction, RMS-normalized to `consistent_rms` (ascent-signed, like
+        scale_by_adam's output), and the next state."""
+        del loss
+        momentum_decays = acc.learned_decays(self.momentum_decays, theta["momentum_decays"])
+        second_moment_decays = acc.learned_decays((self.second_moment_decay,), theta["second_moment_decays"])
+        layers = theta["mlp"]
+        fraction = jnp.asarray(state.iteration, jnp.float32) / jnp.maximum(state.num_steps, 1)
+        first = layers["layer_0"]
+        time_bias = fraction * first["w"][NUM_FEATURES] + first["b"]  # the same for every entry
+
+        def one(grad, param, momentum, second_moment):
+            grad, param = jnp.asarray(grad, jnp.float32), jnp.asarray(param, jnp.float32)
+            momentum = acc.update_momentum(momentum, grad, momentum_decays)
+            second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
+            adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
+            blocks = [grad[..., None], param[..., None], momentum, adam]
+            direction = mlp_output_units(layers, blocks, time_bias)[0]
+            rms = jnp.sqrt(jnp.mean(jnp.square(direction)))
+            return direction * (self.consistent_rms / jnp.maximum(rms, 1e-30)), momentum, second_moment
+
+        out = jax.tree.map(one, grads, params, state.momentum, state.second_moment)
+        pick = lambda index: jax.tree.map(lambda _, o: o[index], grads, out)  # noqa: E731
+        return pick(0), DirectionState(pick(1), pick(2), state.iteration + 1, state.num_steps)
+
+    def _directions(self, theta, num_steps) -> optax.GradientTransformation:
+        def update_fn(grads, state, params=None):
+            if params is None:
+                raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
+            return self.step(theta, grads, state, params, None)
+        return optax.GradientTransformation(lambda params: self.init_state(theta, params, num_steps), update_fn)
+
+    # --- the harness ---
+    def labels(self, roles=None):
+        """params -> each tensor's group: "hidden", "matrix" or "vector"."""
+        def label(role, leaf):
+            if len(leaf.shape) < 2:
+                return "vector"
+            return "hidden" if harness.is_hidden_matrix(role, leaf) else "matrix"
+        if roles is None:
+            return lambda params: jax.tree.map(lambda leaf: label(None, leaf), params)
+        return lambda params: jax.tree.map(label, roles, params)
+
+    def rule(self, theta, num_steps, roles=None) -> optax.GradientTransformation:
+        """The learned direction of every tensor, before weight decay and the learning rate: chain it with
+        optax.add_decayed_weights and optax.scale_by_learning_rate(any schedule), as optax.adamw chains
+        scale_by_adam. roles: each tensor's muP role (which matrices are hidden); None treats every
+        matrix as hidden, as optax.contrib.muon does without dimension numbers."""
+        scales = jnp.exp(jnp.asarray(theta["log_group_scales"]))
+        hidden = [self._directions(theta, num_steps)]
+        if self.orthogonalize:
+            hidden += [optax.contrib.scale_by_muon(
+                beta=0.0, nesterov=False,
+                weight_dimension_numbers=lambda tree: jax.tree.map(harness.matrix_dimension_numbers, tree)),
+                _orthogonal_to_consistent_rms(self.consistent_rms)]
+        elif self.parameterization == "mup":
+            hidden.append(_divide_by_fan_in())
+        transforms = {
+            "hidden": optax.chain(*hidden, optax.scale(scales[0])),
+            "matrix": optax.chain(self._directions(theta, num_steps), optax.scale(scales[1])),
+            "vector": optax.chain(optax.scale_by_adam(), optax.scale(scales[2])),
+        }
+        return optax.partition(transforms, self.labels(roles))
+
+    def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
+        """The rule with the weight decay and warmup-cosine peak learning rate that theta holds: the
+        optimizer meta-training trains and users load."""
+        chain = optax.chain(self.rule(theta, num_steps, roles),
+                            optax.add_decayed_weights(self.weight_decay(theta)),
+                            optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
+
+        def init_fn(params):
+            if roles is not None:
+                mup.check_roles(roles, params)
+            return chain.init(params)
+
+        def update_fn(grads, state, params=None, *, loss=None, **extra_args):
+            del loss, extra_args
+            if params is None:
+                raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
+            updates, state = chain.update(grads, state, params)
+            return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params), state
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _orthogonal_to_consistent_rms(rms: float) -> optax.GradientTransformation:
+    """An orthogonalized m x n direction has RMS about 1 / sqrt(max(m, n)): rescale it to `rms`
+    (Moonshot's consistent-RMS rule, optax.contrib.muon's consistent_rms)."""
+    def scale(update):
+        fan_in = math.prod(update.shape[:-1])
+        return update * (math.sqrt(max(fan_in, update.shape[-1])) * rms)
+    return optax.stateless(lambda updates, params=None: jax.tree.map(scale, updates))
+
+
+def _divide_by_fan_in() -> optax.GradientTransformation:
+    """muP's hidden-layer rule (muLO): steps of hidden tensors divided by their fan-in."""
+    return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u: u / mup.fan_in(u), updates))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import lopt
+from lopt.baselines import BASELINES
 
 
 def model_params(num_params: float) -> dict:
@@ -97,7 +98,11 @@ def main(argv=None) -> str:
 
     optimizers = {
         "optax.adam": lambda params: optax.adam(1e-3),
+        "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
+        "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
+        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(True, params),
+        "NormalizedMLPLOpt hidden 8": lambda params: _normalized(False, params),
         "MLPLOpt hidden 4": lambda params: _mlp(4, params),
         "MLPLOpt hidden 32": lambda params: _mlp(32, params),
         "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),
@@ -105,21 +110,24 @@ def main(argv=None) -> str:
     matmul_rate = matmul_flops_per_second(args.repeats)
     lines = [f"# Update cost against optax.adam ({machine()})", "",
              f"Dense matmul rate measured here ((262144 x 32) @ (32 x 32), float32): {matmul_rate / 1e9:.1f} GFLOP/s", "",
-             "| parameters | optimizer | median ms | x optax.adam | state bytes / param | GFLOP/s (share of matmul rate) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| parameters | optimizer | median ms | x optax.adam | x optax.adamw | x muon | state bytes / param | "
+             "GFLOP/s (share of matmul rate) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for size in args.sizes:
         params = model_params(size)
         count = sum(x.size for x in jax.tree.leaves(params))
-        adam_time = None
+        times = {}
         for name, make in optimizers.items():
             seconds, state_bytes = time_update(make(params), params, args.repeats)
-            adam_time = adam_time or seconds
+            times[name] = seconds
+            adam_time, adamw_time = times["optax.adam"], times.get("optax.adamw", seconds)
+            muon_time = times.get("optax.contrib.muon (evaluate's)", seconds)
             flops = ""
             if name.startswith("MLPLOpt hidden"):
                 rate = mlp_flops_per_param(int(name.split()[-1])) * count / seconds
                 flops = f"{rate / 1e9:.1f} ({rate / matmul_rate:.0%})"
             lines.append(f"| {count / 1e6:.2f}M | {name} | {seconds * 1e3:.2f} | {seconds / adam_time:.1f} | "
-                         f"{state_bytes / count:.1f} | {flops} |")
+                         f"{seconds / adamw_time:.1f} | {seconds / muon_time:.2f} | {state_bytes / count:.1f} | {flops} |")
             print(lines[-1], flush=True)
     return write_report(args.out, lines)
 
@@ -134,6 +142,17 @@ def write_report(path: str, lines: list[str]) -> str:
     Path(path).write_text(report)
     print(report)
     return report
+
+
+def model_roles(params) -> dict:
+    """The muP roles of model_params' tensors: its square layers are the hidden ones."""
+    return {name: {"kernel": "hidden" if name.startswith("hidden") else name if name == "input" else "output",
+                   "bias": "input"} for name in params}
+
+
+def _normalized(orthogonalize: bool, params):
+    optimizer = lopt.NormalizedMLPLOpt(orthogonalize=orthogonalize)
+    return optimizer.transform(optimizer.init(jax.random.key(0)), 1000, model_roles(params))
 
 
 def _mlp(hidden: int, params):

@@ -11,9 +11,10 @@ import sys
 
 from checkpoints.files import enable_compilation_cache
 from evaluate.memory import TooLargeError
-from evaluate.optimizers import BASELINE_DESCRIPTIONS, OptimizerError
+from evaluate.optimizers import OptimizerError
 from evaluate.suites import SUITES, SuiteError
 from evaluate.sweep import DEFAULT_BASELINES, SweepError, run_suite
+from lopt.baselines import BASELINE_DESCRIPTIONS
 
 
 def _parser() -> argparse.ArgumentParser:

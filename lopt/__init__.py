@@ -5,7 +5,7 @@
     updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
 """
 
-from lopt import harness
+from lopt import baselines, harness
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
 from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,

@@ -1,5 +1,8 @@
-"""The meta-trained optimizer against Adam on a held-out task: what `python -m meta_train` shows at the
-end of a run. Each optimizer trains the same task from the same init with the same batches."""
+"""The meta-trained optimizer against the tuned baselines a practitioner would use, on a held-out task:
+what `python -m meta_train` shows at the end of a run. Each optimizer trains the same task from the same
+init with the same batches; each baseline is tuned over its grid (lopt.baselines, the grids evaluate
+tunes over) per metric, as evaluate reports it: its best training loss and its best validation loss.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,23 @@ import math
 from typing import Any, Callable
 
 import jax
-import optax
 
 import lopt
 import tasks
+from lopt.baselines import BASELINES
 from tasks.train import train
 
-ADAM_LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)  # Adam is tuned over these, best final training loss
+# Constant-rate Adam, and what practitioners tune today: warmup-cosine AdamW and Muon.
+COMPARED_BASELINES = {"adam": "Adam", "adamw_cosine": "AdamW, warmup-cosine", "muon": "Muon, warmup-cosine"}
 
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonRow:
     optimizer: str
-    train_loss: float  # mean over the last tenth of the run
+    train_loss: float  # mean minibatch loss of the last logging interval (a tenth of the run)
     valid_loss: float
     valid_accuracy: float | None
+    setting: str = ""  # a tuned baseline's learning rates: the best on training and on validation loss
 
 
 def held_out_task(task_name: str, parameterization: str | None) -> tasks.Task:
@@ -33,15 +38,19 @@ def held_out_task(task_name: str, parameterization: str | None) -> tasks.Task:
     return config.build()
 
 
-def compare_with_adam(task: tasks.Task, optimizer: lopt.LearnedOptimizer, theta: Any, initial_theta: Any,
-                      num_steps: int, *, seed: int = 1, log: Callable[[str], None] = lambda line: None
-                      ) -> list[ComparisonRow]:
-    """The learned optimizer, its initialization, and Adam at each of ADAM_LEARNING_RATES (the best
-    one reported), each trained for num_steps; `log` gets a line as each run ends."""
+def comparison_size() -> int:
+    """How many training runs `compare_with_baselines` makes."""
+    return 2 + sum(len(BASELINES[name][1]) for name in COMPARED_BASELINES)
+
+
+def compare_with_baselines(task: tasks.Task, optimizer: lopt.LearnedOptimizer, theta: Any, initial_theta: Any,
+                           num_steps: int, *, seed: int = 1, log: Callable[[str], None] = lambda line: None
+                           ) -> list[ComparisonRow]:
+    """The learned optimizer, its initialization, and each of COMPARED_BASELINES tuned over its grid, each
+    trained for num_steps; `log` gets a line as each run ends."""
     log_every = math.gcd(num_steps, max(num_steps // 10, 1))
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
-    total = 2 + len(ADAM_LEARNING_RATES)
-    done = []
+    total, done = comparison_size(), []
 
     def run(name: str, transform) -> ComparisonRow:
         result = train(task, transform, num_steps, seed=seed, log_every=log_every, log=lambda line: None)
@@ -51,16 +60,25 @@ def compare_with_adam(task: tasks.Task, optimizer: lopt.LearnedOptimizer, theta:
 
     rows = [run("learned optimizer", optimizer.transform(theta, num_steps, roles)),
             run("learned optimizer at its initialization", optimizer.transform(initial_theta, num_steps, roles))]
-    adam = [run(f"Adam, learning rate {rate:g}", optax.adam(rate)) for rate in ADAM_LEARNING_RATES]
-    best = min(adam, key=lambda row: row.train_loss if math.isfinite(row.train_loss) else math.inf)
-    rows.append(dataclasses.replace(best, optimizer=f"{best.optimizer} (best of {len(adam)})"))
+    for name, label in COMPARED_BASELINES.items():
+        make, grid = BASELINES[name][:2]
+        runs = {rate: run(f"{label}, learning rate {rate:g}", make(rate, num_steps, roles)) for rate in grid}
+        best_train = min(runs, key=lambda rate: _finite(runs[rate].train_loss))
+        best_valid = min(runs, key=lambda rate: _finite(runs[rate].valid_loss))
+        rows.append(ComparisonRow(f"{label} (tuned over {len(grid)} rates)", runs[best_train].train_loss,
+                                  runs[best_valid].valid_loss, runs[best_valid].valid_accuracy,
+                                  f"lr {best_train:g} on train, {best_valid:g} on valid"))
     return rows
 
 
+def _finite(loss: float) -> float:
+    return loss if math.isfinite(loss) else math.inf
+
+
 def markdown_table(rows: list[ComparisonRow]) -> str:
-    lines = ["| optimizer | train loss | valid loss | valid accuracy |", "| --- | --- | --- | --- |"]
+    lines = ["| optimizer | train loss | valid loss | valid accuracy | setting |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
         accuracy = "" if row.valid_accuracy is None else f"{row.valid_accuracy:.3f}"
         # Four significant digits: a learned optimizer's training loss can be 1e-5 where Adam's is 1e-2.
-        lines.append(f"| {row.optimizer} | {row.train_loss:.4g} | {row.valid_loss:.4g} | {accuracy} |")
+        lines.append(f"| {row.optimizer} | {row.train_loss:.4g} | {row.valid_loss:.4g} | {accuracy} | {row.setting} |")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """The outer loop: step, log, checkpoint, and at the end save the learned optimizer for `lopt.load`
-and compare it with Adam on a held-out task.
+and compare it with tuned baselines on a held-out task.
 
 A run killed at any moment and resumed with `resume=True` ends with the same theta as an uninterrupted
 run: the state, the random keys included, is one pytree, checkpointed whole every `checkpoint_every`
@@ -21,7 +21,8 @@ import jax
 import lopt
 from checkpoints.files import ScalarWriter, write_atomically
 from meta_train import checkpointing, curriculum
-from meta_train.compare import ADAM_LEARNING_RATES, ComparisonRow, compare_with_adam, held_out_task, markdown_table
+from meta_train.compare import (COMPARED_BASELINES, ComparisonRow, compare_with_baselines, comparison_size,
+                                held_out_task, markdown_table)
 from meta_train.config import MetaTrainConfig
 from meta_train.logging import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
@@ -111,8 +112,9 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     if compare:
         task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
         log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
-            f"optimizer, its initialization and Adam at {len(ADAM_LEARNING_RATES)} learning rates")
-        rows = compare_with_adam(task, trainer.optimizer, jax.device_get(state.theta),
+            f"optimizer, its initialization and {', '.join(COMPARED_BASELINES.values())} over their learning-rate "
+            f"grids ({comparison_size()} runs)")
+        rows = compare_with_baselines(task, trainer.optimizer, jax.device_get(state.theta),
                                  jax.device_get(initial_theta), config.eval_steps, log=log)
         table = markdown_table(rows)
         write_atomically(workdir / COMPARISON_FILE, json.dumps(

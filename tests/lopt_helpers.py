@@ -35,4 +35,7 @@ EVERY_ARCHITECTURE = {
     "mu_adam": lopt.Adam(parameterization="mup"),
     "momentum_mlp_lopt": lopt.MomentumMLPLOpt(hidden_size=4, parameterization="mup"),
     "velo": lopt.VeLO(lstm_hidden_size=8, num_mlps=4, parameterization="mup"),
+    # No weight decay, so that muP's hidden steps / fan_in is all that sets the two parameterizations apart.
+    "normalized_mlp": lopt.NormalizedMLPLOpt(hidden_size=4, parameterization="mup", orthogonalize=False,
+                                             initial_weight_decay=0.0),
 }

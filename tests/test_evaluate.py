@@ -287,19 +287,9 @@ def test_a_budget_the_stride_does_not_divide_ends_with_a_shorter_interval():
     assert runner.default_stride(997) == 20 and runner.record_steps(997, 20)[-2:] == (980, 997)
 
 
-def test_the_warmup_cosine_schedule_rises_for_5_percent_and_reaches_0_at_the_last_step():
-    from evaluate.optimizers import warmup_cosine
-
-    schedule = warmup_cosine(0.1, 200)
-    rates = np.asarray([float(schedule(step)) for step in range(200)])
-    assert rates[0] == 0 and rates[10] == pytest.approx(0.1) and rates[-1] == 0  # 5% of 200 steps: 10
-    np.testing.assert_allclose(rates[:11], np.linspace(0, 0.1, 11), rtol=1e-5)
-    assert np.all(np.diff(rates[10:]) <= 0) and rates[-2] > 0
-    assert float(warmup_cosine(jax.numpy.float32(0.3), 20)(19)) == 0  # a traced peak (a grid) as well
-
-
 def test_muon_orthogonalizes_only_the_hidden_matrices():
-    from evaluate.optimizers import ADAMW_WEIGHT_DECAY, muon_dimension_numbers
+    from lopt.baselines import ADAMW_WEIGHT_DECAY
+    from lopt.harness import muon_dimension_numbers
 
     task = tasks.get_task("mlp_digits_8x8", width=32, depth=2, parameterization="sp")
     key = jax.random.key(0)
@@ -330,7 +320,7 @@ def test_muon_orthogonalizes_only_the_hidden_matrices():
     # values of a random square matrix short of 1): the top 90% lie within 2x of each other.
     top = slice(0, int(0.9 * len(singular)))
     assert singular[top].max() / singular[top].min() < 2 < 4 < raw[top].max() / raw[top].min()
-    adamw = optax.adamw(evaluate.optimizers.warmup_cosine(0.01, 100), weight_decay=ADAMW_WEIGHT_DECAY,
+    adamw = optax.adamw(lopt.harness.warmup_cosine(0.01, 100), weight_decay=ADAMW_WEIGHT_DECAY,
                         nesterov=True)  # optax's muon hands its Nesterov setting to the AdamW part
     adam_state = adamw.init(params)
     _, adam_state = adamw.update(grads, adam_state, params)

@@ -1,0 +1,129 @@
+"""The normalized rule (lopt.normalized_mlp) and its Optax harness: what each kind of tensor gets, that the
+harness is ordinary Optax, and that the schedule is optax's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lopt
+import tasks
+from lopt.harness import warmup_cosine
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    task = tasks.get_task("mlp_digits_8x8", width=32, batch_size=64, parameterization="sp")
+    params = task.init(jax.random.key(0))
+    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(2)), None)
+    return task, params, task.roles(params), grads
+
+
+def _rms(x):
+    return float(jnp.sqrt(jnp.mean(jnp.square(x))))
+
+
+def test_every_matrix_moves_by_the_same_rms_and_hidden_matrices_are_orthogonalized(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    theta = optimizer.init(jax.random.key(0))
+    theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(5), w.shape), theta["mlp"])
+    rule = optimizer.rule(theta, 100, roles)
+    directions, _ = jax.jit(rule.update)(jax.tree.map(lambda g: 1e-3 * g, grads), rule.init(params), params)
+    assert _rms(directions["input"]["kernel"]) == pytest.approx(0.2, rel=1e-4)
+    assert _rms(directions["readout"]["kernel"]) == pytest.approx(0.2, rel=1e-4)
+    hidden = np.asarray(directions["hidden_1"]["kernel"])
+    singular_values = np.linalg.svd(hidden, compute_uv=False)
+    assert singular_values.max() / singular_values.min() < 2.0  # Newton-Schulz's quintic leaves them in ~[0.7, 1.2]
+    assert _rms(hidden) == pytest.approx(0.2, rel=0.3)
+
+
+def test_vectors_get_adams_direction_and_each_group_its_learned_scale(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    theta = optimizer.init(jax.random.key(0))
+    theta["log_group_scales"] = jnp.log(jnp.asarray([1.0, 3.0, 0.5]))
+    base = optimizer.rule(optimizer.init(jax.random.key(0)), 100, roles)
+    scaled = optimizer.rule(theta, 100, roles)
+    base_directions, _ = base.update(grads, base.init(params), params)
+    directions, _ = scaled.update(grads, scaled.init(params), params)
+    adam, _ = optax.scale_by_adam().update(grads, optax.scale_by_adam().init(params), params)
+    np.testing.assert_allclose(directions["input"]["bias"], 0.5 * adam["input"]["bias"], rtol=1e-5)
+    np.testing.assert_allclose(directions["input"]["kernel"], 3.0 * base_directions["input"]["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(directions["hidden_1"]["kernel"], base_directions["hidden_1"]["kernel"], rtol=1e-5)
+
+
+def test_an_untrained_theta_steps_along_per_tensor_normalized_adam(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False)
+    rule = optimizer.rule(optimizer.init(jax.random.key(0)), 100, roles)
+    directions, _ = rule.update(grads, rule.init(params), params)
+    # One gradient, no bias correction: momentum 0.1 g, second moment 0.001 g^2, so m / sqrt(v) is sign(g).
+    kernel = np.asarray(grads["hidden_1"]["kernel"])
+    expected = np.sign(kernel) * (kernel != 0)
+    expected = 0.2 * expected / np.sqrt(np.mean(expected ** 2))
+    np.testing.assert_allclose(directions["hidden_1"]["kernel"], expected, rtol=2e-3, atol=2e-3)
+
+
+def test_the_default_transform_is_the_rule_in_an_ordinary_optax_chain(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    theta = optimizer.init(jax.random.key(0))
+    ours = optimizer.transform(theta, 50, roles)
+    composed = optax.chain(optimizer.rule(theta, 50, roles), optax.add_decayed_weights(optimizer.weight_decay(theta)),
+                           optax.scale_by_learning_rate(warmup_cosine(optimizer.learning_rate(theta), 50)))
+    ours_state, composed_state = ours.init(params), composed.init(params)
+    for step in range(3):
+        a, ours_state = ours.update(grads, ours_state, params, loss=jnp.float32(1.0))
+        b, composed_state = composed.update(grads, composed_state, params)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-12)
+    assert float(optimizer.learning_rate(theta)) == pytest.approx(0.01)
+    assert float(optimizer.weight_decay(theta)) == pytest.approx(0.01)
+
+
+def test_it_trains_a_model_and_a_saved_theta_loads_as_the_same_optimizer(mlp, tmp_path):
+    task, params, roles, _ = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    theta = optimizer.init(jax.random.key(0))
+    lopt.save(tmp_path / "rule", optimizer, theta, description="test")
+    loaded = lopt.load(tmp_path / "rule", num_steps=100, roles=roles)
+    result = tasks.train.train(task, loaded, 100, log_every=25, log=lambda line: None)
+    reference = tasks.train.train(task, optimizer.transform(theta, 100, roles), 100, log_every=25,
+                                     log=lambda line: None)
+    assert result.train_loss == reference.train_loss and result.train_loss < 0.5
+
+
+def test_without_roles_every_matrix_is_treated_as_hidden(mlp):
+    _, params, _, _ = mlp
+    labels = lopt.NormalizedMLPLOpt().labels(None)(params)
+    assert labels["input"] == {"kernel": "hidden", "bias": "vector"} and labels["readout"]["kernel"] == "hidden"
+
+
+def test_invalid_settings_name_the_field():
+    with pytest.raises(ValueError, match="orthogonalize=True"):
+        lopt.NormalizedMLPLOpt(parameterization="mup")
+    with pytest.raises(ValueError, match="momentum_decays"):
+        lopt.NormalizedMLPLOpt(momentum_decays=(0.9,))
+    with pytest.raises(ValueError, match="initial_learning_rate"):
+        lopt.NormalizedMLPLOpt(initial_learning_rate=0.0)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 20, 200, 1001])
+def test_the_schedule_is_optaxs_warmup_cosine_and_takes_a_traced_horizon(num_steps):
+    warmup = max(1, round(0.05 * num_steps))
+    reference = optax.warmup_cosine_decay_schedule(0.0, 0.3, warmup_steps=warmup,
+                                                   decay_steps=max(num_steps - 1, warmup + 1), end_value=0.0)
+    counts = np.arange(num_steps + 2)
+    ours = jax.jit(lambda n: jax.vmap(warmup_cosine(0.3, n))(counts))(jnp.int32(num_steps))
+    np.testing.assert_allclose(ours, [float(reference(c)) for c in counts], rtol=1e-5, atol=1e-7)
+
+
+def test_the_warmup_cosine_schedule_rises_for_5_percent_and_reaches_0_at_the_last_step():
+    schedule = warmup_cosine(0.1, 200)
+    rates = np.asarray([float(schedule(step)) for step in range(200)])
+    assert rates[0] == 0 and rates[10] == pytest.approx(0.1) and rates[-1] == 0  # 5% of 200 steps: 10
+    np.testing.assert_allclose(rates[:11], np.linspace(0, 0.1, 11), rtol=1e-5)
+    assert np.all(np.diff(rates[10:]) <= 0) and rates[-2] > 0
+    assert float(warmup_cosine(jax.numpy.float32(0.3), 20)(19)) == 0  # a traced peak (a grid) as well

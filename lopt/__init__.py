@@ -9,7 +9,7 @@ from lopt import baselines, harness
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
 from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
-                          load_optimizer, save)
+                          load_optimizer, load_rule, save)
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
 from lopt.momentum_mlp_lopt import MomentumMLPLOpt

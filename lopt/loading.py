@@ -90,6 +90,24 @@ def load(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None
     return optimizer.transform(theta, num_steps, roles)
 
 
+def load_rule(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None = None
+              ) -> optax.GradientTransformation:
+    """The learned update direction alone, without the learning rate and weight decay that `load` adds,
+    for a chain of your own:
+
+        optax.chain(lopt.load_rule(name, num_steps=T, roles=roles), optax.add_decayed_weights(1e-2),
+                    optax.scale_by_learning_rate(my_schedule))
+
+    Only rules that leave the step size to a schedule have one (normalized_mlp); the others set their
+    own step sizes, and `load` is the way to use them.
+    """
+    optimizer, theta, _ = load_optimizer(name_or_path)
+    if not hasattr(optimizer, "rule"):
+        raise SpecError(f"{name_or_path}: a {optimizer.architecture} optimizer sets its own step sizes and has no "
+                        "separate rule to chain with a schedule; use lopt.load")
+    return optimizer.rule(theta, num_steps, roles)
+
+
 def convert_learned_optimization(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
     """Writes a learned_optimization checkpoint (params file or its directory, config.gin beside it) in
     our format, atomically, so that it loads like any of ours; the source is recorded as provenance."""

@@ -127,3 +127,18 @@ def test_the_warmup_cosine_schedule_rises_for_5_percent_and_reaches_0_at_the_las
     np.testing.assert_allclose(rates[:11], np.linspace(0, 0.1, 11), rtol=1e-5)
     assert np.all(np.diff(rates[10:]) <= 0) and rates[-2] > 0
     assert float(warmup_cosine(jax.numpy.float32(0.3), 20)(19)) == 0  # a traced peak (a grid) as well
+
+
+def test_load_rule_gives_the_direction_to_chain_with_a_schedule_of_your_own(mlp, tmp_path):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    theta = optimizer.init(jax.random.key(0))
+    lopt.save(tmp_path / "rule", optimizer, theta)
+    rule = lopt.load_rule(tmp_path / "rule", num_steps=10, roles=roles)
+    mine = optax.chain(rule, optax.scale_by_learning_rate(optax.constant_schedule(0.1)))
+    updates, _ = mine.update(grads, mine.init(params), params)
+    directions, _ = optimizer.rule(theta, 10, roles).update(grads, optimizer.rule(theta, 10, roles).init(params), params)
+    np.testing.assert_allclose(updates["input"]["kernel"], -0.1 * directions["input"]["kernel"], rtol=1e-6)
+    lopt.save(tmp_path / "adam", lopt.Adam(), lopt.Adam().init(None))
+    with pytest.raises(lopt.SpecError, match="no separate rule"):
+        lopt.load_rule(tmp_path / "adam", num_steps=10)

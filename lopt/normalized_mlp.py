@@ -18,7 +18,12 @@ learned (theta holds them). The rule, with optax.partition by tensor kind:
   is then orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its own) and
   rescaled to the same RMS, as Muon's consistent-RMS rule does.
 - vectors and scalars (biases, norm weights): Adam's direction (optax.scale_by_adam).
-Each of the three kinds has a learned log step multiplier. The MLP starts as Adam's direction (two of
+With `width_scaling`, step sizes follow the spectral condition (Yang, Simon and Bernstein 2023) as
+widths change, in a standard-parameterized model: output and un-orthogonalized hidden matrices' steps
+are multiplied by REFERENCE_WIDTH / fan_in, orthogonalized hidden matrices get a spectral norm of
+sqrt(max(1, fan_out / fan_in)) (optax's width-transfer rule) instead of a fixed RMS, input matrices keep
+their RMS; at REFERENCE_WIDTH every matrix moves by `consistent_rms`, as without it.
+Each kind has a learned log step multiplier (input and output matrices share one without width scaling). The MLP starts as Adam's direction (two of
 its units carry the momentum / sqrt(second moment) feature), so an untrained theta is a normalized Adam
 (with orthogonalize, a Muon on Adam's direction) that meta-training refines.
 """
@@ -40,7 +45,13 @@ from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units
 
 NUM_FEATURES = 8  # gradient, parameter, 3 momenta, 3 momenta * rsqrt(second moment)
 ADAM_FEATURE = 6  # momentum(decay 0.9) * rsqrt(second moment): where the MLP starts
-GROUPS = ("hidden", "matrix", "vector")  # the partition's labels, in theta["log_group_scales"] order
+# Each tensor's group: the partition's labels. theta["log_group_scales"] holds one learned multiplier per
+# group; without width scaling, input and output matrices share one ("matrix").
+LABELS = ("hidden", "input", "output", "vector")
+GROUPS = ("hidden", "matrix", "vector")
+WIDTH_GROUPS = ("hidden", "input", "output", "vector")
+# width_scaling: the width at which a matrix's step RMS is `consistent_rms`, whatever its role.
+REFERENCE_WIDTH = 128
 SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
 
 
@@ -65,6 +76,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     consistent_rms: float = 0.2  # the RMS of a matrix's direction (Adam's typical update RMS, as Muon's rule)
     initial_learning_rate: float = 0.01  # the schedule's peak that theta starts from
     initial_weight_decay: float = 0.01  # decoupled weight decay (times the learning rate) theta starts from
+    width_scaling: bool = False  # step sizes follow the spectral condition as widths change (below)
 
     def __post_init__(self):
         check_parameterization(self)
@@ -74,11 +86,15 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             raise ValueError(f"NormalizedMLPLOpt.momentum_decays={self.momentum_decays!r}: three decays in [0, 1)")
         if not 0 <= self.second_moment_decay < 1:
             raise ValueError(f"NormalizedMLPLOpt.second_moment_decay={self.second_moment_decay!r}: must be in [0, 1)")
-        if not isinstance(self.orthogonalize, bool):
-            raise ValueError(f"NormalizedMLPLOpt.orthogonalize={self.orthogonalize!r}: must be True or False")
+        for field in ("orthogonalize", "width_scaling"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
         if self.orthogonalize and self.parameterization == "mup":
             raise ValueError("NormalizedMLPLOpt: orthogonalize=True sets the hidden steps' size by their shape "
                              "(Muon's rule), not by muP's 1/fan_in; use parameterization='sp', or orthogonalize=False")
+        if self.width_scaling and self.parameterization == "mup":
+            raise ValueError("NormalizedMLPLOpt: width_scaling=True sizes steps for standard-parameterized models "
+                             "(the spectral condition); a muP model takes muP's own rule: set width_scaling=False")
         for field in ("consistent_rms", "initial_learning_rate", "initial_weight_decay"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf) or (value == 0 and field != "initial_weight_decay"):
@@ -88,9 +104,14 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         layers = init_mlp(key, [NUM_FEATURES + 1] + [self.hidden_size] * self.hidden_layers + [1])
         return {"mlp": adam_like(layers, feature=ADAM_FEATURE),
                 "momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
-                "log_group_scales": jnp.zeros((len(GROUPS),)),
+                "log_group_scales": jnp.zeros((len(self.groups),)),
                 "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
                 "log_weight_decay": jnp.asarray(math.log(max(self.initial_weight_decay, 1e-8)), jnp.float32)}
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups with a learned step multiplier, in theta["log_group_scales"] order."""
+        return WIDTH_GROUPS if self.width_scaling else GROUPS
 
     def learning_rate(self, theta) -> jax.Array:
         """The peak of the warmup-cosine schedule that meta-training learned."""
@@ -140,11 +161,11 @@ class NormalizedMLPLOpt(LearnedOptimizer):
 
     # --- the harness ---
     def labels(self, roles=None):
-        """params -> each tensor's group: "hidden", "matrix" or "vector"."""
+        """params -> each tensor's label: "hidden", "input" or "output" (matrices by muP role), "vector"."""
         def label(role, leaf):
             if len(leaf.shape) < 2:
                 return "vector"
-            return "hidden" if harness.is_hidden_matrix(role, leaf) else "matrix"
+            return "hidden" if harness.is_hidden_matrix(role, leaf) else "output" if role == "output" else "input"
         if roles is None:
             return lambda params: jax.tree.map(lambda leaf: label(None, leaf), params)
         return lambda params: jax.tree.map(label, roles, params)
@@ -154,19 +175,25 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         optax.add_decayed_weights and optax.scale_by_learning_rate(any schedule), as optax.adamw chains
         scale_by_adam. roles: each tensor's muP role (which matrices are hidden); None treats every
         matrix as hidden, as optax.contrib.muon does without dimension numbers."""
-        scales = jnp.exp(jnp.asarray(theta["log_group_scales"]))
+        scales = dict(zip(self.groups, jnp.exp(jnp.asarray(theta["log_group_scales"]))))
+        if not self.width_scaling:
+            scales["input"] = scales["output"] = scales["matrix"]
         hidden = [self._directions(theta, num_steps)]
         if self.orthogonalize:
             hidden += [optax.contrib.scale_by_muon(
                 beta=0.0, nesterov=False,
                 weight_dimension_numbers=lambda tree: jax.tree.map(harness.matrix_dimension_numbers, tree)),
-                _orthogonal_to_consistent_rms(self.consistent_rms)]
+                _orthogonal_to_consistent_rms(self.consistent_rms, self.width_scaling)]
         elif self.parameterization == "mup":
             hidden.append(_divide_by_fan_in())
+        elif self.width_scaling:
+            hidden.append(_divide_by_fan_in(REFERENCE_WIDTH))
+        output = [self._directions(theta, num_steps)] + ([_divide_by_fan_in(REFERENCE_WIDTH)] if self.width_scaling else [])
         transforms = {
-            "hidden": optax.chain(*hidden, optax.scale(scales[0])),
-            "matrix": optax.chain(self._directions(theta, num_steps), optax.scale(scales[1])),
-            "vector": optax.chain(optax.scale_by_adam(), optax.scale(scales[2])),
+            "hidden": optax.chain(*hidden, optax.scale(scales["hidden"])),
+            "input": optax.chain(self._directions(theta, num_steps), optax.scale(scales["input"])),
+            "output": optax.chain(*output, optax.scale(scales["output"])),
+            "vector": optax.chain(optax.scale_by_adam(), optax.scale(scales["vector"])),
         }
         return optax.partition(transforms, self.labels(roles))
 
@@ -192,15 +219,23 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _orthogonal_to_consistent_rms(rms: float) -> optax.GradientTransformation:
+def _orthogonal_to_consistent_rms(rms: float, width_scaling: bool) -> optax.GradientTransformation:
     """An orthogonalized m x n direction has RMS about 1 / sqrt(max(m, n)): rescale it to `rms`
-    (Moonshot's consistent-RMS rule, optax.contrib.muon's consistent_rms)."""
+    (Moonshot's consistent-RMS rule, optax.contrib.muon's consistent_rms). With width scaling, to a
+    spectral norm of sqrt(max(1, fan_out / fan_in)) instead (optax's width-transfer rule, the spectral
+    condition of Yang, Simon and Bernstein), times the constant that gives RMS `rms` at REFERENCE_WIDTH
+    x REFERENCE_WIDTH."""
     def scale(update):
-        fan_in = math.prod(update.shape[:-1])
-        return update * (math.sqrt(max(fan_in, update.shape[-1])) * rms)
+        fan_in, fan_out = math.prod(update.shape[:-1]), update.shape[-1]
+        if width_scaling:
+            return update * (math.sqrt(max(1.0, fan_out / fan_in)) * rms * math.sqrt(REFERENCE_WIDTH))
+        return update * (math.sqrt(max(fan_in, fan_out)) * rms)
     return optax.stateless(lambda updates, params=None: jax.tree.map(scale, updates))
 
 
-def _divide_by_fan_in() -> optax.GradientTransformation:
-    """muP's hidden-layer rule (muLO): steps of hidden tensors divided by their fan-in."""
-    return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u: u / mup.fan_in(u), updates))
+def _divide_by_fan_in(reference: int = 1) -> optax.GradientTransformation:
+    """Steps times reference / fan_in: muP's hidden-layer rule (muLO) with reference 1; with reference
+    REFERENCE_WIDTH, the width scaling of an un-orthogonalized dense step (a low-rank step of RMS r on a
+    fan_in x fan_out matrix has spectral norm about r sqrt(fan_in fan_out); the spectral condition asks
+    for sqrt(fan_out / fan_in), so r goes as 1 / fan_in)."""
+    return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u: u * (reference / mup.fan_in(u)), updates))

@@ -6,7 +6,8 @@ Every parameter gets 39 inputs: 28 gradient statistics normalized per tensor, an
 tanh(t / tau - 1). A small ReLU MLP maps them to a direction d and a magnitude m, and the update is
 -d * exp(m * exp_mult) * step_mult.
 
-Four options go beyond small_fc_lopt (all off by default, which is small_fc_lopt exactly):
+Four options go beyond small_fc_lopt (all off by default; with parameterization="sp" and hidden_size=4 the
+defaults are small_fc_lopt's architecture):
 - `horizon_schedule`: the step is also multiplied by a learned schedule over the fraction of the run done,
   exp(s(t / T)), s piecewise linear through 11 learned knots. Every input feature is normalized per
   tensor, so without it the size of a step cannot shrink as training ends, and the absolute time features

@@ -8,7 +8,7 @@ else touches JAX); `jax.devices()` then lists every host's devices and the mesh 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -33,7 +33,3 @@ def split_over_tasks(mesh: Mesh) -> NamedSharding:
     """Leading axis split over the mesh's devices."""
     return NamedSharding(mesh, PartitionSpec(TASK_AXIS))
 
-
-def worker_shardings(tree: Any, mesh: Mesh) -> Any:
-    """Every leaf of a workers' pytree (leading task axis) split over the devices."""
-    return jax.tree.map(lambda _: split_over_tasks(mesh), tree)

@@ -24,7 +24,7 @@ from meta_train import checkpointing, curriculum
 from meta_train.compare import (COMPARED_BASELINES, ComparisonRow, compare_with_baselines, comparison_size,
                                 held_out_task, markdown_table)
 from meta_train.config import MetaTrainConfig
-from meta_train.logging import Progress
+from meta_train.progress import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 
 OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads

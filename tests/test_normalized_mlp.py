@@ -142,3 +142,19 @@ def test_load_rule_gives_the_direction_to_chain_with_a_schedule_of_your_own(mlp,
     lopt.save(tmp_path / "adam", lopt.Adam(), lopt.Adam().init(None))
     with pytest.raises(lopt.SpecError, match="no separate rule"):
         lopt.load_rule(tmp_path / "adam", num_steps=10)
+
+
+def test_width_scaling_sizes_each_matrix_by_the_spectral_condition(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, width_scaling=True)
+    theta = optimizer.init(jax.random.key(0))
+    assert theta["log_group_scales"].shape == (4,)  # hidden, input, output, vector
+    rule = optimizer.rule(theta, 100, roles)
+    directions, _ = rule.update(grads, rule.init(params), params)
+    width = params["hidden_1"]["kernel"].shape[0]  # 32: steps 4x the RMS they take at width 128
+    assert _rms(directions["input"]["kernel"]) == pytest.approx(0.2, rel=1e-4)
+    assert _rms(directions["readout"]["kernel"]) == pytest.approx(0.2 * 128 / width, rel=1e-4)
+    spectral_norm = np.linalg.norm(np.asarray(directions["hidden_1"]["kernel"]), ord=2)
+    assert spectral_norm == pytest.approx(0.2 * np.sqrt(128), rel=0.25)  # square: sqrt(max(1, out / in)) = 1
+    with pytest.raises(ValueError, match="width_scaling=True"):
+        lopt.NormalizedMLPLOpt(parameterization="mup", orthogonalize=False, width_scaling=True)

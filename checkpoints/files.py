@@ -49,9 +49,8 @@ class ScalarWriter:
 
 
 def enable_compilation_cache() -> None:
-    """Compiled programs are kept on disk, so a resumed or repeated run skips most of its compile time
-    (measured: the default meta-training preset's first step after 6 s instead of 20 s on a 2-core
-    CPU). LOPT_COMPILATION_CACHE names the directory; set it empty to switch the cache off."""
+    """Compiled programs are kept on disk, so a resumed or repeated run skips most of its compile time.
+    LOPT_COMPILATION_CACHE names the directory; set it empty to switch the cache off."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lopt" / "xla"
     directory = os.environ.get("LOPT_COMPILATION_CACHE", str(default))
     if directory:

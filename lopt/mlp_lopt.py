@@ -14,18 +14,16 @@ defaults are small_fc_lopt's architecture):
   cannot tell the end of a 100-step run from the end of a 1,000-step one.
 - `time_feature_horizon=H`: a run longer than H steps reads its time features at t * H / T, so they never
   leave the range that meta-training runs of at most H steps showed the optimizer (runs of at most H
-  steps are unchanged). Without it, `mulo_small_fc` at 10x its 1,000-step horizon climbed from 0.05 back
-  to 0.69; with it the same theta kept lowering the loss, to 2.4e-3 (4.8e-4 in an earlier run).
+  steps are unchanged). Without it, time features past the meta-training horizon are inputs the MLP never
+  saw (the README's Results measure what that does at 10x the horizon).
 - `role_scales` (muP only): each muP role's steps (input, hidden, output) are multiplied by a learned
   exp(s_role). muP fixes how a role's step scales with width but not the constant in front of it, and the
   MLP cannot set roles apart itself: it is shared by every tensor and reads features normalized per
-  tensor. Measured on `mulo_small_fc` (`evaluate`'s width_mlp suite, 200 steps): its readout steps 2x
-  larger lowered the final loss at every width from 32 to 4,096 (0.056 to 0.040 at 128, 0.047 to 0.024
-  at 4,096); 4x is better still from 512 on (0.016 at 4,096) but worse at 32 (0.137 against 0.113).
+  tensor (the README's Results measure the readout's constant on `mulo_small_fc`).
 - `init_rule="adam"`: theta starts as Adam with each tensor's update normalized (two hidden units carry
   the momentum / sqrt(second moment) feature; the others start with small output weights) and, with the
   schedule, a cosine decay to 2% over the run: meta-training refines a good optimizer instead of first
-  discovering one (from a random theta, 5,000 PES steps on a 2-core CPU left it far behind Adam).
+  discovering one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """python -m meta_train [--config NAME] [--workdir DIR] [--set FIELD=VALUE ...] [--resume | --force]
 
 Meta-trains a learned optimizer from a named preset, saves it for `lopt.load`, and compares it with
-tuned Adam, warmup-cosine AdamW and Muon on a held-out task. With no arguments: the default preset, about ten minutes on a 2-core CPU.
+tuned Adam, warmup-cosine AdamW and Muon on a held-out task. With no arguments: the default preset,
+minutes on a 2-core CPU.
 """
 
 from __future__ import annotations

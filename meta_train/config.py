@@ -186,47 +186,52 @@ NORMALIZED_MLP_FIELDS = ("orthogonalize", "initial_learning_rate", "width_scalin
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
 
-# small_fc_lopt as published: a random theta and a fixed step scale (the field defaults).
+# small_fc_lopt's recipe (a random theta, a fixed step scale: the field defaults), on muP MLPs.
 SMALL_FC_LOPT = MetaTrainConfig()
-# The presets below start theta as per-tensor normalized Adam with a cosine schedule over the run, which
-# meta-training then refines: from a random theta, 5,000 PES steps on a 2-core CPU left the optimizer far
-# behind tuned Adam; this start is already ahead on every held-out task of its family, and 1,000 steps
-# (mulo_cpu) take its median speedup over tuned Adam from 1.36x to 1.89x.
-DEFAULT = dataclasses.replace(SMALL_FC_LOPT, step_mult=0.03, horizon_schedule=True, init_rule="adam")
+# The mlp_lopt presets below start theta as per-tensor normalized Adam with a cosine schedule over the run,
+# which meta-training then refines, instead of a random theta it would first have to make an optimizer of.
+ADAM_START = dataclasses.replace(SMALL_FC_LOPT, step_mult=0.03, horizon_schedule=True, init_rule="adam")
+
+# The shipped default's recipe (normalized_mixed): the normalized rule (lopt.normalized_mlp: per-tensor
+# RMS-normalized output, Newton-Schulz on hidden matrices, Adam on vectors, step sizes by the spectral
+# condition, warmup-cosine peak and weight decay learned in theta) on the mixed family in standard
+# parameterization, with the mixed train / validation meta-loss.
+NORMALIZED = dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", hidden_size=8, parameterization="sp",
+                                 orthogonalize=True, width_scaling=True, initial_learning_rate=0.01,
+                                 task_family="mixed_sp", num_task_configs=6, meta_loss_split="mix",
+                                 outer_steps=3000, log_every=50, checkpoint_every=100)
 
 PRESETS: dict[str, MetaTrainConfig] = {
-    # About ten minutes on a 2-core CPU: MLPs of widths 32-128 on 8x8 and 14x14 images.
-    "default": DEFAULT,
+    # The README's main job, minutes on a 2-core CPU: the default's recipe for a sixth of its steps.
+    "default": dataclasses.replace(NORMALIZED, outer_steps=500),
+    # The shipped default optimizer's recipe (normalized_mixed), about 25 minutes on a 2-core CPU.
+    "normalized_cpu": NORMALIZED,
+    # small_fc_lopt's MLP started as normalized Adam, on MLPs of widths 32-128 on 8x8 and 14x14 images
+    # (the default until the normalized rule), about ten minutes on a 2-core CPU.
+    "small_fc": ADAM_START,
     # The muLO paper's recipe (Therien et al. 2024): widths 128-1024, PES truncation 50, sigma 0.01,
     # 8 perturbed tasks, inner lengths 100-1000, hidden 32, 5,000 outer steps. Needs an accelerator. With
     # role_scales: for mulo_small_fc on MNIST MLPs at 200 steps the best readout step constant grows with
     # width up to about 1,000 units (x2 at 32-128, x4 from 512 on), so these widths show it where 32-128
     # do not (a mulo_cpu run with role_scales learned 0.77 / 1.03 / 1.02 for input / hidden / output).
-    "mulo": dataclasses.replace(DEFAULT, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3,
+    "mulo": dataclasses.replace(ADAM_START, hidden_size=32, task_family="mlp_images_wide", num_task_configs=3,
                                 num_tasks=8, truncation_length=50, outer_steps=5000, warmup_steps=250,
                                 checkpoint_every=500, role_scales=True),
     # The shipped muP optimizer's recipe for a 2-core CPU (about 10 minutes): the default with twice the
     # task configs (16 workers, covering every image set, width and depth of the family), 1,000 outer steps.
-    "mulo_cpu": dataclasses.replace(DEFAULT, num_task_configs=4, outer_steps=1000, log_every=50,
+    "mulo_cpu": dataclasses.replace(ADAM_START, num_task_configs=4, outer_steps=1000, log_every=50,
                                     checkpoint_every=250),
     # Its standard-parameterization twin: the same recipe on the same MLPs in standard parameterization
     # (a smaller step_mult, as standard-parameterized MLPs of these widths need smaller steps).
-    "sp_cpu": dataclasses.replace(DEFAULT, parameterization="sp", task_family="mlp_images_sp", num_task_configs=4,
+    "sp_cpu": dataclasses.replace(ADAM_START, parameterization="sp", task_family="mlp_images_sp", num_task_configs=4,
                                   step_mult=0.003, outer_steps=1000, log_every=50, checkpoint_every=250),
     # Every model family in one run on a 2-core CPU: MLPs, conv nets, transformer and LSTM language models
     # (tasks.MIXED_CPU, 6 shape buckets), runs restarting on either dataset of their bucket, the mixed
     # train / validation meta-loss.
-    "mixed_cpu": dataclasses.replace(DEFAULT, task_family="mixed", num_task_configs=6, meta_loss_split="mix",
+    "mixed_cpu": dataclasses.replace(ADAM_START, task_family="mixed", num_task_configs=6, meta_loss_split="mix",
                                      outer_steps=2000, log_every=50, checkpoint_every=100),
-    # The normalized rule (lopt.normalized_mlp: per-tensor RMS-normalized output, Newton-Schulz on hidden
-    # matrices, Adam on vectors, warmup-cosine schedule and weight decay learned in theta) on the mixed
-    # family in standard parameterization, with the mixed train / validation meta-loss.
-    "normalized_cpu": dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", hidden_size=8,
-                                          parameterization="sp", task_family="mixed_sp", num_task_configs=6,
-                                          meta_loss_split="mix", outer_steps=2000, log_every=50,
-                                          checkpoint_every=100),
     # Its accelerator twin: the same buckets at muLO-like widths, hidden 32, truncation 50, 8 workers a bucket.
-    "mixed": dataclasses.replace(DEFAULT, task_family="mixed_wide", num_task_configs=6, meta_loss_split="mix",
+    "mixed": dataclasses.replace(ADAM_START, task_family="mixed_wide", num_task_configs=6, meta_loss_split="mix",
                                  hidden_size=32, num_tasks=8, truncation_length=50, outer_steps=5000,
                                  warmup_steps=250, checkpoint_every=500),
     # Seconds: a 10-d quadratic family, for trying the machinery and for tests (small_fc_lopt's random start).
@@ -238,12 +243,13 @@ PRESETS: dict[str, MetaTrainConfig] = {
 
 
 PRESET_DESCRIPTIONS = {
-    "default": "about ten minutes on a 2-core CPU: MLPs of widths 32-128 on 8x8 and 14x14 images",
+    "default": "minutes on a 2-core CPU: the normalized rule on the mixed family, a sixth of normalized_cpu's steps",
+    "normalized_cpu": "the shipped default's recipe: normalized rule, mixed family (sp), mixed meta-loss (CPU)",
+    "small_fc": "small_fc_lopt's MLP from an Adam start on MLPs of widths 32-128 (the former default; CPU)",
     "mulo": "the muLO paper's recipe (widths 128-1024, hidden 32, 8 workers, 5,000 steps); an accelerator",
     "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",
     "mixed_cpu": "MLPs, conv nets, transformer and LSTM LMs in one run, mixed train/valid meta-loss (CPU)",
-    "normalized_cpu": "the normalized rule (RMS-normalized MLP, Newton-Schulz, learned schedule) on mixed_sp (CPU)",
     "mixed": "the same families at muLO-like widths, hidden 32, 8 workers a bucket; an accelerator",
     "quadratic": "seconds: 10-d quadratics, for trying the machinery",
 }

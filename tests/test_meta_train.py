@@ -182,7 +182,7 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
 
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
-    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, quadratic, sp_cpu" in capsys.readouterr().err
+    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, normalized_cpu, quadratic, small_fc, sp_cpu" in capsys.readouterr().err
     assert main(["--set", "hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown config field 'hiden_size'" in capsys.readouterr().err
     assert main(["--set", "sigma=big", "--workdir", str(tmp_path / "a")]) == 2
@@ -206,9 +206,9 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_default_preset_lowers_the_meta_loss_and_beats_its_initialization(tmp_path):
+def test_the_small_fc_preset_lowers_the_meta_loss_and_beats_its_initialization(tmp_path):
     """A short budget of the default preset (about two minutes here)."""
-    config = with_overrides(preset("default"), ["outer_steps=400", "log_every=20", "eval_steps=500"])
+    config = with_overrides(preset("small_fc"), ["outer_steps=400", "log_every=20", "eval_steps=500"])
     result = meta_train(config, tmp_path, log=lambda line: None)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()

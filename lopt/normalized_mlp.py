@@ -52,6 +52,7 @@ GROUPS = ("hidden", "matrix", "vector")
 WIDTH_GROUPS = ("hidden", "input", "output", "vector")
 # width_scaling: the width at which a matrix's step RMS is `consistent_rms`, whatever its role.
 REFERENCE_WIDTH = 128
+MAX_LOG_MAGNITUDE = 2.0  # tensor_magnitude: the multiplier stays within [e^-2, e^2]
 SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
 
 
@@ -77,6 +78,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     initial_learning_rate: float = 0.01  # the schedule's peak that theta starts from
     initial_weight_decay: float = 0.01  # decoupled weight decay (times the learning rate) theta starts from
     width_scaling: bool = False  # step sizes follow the spectral condition as widths change (below)
+    tensor_magnitude: bool = False  # a learned per-tensor step multiplier: the mean of a second MLP output
 
     def __post_init__(self):
         check_parameterization(self)
@@ -86,7 +88,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             raise ValueError(f"NormalizedMLPLOpt.momentum_decays={self.momentum_decays!r}: three decays in [0, 1)")
         if not 0 <= self.second_moment_decay < 1:
             raise ValueError(f"NormalizedMLPLOpt.second_moment_decay={self.second_moment_decay!r}: must be in [0, 1)")
-        for field in ("orthogonalize", "width_scaling"):
+        for field in ("orthogonalize", "width_scaling", "tensor_magnitude"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
         if self.orthogonalize and self.parameterization == "mup":
@@ -101,8 +103,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={value!r}: must be positive and finite")
 
     def init(self, key):
-        layers = init_mlp(key, [NUM_FEATURES + 1] + [self.hidden_size] * self.hidden_layers + [1])
-        return {"mlp": adam_like(layers, feature=ADAM_FEATURE),
+        outputs = 2 if self.tensor_magnitude else 1
+        layers = adam_like(init_mlp(key, [NUM_FEATURES + 1] + [self.hidden_size] * self.hidden_layers + [outputs]),
+                           feature=ADAM_FEATURE)
+        if self.tensor_magnitude:  # the magnitude output starts at 0: a multiplier of 1
+            last = f"layer_{self.hidden_layers}"
+            layers[last] = {"w": layers[last]["w"].at[:, 1].set(0.0), "b": layers[last]["b"]}
+        return {"mlp": layers,
                 "momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
                 "log_group_scales": jnp.zeros((len(self.groups),)),
                 "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
@@ -128,9 +135,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                               jnp.asarray(0, jnp.int32), jnp.asarray(num_steps, jnp.int32))
 
     def step(self, theta, grads, state, params, loss):
-        """Each tensor's direction, RMS-normalized to `consistent_rms` (ascent-signed, like
-        scale_by_adam's output), and the next state."""
+        """Each tensor's direction as an input matrix gets it (RMS-normalized to `consistent_rms`,
+        ascent-signed like scale_by_adam's output), and the next state."""
         del loss
+        return self._step(theta, grads, state, params, "input")
+
+    def _step(self, theta, grads, state, params, kind: str):
+        """The directions of tensors of one kind ("hidden", "input" or "output" matrices)."""
         momentum_decays = acc.learned_decays(self.momentum_decays, theta["momentum_decays"])
         second_moment_decays = acc.learned_decays((self.second_moment_decay,), theta["second_moment_decays"])
         layers = theta["mlp"]
@@ -144,19 +155,36 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
             adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
             blocks = [grad[..., None], param[..., None], momentum, adam]
-            direction = mlp_output_units(layers, blocks, time_bias)[0]
-            rms = jnp.sqrt(jnp.mean(jnp.square(direction)))
-            return direction * (self.consistent_rms / jnp.maximum(rms, 1e-30)), momentum, second_moment
+            outputs = mlp_output_units(layers, blocks, time_bias)
+            direction = self._sized(outputs[0], kind)
+            if self.tensor_magnitude:  # bounded to a factor of e^MAX_LOG_MAGNITUDE either way
+                log_magnitude = MAX_LOG_MAGNITUDE * jnp.tanh(jnp.mean(outputs[1]) / MAX_LOG_MAGNITUDE)
+                direction = direction * jnp.exp(log_magnitude)
+            return direction, momentum, second_moment
 
         out = jax.tree.map(one, grads, params, state.momentum, state.second_moment)
         pick = lambda index: jax.tree.map(lambda _, o: o[index], grads, out)  # noqa: E731
         return pick(0), DirectionState(pick(1), pick(2), state.iteration + 1, state.num_steps)
 
-    def _directions(self, theta, num_steps) -> optax.GradientTransformation:
+    def _sized(self, direction, kind: str):
+        """The MLP's direction for one matrix of a kind, at the RMS (or spectral norm) its kind takes."""
+        if kind == "hidden" and self.orthogonalize:
+            return _orthogonalized(direction, self.consistent_rms, self.width_scaling)
+        rms = jnp.sqrt(jnp.mean(jnp.square(direction)))
+        direction = direction * (self.consistent_rms / jnp.maximum(rms, 1e-30))
+        if kind == "hidden" and self.parameterization == "mup":
+            return direction / mup.fan_in(direction)  # muP's hidden-layer rule (muLO)
+        if kind in ("hidden", "output") and self.width_scaling:
+            # A low-rank step of RMS r on a fan_in x fan_out matrix has spectral norm about
+            # r sqrt(fan_in fan_out); the spectral condition asks for sqrt(fan_out / fan_in): r ~ 1 / fan_in.
+            return direction * (REFERENCE_WIDTH / mup.fan_in(direction))
+        return direction
+
+    def _directions(self, theta, num_steps, kind: str) -> optax.GradientTransformation:
         def update_fn(grads, state, params=None):
             if params is None:
                 raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
-            return self.step(theta, grads, state, params, None)
+            return self._step(theta, grads, state, params, kind)
         return optax.GradientTransformation(lambda params: self.init_state(theta, params, num_steps), update_fn)
 
     # --- the harness ---
@@ -178,23 +206,9 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         scales = dict(zip(self.groups, jnp.exp(jnp.asarray(theta["log_group_scales"]))))
         if not self.width_scaling:
             scales["input"] = scales["output"] = scales["matrix"]
-        hidden = [self._directions(theta, num_steps)]
-        if self.orthogonalize:
-            hidden += [optax.contrib.scale_by_muon(
-                beta=0.0, nesterov=False,
-                weight_dimension_numbers=lambda tree: jax.tree.map(harness.matrix_dimension_numbers, tree)),
-                _orthogonal_to_consistent_rms(self.consistent_rms, self.width_scaling)]
-        elif self.parameterization == "mup":
-            hidden.append(_divide_by_fan_in())
-        elif self.width_scaling:
-            hidden.append(_divide_by_fan_in(REFERENCE_WIDTH))
-        output = [self._directions(theta, num_steps)] + ([_divide_by_fan_in(REFERENCE_WIDTH)] if self.width_scaling else [])
-        transforms = {
-            "hidden": optax.chain(*hidden, optax.scale(scales["hidden"])),
-            "input": optax.chain(self._directions(theta, num_steps), optax.scale(scales["input"])),
-            "output": optax.chain(*output, optax.scale(scales["output"])),
-            "vector": optax.chain(optax.scale_by_adam(), optax.scale(scales["vector"])),
-        }
+        transforms = {kind: optax.chain(self._directions(theta, num_steps, kind), optax.scale(scales[kind]))
+                      for kind in ("hidden", "input", "output")}
+        transforms["vector"] = optax.chain(optax.scale_by_adam(), optax.scale(scales["vector"]))
         return optax.partition(transforms, self.labels(roles))
 
     def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
@@ -219,23 +233,16 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _orthogonal_to_consistent_rms(rms: float, width_scaling: bool) -> optax.GradientTransformation:
-    """An orthogonalized m x n direction has RMS about 1 / sqrt(max(m, n)): rescale it to `rms`
-    (Moonshot's consistent-RMS rule, optax.contrib.muon's consistent_rms). With width scaling, to a
-    spectral norm of sqrt(max(1, fan_out / fan_in)) instead (optax's width-transfer rule, the spectral
-    condition of Yang, Simon and Bernstein), times the constant that gives RMS `rms` at REFERENCE_WIDTH
-    x REFERENCE_WIDTH."""
-    def scale(update):
-        fan_in, fan_out = math.prod(update.shape[:-1]), update.shape[-1]
-        if width_scaling:
-            return update * (math.sqrt(max(1.0, fan_out / fan_in)) * rms * math.sqrt(REFERENCE_WIDTH))
-        return update * (math.sqrt(max(fan_in, fan_out)) * rms)
-    return optax.stateless(lambda updates, params=None: jax.tree.map(scale, updates))
-
-
-def _divide_by_fan_in(reference: int = 1) -> optax.GradientTransformation:
-    """Steps times reference / fan_in: muP's hidden-layer rule (muLO) with reference 1; with reference
-    REFERENCE_WIDTH, the width scaling of an un-orthogonalized dense step (a low-rank step of RMS r on a
-    fan_in x fan_out matrix has spectral norm about r sqrt(fan_in fan_out); the spectral condition asks
-    for sqrt(fan_out / fan_in), so r goes as 1 / fan_in)."""
-    return optax.stateless(lambda updates, params=None: jax.tree.map(lambda u: u * (reference / mup.fan_in(u)), updates))
+def _orthogonalized(direction, rms: float, width_scaling: bool):
+    """The direction orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its
+    own, so its state is a throwaway) at RMS `rms`: an orthogonal m x n matrix has RMS about
+    1 / sqrt(max(m, n)) (Moonshot's consistent-RMS rule). With width scaling, at a spectral norm of
+    sqrt(max(1, fan_out / fan_in)) instead (optax's width-transfer rule, the spectral condition of Yang,
+    Simon and Bernstein), times the constant that gives RMS `rms` at REFERENCE_WIDTH x REFERENCE_WIDTH."""
+    orthogonalize = optax.contrib.scale_by_muon(beta=0.0, nesterov=False,
+                                                weight_dimension_numbers=harness.matrix_dimension_numbers(direction))
+    orthogonal, _ = orthogonalize.update(direction, orthogonalize.init(direction))
+    fan_in, fan_out = math.prod(direction.shape[:-1]), direction.shape[-1]
+    if width_scaling:
+        return orthogonal * (math.sqrt(max(1.0, fan_out / fan_in)) * rms * math.sqrt(REFERENCE_WIDTH))
+    return orthogonal * (math.sqrt(max(fan_in, fan_out)) * rms)

@@ -49,6 +49,7 @@ class MetaTrainConfig:
     orthogonalize: bool = True  # normalized_mlp: hidden matrices' directions orthogonalized (Newton-Schulz, as Muon)
     initial_learning_rate: float = 0.005  # normalized_mlp: the warmup-cosine peak theta starts from (then learned)
     width_scaling: bool = False  # normalized_mlp: step sizes follow the spectral condition as widths change (sp only)
+    tensor_magnitude: bool = False  # normalized_mlp: a learned per-tensor step multiplier (mean of a second MLP output)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -160,7 +161,8 @@ class MetaTrainConfig:
                             time_feature_horizon=self.max_inner_length if self.horizon_schedule else 0)
         elif self.architecture == "normalized_mlp":
             settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
-                            initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling)
+                            initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
+                            tensor_magnitude=self.tensor_magnitude)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -181,7 +183,7 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 
 # Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
 MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule", "role_scales")
-NORMALIZED_MLP_FIELDS = ("orthogonalize", "initial_learning_rate", "width_scaling")
+NORMALIZED_MLP_FIELDS = ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude")
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")

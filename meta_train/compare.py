@@ -18,7 +18,7 @@ from lopt.baselines import BASELINES
 from tasks.train import train
 
 # Constant-rate Adam, and what practitioners tune today: warmup-cosine AdamW and Muon.
-COMPARED_BASELINES = {"adam": "Adam", "adamw_cosine": "AdamW, warmup-cosine", "muon": "Muon, warmup-cosine"}
+COMPARED_BASELINES = {"adam": "Adam", "adamw_cosine": "AdamW (warmup-cosine)", "muon": "Muon (warmup-cosine)"}
 
 
 @dataclasses.dataclass(frozen=True)

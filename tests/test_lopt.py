@@ -125,7 +125,9 @@ def test_any_pytree_in_float32_or_bfloat16(name, dtype):
     roles = {"conv": "hidden", "layers": [{"kernel": "hidden", "bias": "input"}], "scale": "input", "row": "output"}
     transform = optimizer.transform(optimizer.init(jax.random.key(0)), 10, roles)
     grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.1, dtype), params)
-    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params, loss=jnp.float32(1.0))
+    update = jax.jit(transform.update)
+    _, state = update(grads, transform.init(params), params, loss=jnp.float32(1.0))
+    updates, _ = update(grads, state, params, loss=jnp.float32(1.0))  # the second: a warmup starts at 0
     assert jax.tree.structure(updates) == jax.tree.structure(params)
     assert all(u.dtype == dtype and u.shape == p.shape for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)))
     assert all(jnp.all(jnp.isfinite(u.astype(jnp.float32))) for u in jax.tree.leaves(updates))

@@ -126,12 +126,13 @@ def test_any_pytree_in_float32_or_bfloat16(name, dtype):
     transform = optimizer.transform(optimizer.init(jax.random.key(0)), 10, roles)
     grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.1, dtype), params)
     update = jax.jit(transform.update)
-    _, state = update(grads, transform.init(params), params, loss=jnp.float32(1.0))
-    updates, _ = update(grads, state, params, loss=jnp.float32(1.0))  # the second: a warmup starts at 0
-    assert jax.tree.structure(updates) == jax.tree.structure(params)
-    assert all(u.dtype == dtype and u.shape == p.shape for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)))
-    assert all(jnp.all(jnp.isfinite(u.astype(jnp.float32))) for u in jax.tree.leaves(updates))
-    assert any(jnp.any(u != 0) for u in jax.tree.leaves(updates))
+    first, state = update(grads, transform.init(params), params, loss=jnp.float32(1.0))
+    second, _ = update(grads, state, params, loss=jnp.float32(1.0))  # a warmup from 0 moves at the second
+    for updates in (first, second):
+        assert jax.tree.structure(updates) == jax.tree.structure(params)
+        assert all(u.dtype == dtype and u.shape == p.shape for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)))
+        assert all(jnp.all(jnp.isfinite(u.astype(jnp.float32))) for u in jax.tree.leaves(updates))
+    assert any(jnp.any(u != 0) for u in jax.tree.leaves(first) + jax.tree.leaves(second))
 
 
 def test_lstm_lopt_needs_the_loss_and_param_scale_multiplies_by_the_tensor_rms():

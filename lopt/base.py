@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,17 @@ class LearnedOptimizer(abc.ABC):
         `num_steps` is the length of the training run (learned optimizers condition on it). `roles` is a
         pytree like params of "input" | "hidden" | "output"; a muP optimizer requires it.
         """
+        def step(grads, state, params, loss):
+            updates, state = self.step(theta, grads, state, params, loss)
+            return mup.scale_updates(updates, roles, self.parameterization, self.role_multipliers(theta)), state
+
+        return self.as_optax(lambda params: self.init_state(theta, params, num_steps), step, roles)
+
+    def as_optax(self, init: Callable[[Params], Any], update: Callable[..., tuple[Params, Any]],
+                 roles: Roles | None) -> optax.GradientTransformationExtraArgs:
+        """An Optax transform of init(params) -> state and update(grads, state, params, loss) -> (updates,
+        state) that checks roles (a muP optimizer refuses to build without them), requires params, keeps
+        its statistics in float32 whatever the params' dtype, and returns updates in that dtype."""
         if self.parameterization == "mup" and roles is None:
             raise mup.RolesError(
                 f"this {self.architecture} optimizer is muP-parameterized and needs the muP role of every "
@@ -66,17 +77,15 @@ class LearnedOptimizer(abc.ABC):
         def init_fn(params):
             if roles is not None:
                 mup.check_roles(roles, params)
-            return self.init_state(theta, params, num_steps)
+            return init(params)
 
         def update_fn(grads, state, params=None, *, loss=None, **extra_args):
             del extra_args
             if params is None:
                 raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
-            # Statistics are kept in float32 whatever the params' dtype; updates come back in it.
             grads32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
             params32 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
-            updates, state = self.step(theta, grads32, state, params32, loss)
-            updates = mup.scale_updates(updates, roles, self.parameterization, self.role_multipliers(theta))
+            updates, state = update(grads32, state, params32, loss)
             return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params), state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)

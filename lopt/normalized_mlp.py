@@ -23,9 +23,10 @@ widths change, in a standard-parameterized model: output and un-orthogonalized h
 are multiplied by REFERENCE_WIDTH / fan_in, orthogonalized hidden matrices get a spectral norm of
 sqrt(max(1, fan_out / fan_in)) (optax's width-transfer rule) instead of a fixed RMS, input matrices keep
 their RMS; at REFERENCE_WIDTH every matrix moves by `consistent_rms`, as without it.
-Each kind has a learned log step multiplier (input and output matrices share one without width scaling). The MLP starts as Adam's direction (two of
-its units carry the momentum / sqrt(second moment) feature), so an untrained theta is a normalized Adam
-(with orthogonalize, a Muon on Adam's direction) that meta-training refines.
+Each kind has a learned log step multiplier (input and output matrices share one without width
+scaling). The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
+feature), so an untrained theta is a normalized Adam (with orthogonalize, a Muon on Adam's direction)
+that meta-training refines.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units
 
 NUM_FEATURES = 8  # gradient, parameter, 3 momenta, 3 momenta * rsqrt(second moment)
 ADAM_FEATURE = 6  # momentum(decay 0.9) * rsqrt(second moment): where the MLP starts
-# Each tensor's group: the partition's labels. theta["log_group_scales"] holds one learned multiplier per
-# group; without width scaling, input and output matrices share one ("matrix").
-LABELS = ("hidden", "input", "output", "vector")
+# theta["log_group_scales"] holds one learned multiplier per group of tensors (the partition labels them
+# hidden, input, output or vector); without width scaling, input and output matrices share one ("matrix").
 GROUPS = ("hidden", "matrix", "vector")
 WIDTH_GROUPS = ("hidden", "input", "output", "vector")
 # width_scaling: the width at which a matrix's step RMS is `consistent_rms`, whatever its role.
@@ -150,7 +150,6 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         time_bias = fraction * first["w"][NUM_FEATURES] + first["b"]  # the same for every entry
 
         def one(grad, param, momentum, second_moment):
-            grad, param = jnp.asarray(grad, jnp.float32), jnp.asarray(param, jnp.float32)
             momentum = acc.update_momentum(momentum, grad, momentum_decays)
             second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
             adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
@@ -217,20 +216,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         chain = optax.chain(self.rule(theta, num_steps, roles),
                             optax.add_decayed_weights(self.weight_decay(theta)),
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
-
-        def init_fn(params):
-            if roles is not None:
-                mup.check_roles(roles, params)
-            return chain.init(params)
-
-        def update_fn(grads, state, params=None, *, loss=None, **extra_args):
-            del loss, extra_args
-            if params is None:
-                raise ValueError(f"{self.architecture} needs params: call update(grads, state, params)")
-            updates, state = chain.update(grads, state, params)
-            return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params), state
-
-        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+        return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params), roles)
 
 
 def _orthogonalized(direction, rms: float, width_scaling: bool):

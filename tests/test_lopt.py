@@ -158,8 +158,9 @@ def test_infer_roles_from_two_widths_matches_the_tasks_roles():
         assert lopt.infer_roles(*shapes) == narrow.roles(narrow.init(jax.random.key(0))), name
 
 
-def test_mup_optimizer_without_roles_says_how_to_get_them():
-    optimizer = lopt.MLPLOpt()
+@pytest.mark.parametrize("name", sorted(name for name, o in EVERY_ARCHITECTURE.items() if o.parameterization == "mup"))
+def test_mup_optimizer_without_roles_says_how_to_get_them(name):
+    optimizer = EVERY_ARCHITECTURE[name]
     with pytest.raises(lopt.RolesError, match=r"roles=task.roles\(params\).*lopt.infer_roles"):
         optimizer.transform(optimizer.init(jax.random.key(0)), 100)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 import evaluate
-from benchmarks.pretrained_results import write_section
+from benchmarks.pretrained_results import write_results, write_section
 from evaluate.plots import slug
 
 STABILITY_SUITE = Path(__file__).parent / "suites" / "stability.json"
@@ -105,14 +105,9 @@ def main(argv=None) -> Path:
             for plot in (workdir / "plots").glob("final_vs_width_*.png"):
                 shutil.copy(plot, out / "width.png")
             shutil.copy(workdir / "plots" / f"curves_{slug(HORIZON_TASK)}.png", out / "horizon_10x.png")
-    results = out / "results.md"
-    order = [suite_name for suite_name, *_ in SUITES]
-    sections = sorted((out / "sections").glob("*.md"), key=lambda file: next(
-        (i for i, s in enumerate(order) if file.name.startswith(s + "_")), len(order)))
-    results.write_text("\n".join(
-        ["# The default learned optimizer against per-task tuned baselines", "",
-         "Written by `python -m benchmarks.default_results`; each section is the summary.md of one "
-         "`python -m evaluate` sweep.", ""] + [file.read_text().strip() + "\n" for file in sections]))
+    results = write_results(out / "results.md", out / "sections", [name for name, *_ in SUITES],
+                            "The default learned optimizer against per-task tuned baselines",
+                            "python -m benchmarks.default_results")
     print(f"wrote {results}")
     return results
 

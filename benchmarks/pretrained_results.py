@@ -187,14 +187,16 @@ def write_section(directory: Path, suite: str, steps: int | None, name: str, wor
     return path
 
 
-def write_results(path: Path, sections: Path) -> Path:
-    """One markdown file of every section written so far, in the order of SUITES."""
-    order = {suite: index for index, (suite, *_rest) in enumerate(SUITES)}
+def write_results(path: Path, sections: Path, suite_order: list[str] | None = None,
+                  title: str = "Shipped learned optimizers against per-task tuned baselines",
+                  command: str = "python -m benchmarks.pretrained_results") -> Path:
+    """One markdown file of every section written so far, in the order of suite_order (default: SUITES)."""
+    order = {suite: index for index, suite in enumerate(suite_order or [suite for suite, *_rest in SUITES])}
     files = sorted(sections.glob("*.md"), key=lambda file: (min((i for s, i in order.items()
                                                                  if file.name.startswith(s + "_")), default=99),
                                                             file.name))
-    lines = ["# Shipped learned optimizers against per-task tuned baselines", "",
-             "Written by `python -m benchmarks.pretrained_results`; every section is the summary.md of one "
+    lines = [f"# {title}", "",
+             f"Written by `{command}`; every section is the summary.md of one "
              "`python -m evaluate` sweep (in its --sweeps folder, with the runs and plots), as of the last "
              "run of its suite (each says how its validation loss was measured).", ""]
     for file in files:

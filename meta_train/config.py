@@ -181,9 +181,11 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
     return {**dataclasses.asdict(MetaTrainConfig()), **recorded}
 
 
-# Fields that shape the mlp_lopt architecture only (other architectures ignore a preset's values).
-MLP_LOPT_FIELDS = ("step_mult", "horizon_schedule", "init_rule", "role_scales")
-NORMALIZED_MLP_FIELDS = ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude")
+# Fields that shape one architecture only (the others ignore a preset's values; --set refuses them there).
+ARCHITECTURE_FIELDS = {
+    "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
+    "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude"),
+}
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
 BOOKKEEPING_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_task", "eval_steps")
@@ -302,12 +304,9 @@ def with_overrides(config: MetaTrainConfig, assignments: list[str]) -> MetaTrain
             expected = "true or false" if kind == "bool" else f"{'an' if kind == 'int' else 'a'} {kind}"
             raise ConfigError(f"{name} takes {expected}, got {text!r}") from None
     architecture = changes.get("architecture", config.architecture)
-    mlp_only = sorted(set(changes) & set(MLP_LOPT_FIELDS))
-    if architecture != "mlp_lopt" and mlp_only:  # a preset's values are ignored; a typed one is a mistake
-        raise ConfigError(f"{', '.join(mlp_only)}: {', '.join(MLP_LOPT_FIELDS)} apply to mlp_lopt only, "
-                          f"and architecture is {architecture}")
-    normalized_only = sorted(set(changes) & set(NORMALIZED_MLP_FIELDS))
-    if architecture != "normalized_mlp" and normalized_only:
-        raise ConfigError(f"{', '.join(normalized_only)}: {', '.join(NORMALIZED_MLP_FIELDS)} apply to "
-                          f"normalized_mlp only, and architecture is {architecture}")
+    for owner, owned in ARCHITECTURE_FIELDS.items():
+        typed = sorted(set(changes) & set(owned))
+        if architecture != owner and typed:  # a preset's values are ignored; a typed one is a mistake
+            raise ConfigError(f"{', '.join(typed)}: {', '.join(owned)} apply to {owner} only, "
+                              f"and architecture is {architecture}")
     return dataclasses.replace(config, **changes)

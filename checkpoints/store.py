@@ -35,6 +35,14 @@ def _sibling(directory: Path, tag: str) -> Path:
     return directory.parent / f".{directory.name}.{tag}-{uuid.uuid4().hex[:8]}"
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+    """A checkpointer of this process alone: a learned optimizer's checkpoint is a small file that one
+    process writes or reads, also inside a group of processes (orbax would otherwise wait for them all)."""
+    this = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=this, active_processes={this}))
+
+
 def save(directory: str | os.PathLike, theta: Any, spec: dict[str, Any]) -> Path:
     """Writes theta and spec to directory atomically, replacing a checkpoint already there.
 
@@ -55,7 +63,7 @@ def save(directory: str | os.PathLike, theta: Any, spec: dict[str, Any]) -> Path
     try:
         staging.mkdir()
         theta = jax.tree.map(np.asarray, theta)  # host copies: the checkpoint does not pin a device
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _local_checkpointer() as checkpointer:
             checkpointer.save(staging / THETA_DIR, theta)
             checkpointer.wait_until_finished()
         # The spec is written last: a directory with a spec has a complete theta beside it.
@@ -108,7 +116,7 @@ def load(directory: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     spec = _read_spec(directory)
     theta_path = directory / THETA_DIR
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _local_checkpointer() as checkpointer:
             metadata = checkpointer.metadata(theta_path).item_metadata.tree
             target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), metadata)
             # An explicit target restores onto this machine's default device, whatever device saved it.

@@ -1,8 +1,10 @@
 """python -m meta_train [--config NAME] [--workdir DIR] [--set FIELD=VALUE ...] [--resume | --force]
+                        [--coordinator HOST:PORT --num-processes N --process-id I]
 
 Meta-trains a learned optimizer from a named preset, saves it for `lopt.load`, and compares it with
 tuned Adam, warmup-cosine AdamW and Muon on a held-out task. With no arguments: the default preset,
-minutes on a 2-core CPU.
+minutes on a 2-core CPU. With a process layout (flags, their environment variables, or a cluster
+manager that JAX detects), one such command per process meta-trains one run over all their devices.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from checkpoints.files import enable_compilation_cache
 from meta_train.config import PRESET_DESCRIPTIONS, PRESETS, ConfigError, describe_fields, preset, with_overrides
+from meta_train import distributed
 from meta_train.checkpointing import WorkdirError
 from meta_train.train import MetaTrainingError, export_checkpoint, meta_train
 
@@ -37,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fields", action="store_true",
                         help="list every config field with its value in --config (and --set) and its comment, and exit")
     parser.add_argument("--no-compare", action="store_true", help="skip the comparison with the tuned baselines at the end")
+    group = parser.add_argument_group(
+        "several processes", "one command per process, the same but for --process-id; the workdir must be one "
+        "directory that every process sees (a shared file system across machines). Under a cluster manager "
+        "that JAX detects (SLURM, Open MPI), none of these is needed")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, where the group meets ($JAX_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="processes in the group ($JAX_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1 ($JAX_PROCESS_ID)")
+    group.add_argument("--distributed-timeout", type=int, default=distributed.DEFAULT_TIMEOUT, metavar="SECONDS",
+                       help="how long the group may take to assemble, and a silent process to be noticed "
+                            "(default: %(default)s)")
     parser.add_argument("--export", nargs="?", const=-1, type=int, metavar="STEP",
                         help="write the theta of --workdir's newest checkpoint (or of STEP) for lopt.load, to "
                              "WORKDIR/optimizer_step_N, and exit: evaluate a run while it goes on")
@@ -51,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     enable_compilation_cache()
     try:
+        distributed.join(distributed.ProcessLayout.from_flags(
+            args.coordinator, args.num_processes, args.process_id, args.distributed_timeout))
+    except distributed.DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.fields:  # the values of the preset given with --config, --set applied
             print(describe_fields(with_overrides(preset(args.config), args.assignments)))
             return 0
@@ -63,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, WorkdirError, MetaTrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        distributed.exit_now(2)
     except KeyboardInterrupt:
         again = ["--config", args.config, "--workdir", args.workdir]
+        for flag, value in (("--coordinator", args.coordinator), ("--num-processes", args.num_processes),
+                            ("--process-id", args.process_id)):
+            again += [flag, str(value)] if value is not None else []
         again += [part for field in args.assignments for part in ("--set", field)] + ["--resume"]
         print(f"\ninterrupted; `python -m meta_train {shlex.join(again)}` continues from the last checkpoint",
               file=sys.stderr)

@@ -4,6 +4,10 @@ states; WORKDIR/config.json records the config that the run belongs to.
 orbax stores neither typed PRNG keys nor zero-size arrays (the unused fields of some optimizer
 states), so the saved tree holds the keys' raw data and a one-element placeholder for each empty array;
 `restored` turns them back against a template of the live state.
+
+With several processes every process takes part in each save and restore (orbax writes each array's
+shards from the process that holds them, and process 0 commits the step); the placeholders are NumPy
+arrays, which orbax writes from process 0 alone.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from checkpoints.files import write_atomically
+from meta_train import distributed
 from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig, recorded_config
 
 CONFIG_FILE = "config.json"
@@ -40,7 +46,7 @@ def savable(state: Any) -> Any:
         if _is_key(x):
             return jax.random.key_data(x)
         if x.size == 0:
-            return jnp.zeros((1,), x.dtype)
+            return np.zeros((1,), x.dtype)
         return x
     return jax.tree.map(leaf, state)
 
@@ -70,11 +76,17 @@ def save(checkpoint_manager: ocp.CheckpointManager, step: int, state: Any) -> No
                            f"(it holds steps {sorted(checkpoint_manager.all_steps())})")
 
 
-def layout(state: Any) -> dict[str, tuple[int, ...]]:
-    """{array name: shape} of a savable state, each array named as orbax names it (its dotted path)."""
+def named_arrays(tree: Any) -> dict[str, Any]:
+    """{array name: array} of a savable state or a restored one, each named as orbax names it (its
+    dotted path): a NamedTuple's fields and orbax's dicts give the same names."""
     def name(path) -> str:
         return ".".join(str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key)))) for key in path)
-    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+    return {name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def layout(state: Any) -> dict[str, tuple[int, ...]]:
+    """{array name: shape} of a savable state."""
+    return {name: tuple(leaf.shape) for name, leaf in named_arrays(state).items()}
 
 
 def saved_layout(checkpoint_manager: ocp.CheckpointManager, step: int) -> dict[str, tuple[int, ...]] | None:
@@ -118,8 +130,10 @@ def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any
             # Moved aside, not deleted (someone may want to look at it), and out of orbax's way: orbax
             # saves no step at or below its newest, so a damaged newest step would block every save.
             aside = Path(checkpoint_manager.directory).parent / DAMAGED_DIR / f"{step}-{time.time_ns()}"
-            aside.parent.mkdir(exist_ok=True)
-            shutil.move(str(Path(checkpoint_manager.directory) / str(step)), str(aside))
+            if distributed.is_main():
+                aside.parent.mkdir(exist_ok=True)
+                shutil.move(str(Path(checkpoint_manager.directory) / str(step)), str(aside))
+            distributed.barrier(f"checkpoint {step} moved aside")
             checkpoint_manager.reload()
             log(f"checkpoint at step {step} is unreadable ({type(error).__name__}: {str(error)[:200]}); "
                 f"moved it to {aside} and falling back to the one before it")
@@ -130,10 +144,21 @@ def restore_newest_good(checkpoint_manager: ocp.CheckpointManager, template: Any
                        f"{checkpoint_manager.directory} can be read")
 
 
+def read_saved(checkpoint_manager: ocp.CheckpointManager, step: int) -> Any:
+    """A checkpoint's saved tree as orbax gives it back (dicts), every array on this process's first
+    device, whatever devices and processes wrote it."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = checkpoint_manager.item_metadata(step)
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          getattr(metadata, "tree", metadata))
+    return checkpoint_manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
 def restore_theta(workdir: Path, step: int | None = None) -> tuple[int, Any]:
     """(step, theta) of a checkpoint, the newest if step is None, read without building the trainer
-    (orbax gives back the saved tree as dicts; theta holds no keys or empty arrays)."""
-    with ocp.CheckpointManager(workdir / CHECKPOINT_DIR) as checkpoint_manager:
+    (theta holds no keys or empty arrays)."""
+    with ocp.CheckpointManager(workdir / CHECKPOINT_DIR, item_handlers=ocp.StandardCheckpointHandler()
+                               ) as checkpoint_manager:
         steps = sorted(checkpoint_manager.all_steps())
         if not steps:
             raise WorkdirError(f"{workdir} holds no checkpoint yet")
@@ -141,7 +166,7 @@ def restore_theta(workdir: Path, step: int | None = None) -> tuple[int, Any]:
             step = steps[-1]
         elif step not in steps:
             raise WorkdirError(f"{workdir} holds no checkpoint of step {step}; it holds steps {steps}")
-        saved = checkpoint_manager.restore(step, args=ocp.args.StandardRestore())
+        saved = read_saved(checkpoint_manager, step)
     return step, saved["theta"]
 
 

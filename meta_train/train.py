@@ -20,7 +20,7 @@ import jax
 
 import lopt
 from checkpoints.files import ScalarWriter, write_atomically
-from meta_train import checkpointing, curriculum
+from meta_train import checkpointing, curriculum, distributed
 from meta_train.compare import (COMPARED_BASELINES, ComparisonRow, compare_with_baselines, comparison_size,
                                 held_out_task, markdown_table)
 from meta_train.config import MetaTrainConfig
@@ -65,6 +65,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     `preset` (the preset the config came from, if any) is recorded in the saved optimizer's provenance.
     """
     workdir = Path(workdir).absolute()
+    log = distributed.main_only(log)  # with several processes, process 0 speaks for all
     if not (resume or force):
         finished = finished_run(workdir, config, compare)
         if finished is not None:
@@ -75,10 +76,15 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
             return finished
     checkpointing.check_workdir(workdir, config, resume=resume, force=force)
     trainer = MetaTrainer(config, mesh)
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     log(f"meta-training {trainer.optimizer.architecture} ({config.parameterization}, hidden {config.hidden_size}) "
         f"with {config.estimator} on {trainer.describe()}; {config.num_tasks} workers per task over "
-        f"{trainer.mesh.size} {jax.devices()[0].platform} device(s)")
-    workdir.mkdir(parents=True, exist_ok=True)
+        f"{trainer.mesh.size} {jax.devices()[0].platform} device(s){processes}")
+    # Every process has judged the workdir before any of them writes to it.
+    distributed.barrier("meta_train: workdir checked")
+    if distributed.is_main():
+        workdir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier("meta_train: workdir made")
     if config.curriculum == "regret":
         rates = curriculum.BASELINE_LEARNING_RATES[config.parameterization]
         log(f"the regret curriculum measures tuned Adam on its {len(trainer.cell_configs)} configs "
@@ -89,41 +95,66 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     started = time.perf_counter()
     state = trainer.init()
     initial_theta = jax.tree.map(lambda x: x.copy(), state.theta)
-    with checkpointing.manager(workdir, config.keep_checkpoints) as manager:
+    manager = checkpointing.manager(workdir, config.keep_checkpoints)
+    try:
         if force:  # starting over: the old run's checkpoints and curves go
             for step in manager.all_steps():
                 manager.delete(step)
-            shutil.rmtree(workdir / TENSORBOARD_DIR, ignore_errors=True)
+            if distributed.is_main():
+                shutil.rmtree(workdir / TENSORBOARD_DIR, ignore_errors=True)
         if resume:
             restored = checkpointing.restore_newest_good(manager, state, log)
             if restored is None:
                 log("--resume: no checkpoint yet, starting from the beginning")
             else:
                 state = restored
-        checkpointing.write_config(workdir, config)
+        if distributed.is_main():
+            checkpointing.write_config(workdir, config)
         state = _outer_loop(trainer, state, manager, workdir, log)
         manager.wait_until_finished()
+    except jax.errors.JaxRuntimeError as error:
+        if jax.process_count() > 1:
+            # The manager is left open: closing it would wait for a pending save's barrier, which the
+            # lost process never reaches. Committed checkpoints are complete on disk.
+            raise distributed.lost_peer(error) from None
+        manager.close()
+        raise
+    except BaseException:
+        manager.close()
+        raise
+    manager.close()
     seconds = time.perf_counter() - started
-    optimizer_path = save_optimizer(workdir / OPTIMIZER_DIR, config, jax.device_get(state.theta),
-                                    config.outer_steps, trainer.mesh.size, seconds, preset)
-    log(f"saved the learned optimizer to {optimizer_path}; use it with "
-        f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
+    theta = jax.device_get(state.theta)
     table = ""
-    if compare:
-        task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
-        log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
-            f"optimizer, its initialization and {', '.join(COMPARED_BASELINES.values())} over their learning-rate "
-            f"grids ({comparison_size()} runs)")
-        rows = compare_with_baselines(task, trainer.optimizer, jax.device_get(state.theta),
-                                 jax.device_get(initial_theta), config.eval_steps, log=log)
-        table = markdown_table(rows)
-        write_atomically(workdir / COMPARISON_FILE, json.dumps(
-            {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
-            indent=2))
-        log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}\n\n"
-            f"{META_OBJECTIVES[config.meta_loss_split]}\nthe table: {workdir / COMPARISON_FILE}; the curves: "
-            f"tensorboard --logdir {workdir / TENSORBOARD_DIR}")
+    optimizer_path = workdir / OPTIMIZER_DIR
+    if distributed.is_main():
+        save_optimizer(optimizer_path, config, theta, config.outer_steps, trainer.mesh.size, seconds, preset)
+        log(f"saved the learned optimizer to {optimizer_path}; use it with "
+            f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
+        if compare:
+            table = _compare(config, trainer, theta, jax.device_get(initial_theta), workdir, log)
+    # The others wait for process 0's files: a process that left now would wait at JAX's shutdown
+    # barrier, which times out.
+    distributed.barrier("meta_train: finished")
     return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
+
+
+def _compare(config: MetaTrainConfig, trainer: MetaTrainer, theta, initial_theta, workdir: Path, log) -> str:
+    """The learned optimizer against its initialization and the tuned baselines on the held-out task;
+    writes comparison.json and returns the markdown table."""
+    task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
+    log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
+        f"optimizer, its initialization and {', '.join(COMPARED_BASELINES.values())} over their learning-rate "
+        f"grids ({comparison_size()} runs)")
+    rows = compare_with_baselines(task, trainer.optimizer, theta, initial_theta, config.eval_steps, log=log)
+    table = markdown_table(rows)
+    write_atomically(workdir / COMPARISON_FILE, json.dumps(
+        {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},
+        indent=2))
+    log(f"\n{config.eval_task}, {config.eval_steps} steps, held-out seed:\n{table}\n\n"
+        f"{META_OBJECTIVES[config.meta_loss_split]}\nthe table: {workdir / COMPARISON_FILE}; the curves: "
+        f"tensorboard --logdir {workdir / TENSORBOARD_DIR}")
+    return table
 
 
 def finished_run(workdir: Path, config: MetaTrainConfig, compare: bool) -> MetaTrainResult | None:
@@ -186,21 +217,26 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
     config = trainer.config
     data = trainer.data()
     start = int(state.step)
-    writer = ScalarWriter(workdir / TENSORBOARD_DIR)
-    progress = Progress(config.outer_steps, start, config.log_every)
+    main = distributed.is_main()
+    watchdog = distributed.StallWatchdog(distributed.timeout()) if jax.process_count() > 1 else None
+    writer = ScalarWriter(workdir / TENSORBOARD_DIR) if main else None
+    progress = Progress(config.outer_steps, start, config.log_every) if main else None
     inner_steps = trainer.inner_steps_per_outer_step()
     cell_names = trainer.cell_names()
     window_start, window_steps = time.perf_counter(), 0
     try:
         for step in range(start + 1, config.outer_steps + 1):
             state, metrics = trainer.step(state, data)
+            if trainer.one_step_at_a_time:
+                jax.block_until_ready(state)
             window_steps += 1
             if step % config.log_every == 0 or step == config.outer_steps:
                 metrics = {name: float(value) for name, value in metrics.items()}
                 elapsed = time.perf_counter() - window_start
                 metrics["inner_steps_per_second"] = inner_steps * window_steps / elapsed
-                writer.write(step, {**metrics, **trainer.curriculum.scalars(state.curriculum, cell_names)})
-                progress.update(step, metrics)
+                if main:
+                    writer.write(step, {**metrics, **trainer.curriculum.scalars(state.curriculum, cell_names)})
+                    progress.update(step, metrics)
                 window_start, window_steps = time.perf_counter(), 0
                 if metrics["consecutive_skips"] >= MAX_CONSECUTIVE_SKIPS:
                     raise MetaTrainingError(
@@ -209,7 +245,12 @@ def _outer_loop(trainer: MetaTrainer, state, manager, workdir: Path, log):
                         "Try a lower learning_rate, sigma or max_meta_loss")
             if step % config.checkpoint_every == 0 or step == config.outer_steps:
                 checkpointing.save(manager, step, trainer.snapshot(state))
+            if watchdog is not None:
+                watchdog.beat()
     finally:
-        progress.close()
-        writer.close()
+        if watchdog is not None:
+            watchdog.stop()
+        if main:
+            progress.close()
+            writer.close()
     return state

@@ -1,7 +1,8 @@
-"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K]
+"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--shard I/N]
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
-TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep.
+TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep. With
+--shard, N such commands (on one machine or several sharing the workdir) split the suite's tasks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated tuned baselines to add, or 'none' (default: %(default)s)")
     parser.add_argument("--cache", help="baseline cache directory")
     parser.add_argument("--force", action="store_true", help="replace another sweep held in --workdir")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="run only the tasks of shard I of N (0-based; task index modulo N) into a --workdir the "
+                             "shards share; the last shard to finish writes the summary from all of them")
     return parser
 
 
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     baselines = [] if args.baselines == "none" else [name.strip() for name in args.baselines.split(",") if name.strip()]
     try:
         run_suite(args.optimizer, args.suite, args.workdir, steps=args.steps, seeds=args.seeds,
-                  baselines=baselines, cache_dir=args.cache, force=args.force,
+                  baselines=baselines, cache_dir=args.cache, force=args.force, shard=args.shard,
                   log=lambda line: print(line, flush=True))
     except (OptimizerError, SuiteError, SweepError, TooLargeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Finished runs on disk, one JSON file each, named by a hash of everything that determines the run
 (task config, optimizer rule and hyperparameters, seed, budget, record stride). Baselines live in a
 cache shared by every sweep, so they are trained once; a sweep's own runs live in its workdir, so an
-interrupted sweep resumes where it stopped."""
+interrupted sweep resumes where it stopped. The shards of a sweep also put their baselines in the
+workdir, which then holds all that the summary is built from, whichever machine builds it."""
 
 from __future__ import annotations
 
@@ -67,3 +68,21 @@ class RunStore:
     def put(self, key: dict[str, Any], curves: Curves) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomically(self._path(key), json.dumps({"key": key, "curves": curves.to_dict()}))
+
+
+class CacheAndWorkdir:
+    """The baselines' store of a sweep: the shared cache first, then the sweep's own runs (where the
+    shards of a sweep on other machines leave theirs). With `mirror`, what is put goes to both, so a
+    sharded sweep's workdir holds every run its summary needs."""
+
+    def __init__(self, cache: RunStore, workdir: RunStore, mirror: bool):
+        self.cache, self.workdir, self.mirror = cache, workdir, mirror
+
+    def get(self, key: dict[str, Any]) -> Curves | None:
+        found = self.cache.get(key)
+        return found if found is not None else self.workdir.get(key)
+
+    def put(self, key: dict[str, Any], curves: Curves) -> None:
+        self.cache.put(key, curves)
+        if self.mirror:
+            self.workdir.put(key, curves)

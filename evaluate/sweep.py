@@ -12,6 +12,7 @@ optimizers the standard one), as the muLO paper compares them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -26,17 +27,26 @@ import tasks
 from checkpoints.files import write_atomically
 from evaluate import memory, metrics, report, runner
 from evaluate.optimizers import EvalOptimizer, OptimizerError, baseline, resolve
-from evaluate.store import DEFAULT_CACHE, RunStore, run_key
+from evaluate.store import DEFAULT_CACHE, CacheAndWorkdir, RunStore, run_key
 from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask, build
 from evaluate.summary import Table, summarize
 
 DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "muon", "muadam", "sgdm")
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
+SHARDS_DIR = "shards"  # one file per finished shard of a sharded sweep
 
 
 class SweepError(ValueError):
     """A workdir that holds another sweep, or a sweep asked with no optimizer."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/N" (the I-th of N shards, 0-based) as (I, N)."""
+    index, _, count = str(text).partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise SweepError(f"shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2 and 1/2 for two shards")
+    return int(index), int(count)
 
 
 @dataclasses.dataclass
@@ -87,6 +97,7 @@ class SweepResult:
     overall: Table  # one row per optimizer: win rates and median ratios on both metrics, speedup, rank
     workdir: Path
     files: list[Path]
+    complete: bool = True  # False for a shard that left the summary to the last one
 
     def __str__(self) -> str:
         return (self.workdir / report.SUMMARY_MD).read_text(encoding="utf-8")
@@ -100,7 +111,7 @@ class _Plan:
     task: SuiteTask
     config: tasks.TaskConfig
     optimizer: EvalOptimizer
-    store: RunStore
+    store: RunStore | CacheAndWorkdir
     stride: int
     jobs: list[tuple[int, int]]  # (candidate index, seed), candidate-major
     parallel: int  # runs vmapped together: all the jobs, unless the device's memory holds fewer
@@ -200,11 +211,12 @@ def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequ
             "scope": dataclasses.asdict(scope)}
 
 
-def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
+def _check_workdir(workdir: Path, record: dict[str, Any], force: bool, sharded: bool = False) -> None:
     """A workdir holds one sweep: the same one is resumed, another is refused unless forced. Forcing
-    removes the other sweep's tables, plots and TensorBoard files; its runs stay (each is stored under
-    a hash of its inputs, so it can only ever be reused by the run it is). A non-empty directory that
-    holds no sweep is never written into."""
+    removes the other sweep's tables, plots, TensorBoard files and shard records; its runs stay (each is
+    stored under a hash of its inputs, so it can only ever be reused by the run it is). A non-empty
+    directory that holds no sweep is never written into, except, for a shard, one that holds only
+    what the other shards of a sweep are starting to write."""
     path = workdir / SWEEP_FILE
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -215,20 +227,24 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool) -> None:
         if previous != record:
             for derived in report.DERIVED_FILES:
                 (workdir / derived).unlink(missing_ok=True)
-            for derived in (report.plots.PLOTS_DIR, report.TENSORBOARD_DIR):
+            for derived in (report.plots.PLOTS_DIR, report.TENSORBOARD_DIR, SHARDS_DIR):
                 shutil.rmtree(workdir / derived, ignore_errors=True)
-    elif workdir.exists() and any(workdir.iterdir()):
+    elif workdir.exists() and any(not (sharded and _written_by_a_shard(entry.name)) for entry in workdir.iterdir()):
         raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
                          "(use an empty or new directory)")
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True))
 
 
+def _written_by_a_shard(name: str) -> bool:
+    return name in (RUNS_DIR, SHARDS_DIR) or name.startswith(f".{SWEEP_FILE}.")  # the latter: write_atomically's
+
+
 def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: str | os.PathLike | Suite,
               workdir: str | os.PathLike, *, steps: int | None = None, seeds: int = 3,
               baselines: Sequence[str] = DEFAULT_BASELINES, cache_dir: str | os.PathLike | None = None,
               stride: int | None = None, parallel: int | None = None, force: bool = False,
-              log: Callable[[str], None] = print) -> SweepResult:
+              shard: tuple[int, int] | str | None = None, log: Callable[[str], None] = print) -> SweepResult:
     """Runs a suite and writes its outputs to workdir; returns the results.
 
     optimizers: learned optimizers (shipped names or checkpoint directories) and/or baselines by name
@@ -239,6 +255,10 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     seeds: runs per optimizer and task (seeds 0..seeds-1), vmapped together.
     cache_dir: where baseline runs are cached across sweeps (default ~/.cache/lopt/baselines, or
         $LOPT_BASELINE_CACHE).
+    shard: (I, N) or "I/N": run only the tasks whose index in the suite is I modulo N, into a workdir
+        that the N shards share (on several machines: a shared file system). The last shard to finish
+        builds the summary, tables and plots from every shard's runs, as the unsharded sweep would;
+        the others return with `complete` False. The command without a shard builds them too.
     """
     if not (isinstance(seeds, int) and seeds > 0):
         raise SweepError(f"seeds={seeds!r}: must be a positive integer")
@@ -256,36 +276,86 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
         f"{scope.family} and horizon {scope.horizon} ({scope_source})")
     workdir = Path(workdir)
+    if shard is not None:  # checked whichever form it came in
+        shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
     seed_list = list(range(seeds))
-    baseline_store, own_store = RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR)
+    own_store = RunStore(workdir / RUNS_DIR)
+    baseline_store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), own_store, mirror=shard is not None)
     plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride,
                    parallel) for task in suite.tasks for optimizer in chosen]
+    mine = plans if shard is None else [plan for index, plan in enumerate(plans)
+                                        if (index // len(chosen)) % shard[1] == shard[0]]
     # Every task is built and its memory checked before anything is written or compiled, so bad input
     # fails in seconds and leaves the workdir as it was.
-    for plan in plans:
+    for plan in mine:
         if plan.missing:
             _fit(plan)
-    _check_workdir(workdir, _sweep_record(suite, chosen, seed_list, scope), force)
+    record = _sweep_record(suite, chosen, seed_list, scope)
+    _check_workdir(workdir, record, force, sharded=shard is not None)
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: {len(mine)} of the {len(plans)} optimizer-task pairs")
 
+    start = time.perf_counter()
+    done = _run_plans(mine, seed_list, log)
+    if shard is not None:
+        if not _all_shards_done(workdir, record, shard, len(mine)):
+            log(f"shard {shard[0]}/{shard[1]} done; the last shard to finish writes the summary "
+                f"(or the same command without --shard, once every shard is done)")
+            return SweepResult(suite, done, Table([], dict), Table([], dict), workdir, [], complete=False)
+        done = _read_back(plans, mine, done, seed_list)
+    rows, overall = summarize(done, suite)
+    elapsed = time.perf_counter() - start
+    files = report.write_all(workdir, suite, done, rows, overall, elapsed, scope, scope_source)
+    log(f"{suite.name}: {len(done)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
+    return SweepResult(suite, done, rows, overall, workdir, files)
+
+
+def _run_plans(plans: list[_Plan], seeds: list[int], log: Callable[[str], None]) -> list[UnitResult]:
     units = []
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(plans), unit="pair", disable=not interactive, dynamic_ncols=True)
-    start = time.perf_counter()
     for plan in plans:
         bar.set_postfix_str(f"{plan.task.label} / {plan.optimizer.name}")
-        unit = _execute(plan, seed_list)
+        unit = _execute(plan, seeds)
         units.append(unit)
         bar.update()
         if not interactive:
             log(f"[{len(units)}/{len(plans)}] {plan.task.label} / {plan.optimizer.name}: "
-                f"{len(plan.optimizer.candidates)} x {seeds} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
+                f"{len(plan.optimizer.candidates)} x {len(seeds)} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
                 f"final train loss {metrics.final_loss(unit.curve()):.4g} ({unit.chosen})")
     bar.close()
-    rows, overall = summarize(units, suite)
-    elapsed = time.perf_counter() - start
-    files = report.write_all(workdir, suite, units, rows, overall, elapsed, scope, scope_source)
-    log(f"{suite.name}: {len(units)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
-    return SweepResult(suite, units, rows, overall, workdir, files)
+    return units
+
+
+def _all_shards_done(workdir: Path, record: dict[str, Any], shard: tuple[int, int], pairs: int) -> bool:
+    """Records this shard as finished; True when every shard of this sweep has finished."""
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    (workdir / SHARDS_DIR).mkdir(exist_ok=True)
+    index, count = shard
+    write_atomically(workdir / SHARDS_DIR / f"{index}-of-{count}.json", json.dumps({"sweep": digest, "pairs": pairs}))
+    for other in range(count):
+        try:
+            if json.loads((workdir / SHARDS_DIR / f"{other}-of-{count}.json").read_text())["sweep"] != digest:
+                return False
+        except (OSError, ValueError, KeyError):
+            return False
+    return True
+
+
+def _read_back(plans: list[_Plan], mine: list[_Plan], done: list[UnitResult], seeds: list[int]) -> list[UnitResult]:
+    """Every pair of the sweep, in the unsharded order: this shard's as run, the others' from the runs
+    the other shards stored."""
+    ran = {id(plan): unit for plan, unit in zip(mine, done)}
+    units = []
+    for plan in plans:
+        if id(plan) not in ran:
+            plan.look_up()
+            if plan.missing:
+                raise SweepError(f"every shard has finished, but {len(plan.missing)} runs of {plan.task.label} / "
+                                 f"{plan.optimizer.name} are neither in the workdir nor in the cache: did a shard "
+                                 "run with other settings, or with less memory (smaller groups of runs)?")
+        units.append(ran.get(id(plan)) or _execute(plan, seeds))
+    return units
 
 
 def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite, steps: int | None

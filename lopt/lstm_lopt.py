@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt.base import LearnedOptimizer, check_parameterization
-from lopt.mlp_lopt import (NUM_TENSOR_FEATURES, advance_statistics, check_statistics_decays, init_statistics,
+from lopt.mlp_lopt import (NUM_TENSOR_FEATURES, StatisticsDecaySettings, advance_statistics, init_statistics,
                            per_parameter_mlp, statistics_decays)
 
 LOSS_DECAYS = (0.9, 0.99, 0.999)
@@ -52,7 +52,7 @@ def tensor_statistics(param, grad, stats, fraction_done, loss_features) -> jax.A
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTMLOpt(LearnedOptimizer):
+class LSTMLOpt(StatisticsDecaySettings, LearnedOptimizer):
     """A per-tensor LSTM that mixes a bank of per-parameter MLPs (VeLO's design, our own sizes)."""
 
     architecture = "lstm_lopt"
@@ -63,9 +63,6 @@ class LSTMLOpt(LearnedOptimizer):
     parameterization: str = "mup"
     exp_mult: float = 0.001
     step_mult: float = 0.001
-    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
-    second_moment_decays: tuple[float, ...] = (0.999,)
-    adafactor_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
 
     def __post_init__(self):
         check_parameterization(self)
@@ -73,7 +70,7 @@ class LSTMLOpt(LearnedOptimizer):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"LSTMLOpt.{field}={value!r}: must be a positive integer")
-        check_statistics_decays(self)
+        self.settle_statistics_decays()
 
     def init(self, key):
         keys = jax.random.split(key, 5)

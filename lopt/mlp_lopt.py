@@ -85,7 +85,27 @@ def tensor_features(grad, param, momentum, second_moment, factored_grad, stats: 
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPLOpt(LearnedOptimizer):
+class StatisticsDecaySettings:
+    """The decays of the statistics that the 28 accumulated features read (small_fc_lopt's): 3 momenta,
+    1 second moment, 3 Adafactor factorizations. The settings of MLPLOpt, LSTMLOpt and VeLO, whose
+    __post_init__ calls `settle_statistics_decays`."""
+
+    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    second_moment_decays: tuple[float, ...] = (0.999,)
+    adafactor_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+
+    def settle_statistics_decays(self) -> None:
+        """Stores the decays as tuples (a spec read back from JSON gives lists; settings stay hashable),
+        and refuses other counts than 3 / 1 / 3."""
+        for field in ("momentum_decays", "second_moment_decays", "adafactor_decays"):
+            object.__setattr__(self, field, tuple(getattr(self, field)))
+        if (len(self.momentum_decays), len(self.second_moment_decays), len(self.adafactor_decays)) != (3, 1, 3):
+            raise ValueError(f"{type(self).__name__} uses 3 momentum, 1 second-moment and 3 Adafactor "
+                             "decays (28 features)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt(StatisticsDecaySettings, LearnedOptimizer):
     """small_fc_lopt: a per-parameter MLP on Adafactor-style features."""
 
     architecture = "mlp_lopt"
@@ -94,9 +114,8 @@ class MLPLOpt(LearnedOptimizer):
     parameterization: str = "mup"  # "mup": hidden updates / fan_in; "sp": none
     exp_mult: float = 0.001  # c in d * exp(m * c) * c: keeps the initial steps small
     step_mult: float = 0.001
-    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)  # initial decays, meta-learned as offsets
-    second_moment_decays: tuple[float, ...] = (0.999,)
-    adafactor_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    # (momentum_decays, second_moment_decays, adafactor_decays: StatisticsDecaySettings', the initial
+    # decays, meta-learned as offsets)
     horizon_schedule: bool = False  # multiply steps by a learned schedule over the fraction of the run done
     init_rule: str = "random"  # "random", or "adam": theta starts as per-tensor normalized Adam
     time_feature_horizon: int = 0  # > 0: longer runs read time features at t * this / T; 0: absolute t
@@ -105,7 +124,7 @@ class MLPLOpt(LearnedOptimizer):
     def __post_init__(self):
         check_parameterization(self)
         check_positive_integers(self, "hidden_size", "hidden_layers")
-        check_statistics_decays(self)
+        self.settle_statistics_decays()
         if not isinstance(self.horizon_schedule, bool):
             raise ValueError(f"MLPLOpt.horizon_schedule={self.horizon_schedule!r}: must be True or False")
         if self.init_rule not in INIT_RULES:
@@ -282,16 +301,6 @@ def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):
         units = [sum(unit * layer["w"][i, j] for i, unit in enumerate(inputs)) + layer["b"][j]
                  for j in range(layer["w"].shape[1])]
     return units
-
-
-def check_statistics_decays(optimizer) -> None:
-    """The decay settings as tuples (JSON gives lists back; settings stay hashable), 3 / 1 / 3 of them."""
-    for field in ("momentum_decays", "second_moment_decays", "adafactor_decays"):
-        object.__setattr__(optimizer, field, tuple(getattr(optimizer, field)))
-    if (len(optimizer.momentum_decays), len(optimizer.second_moment_decays),
-            len(optimizer.adafactor_decays)) != (3, 1, 3):
-        raise ValueError(f"{type(optimizer).__name__} uses 3 momentum, 1 second-moment and 3 Adafactor "
-                         "decays (28 features)")
 
 
 def statistics_decays(optimizer, theta):

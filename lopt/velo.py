@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from lopt import velo_features as features
 from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
 from lopt.lstm_lopt import lstm_cell
-from lopt.mlp_lopt import (advance_statistics, check_statistics_decays, init_dense, init_mlp, init_statistics,
+from lopt.mlp_lopt import (StatisticsDecaySettings, advance_statistics, init_dense, init_mlp, init_statistics,
                            mlp_outputs)
 
 # Columns of each feature block of the per-parameter MLP, in the reference's order (its first-layer
@@ -42,7 +42,7 @@ class VeLOState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class VeLO(LearnedOptimizer):
+class VeLO(StatisticsDecaySettings, LearnedOptimizer):  # its decays are fixed, not meta-learned
     """A per-tensor LSTM hypernetwork over a bank of per-parameter MLPs; defaults are the released VeLO's."""
 
     architecture = "velo"
@@ -57,14 +57,11 @@ class VeLO(LearnedOptimizer):
     parameterization: str = "sp"  # VeLO already scales each step by the tensor's RMS
     exp_mult: float = 0.001
     step_mult: float = 0.001
-    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)  # fixed, not meta-learned
-    second_moment_decays: tuple[float, ...] = (0.999,)
-    adafactor_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
 
     def __post_init__(self):
         check_parameterization(self)
         check_positive_integers(self, "lstm_hidden_size", "num_mlps", "mlp_hidden_size", "mlp_hidden_layers")
-        check_statistics_decays(self)
+        self.settle_statistics_decays()
 
     def init(self, key):
         keys = jax.random.split(key, 6)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 from flax import serialization
+from flax.traverse_util import flatten_dict
 
 from checkpoints import CheckpointError
 from checkpoints.store import SPEC_FILE
@@ -84,7 +85,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[LearnedOptimizer, MetaPara
 
     record = _read_record(params_path)
     described = f"{reference.name}({', '.join(f'{k}={v!r}' for k, v in sorted(arguments.items()))})"
-    tensors = _Tensors(_flatten(record["params"]), params_path, described)
+    # Haiku's names, joined by '/': 'rnn_params/rnn/linear/w'.
+    tensors = _Tensors(flatten_dict(record["params"], sep="/"), params_path, described)
     theta = fmt.theta(optimizer, tensors)
     tensors.check_all_used()
     provenance = {"converted_from": "learned_optimization", "source": str(params_path.absolute()),
@@ -136,15 +138,6 @@ def _read_record(params_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{params_path} is msgpack but not a learned_optimization parameter checkpoint "
                               "(no 'params' record)")
     return record
-
-
-def _flatten(tree, prefix: str = "") -> dict[str, Any]:
-    """Haiku names joined by '/', e.g. 'rnn_params/rnn/linear/w'."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        flat.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
-    return flat
 
 
 def _jsonable(value):

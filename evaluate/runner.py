@@ -22,6 +22,7 @@ import numpy as np
 
 import tasks
 from evaluate.optimizers import EvalOptimizer
+from tasks.train import held_out_metrics
 
 MAX_RECORD_POINTS = 50
 
@@ -67,13 +68,6 @@ def check_stride(num_steps: int, stride: int) -> None:
         raise ValueError(f"stride={stride!r}: must be a positive integer")
 
 
-def _measure(task: tasks.Task, params, data, split: str):
-    """Loss and accuracy on the split's fixed held-out batch (the models are deterministic, so the key
-    is unused)."""
-    loss, aux = task.loss_and_aux(params, task.held_out(data, split), jax.random.key(0))
-    return loss, aux.get("accuracy", jnp.nan)
-
-
 _INITIAL_POINTS: dict[tasks.TaskConfig, Any] = {}
 
 
@@ -83,8 +77,8 @@ def _initial_point(task: tasks.Task):
     def one(key, data):
         init_key, _, _ = jax.random.split(key, 3)  # (init, training batches, unused): as meta_train splits
         params = task.init(init_key)
-        train_loss, _ = _measure(task, params, data, "train")
-        return params, train_loss, *_measure(task, params, data, "valid")
+        train_loss, _ = held_out_metrics(task, params, data, "train")
+        return params, train_loss, *held_out_metrics(task, params, data, "valid")
     if task.config not in _INITIAL_POINTS:
         _INITIAL_POINTS[task.config] = jax.jit(jax.vmap(one, in_axes=(0, None)))
     return _INITIAL_POINTS[task.config]
@@ -105,7 +99,7 @@ def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride:
                     params, opt_state, loss = tasks.train_step(task, transform, *carry, data, key)
                     return (params, opt_state), loss
                 carry, losses = jax.lax.scan(step, carry, jax.random.split(key, length))
-                return carry, (losses.mean(), *_measure(task, carry[0], data, "valid"))
+                return carry, (losses.mean(), *held_out_metrics(task, carry[0], data, "valid"))
             return interval
 
         intervals, remainder = divmod(num_steps, stride)

@@ -30,11 +30,19 @@ def train_step(task: Task, optimizer: optax.GradientTransformation, params, opt_
     return optax.apply_updates(params, updates), opt_state, loss
 
 
+def held_out_metrics(task: Task, params, data, split: str = "valid"):
+    """(loss, accuracy, NaN where the task has none) on the split's fixed held-out batch: the one
+    validation measure of training, the meta-training comparison and evaluation (the models are
+    deterministic, so the key is unused)."""
+    loss, aux = task.loss_and_aux(params, task.held_out(data, split), jax.random.key(0))
+    return loss, aux.get("accuracy", jnp.nan)
+
+
 @dataclasses.dataclass
 class TrainResult:
     steps: int
     train_loss: float  # mean over the last logging interval
-    valid_loss: float  # on a validation batch of the task's batch size, averaged over 8 batches
+    valid_loss: float  # on the validation split's fixed held-out batch (held_out_metrics)
     valid_accuracy: float | None
     steps_per_second: float
 
@@ -42,7 +50,7 @@ class TrainResult:
 def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *, seed: int = 0,
           log_every: int = 100, log=print) -> TrainResult:
     """Trains from a fresh init; the inner loop is a jitted `lax.scan` of `log_every` steps."""
-    key_init, key_train, key_valid = jax.random.split(jax.random.key(seed), 3)
+    key_init, key_train = jax.random.split(jax.random.key(seed))
     params = task.init(key_init)
     opt_state = optimizer.init(params)
 
@@ -55,14 +63,6 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, log_every))
         return params, opt_state, losses.mean()
 
-    @jax.jit
-    def validate(params, data, key):
-        def one(key):
-            loss, aux = task.loss_and_aux(params, task.batch(data, key, "valid"), key)
-            return loss, aux.get("accuracy", jnp.nan)
-        losses, accuracies = jax.vmap(one)(jax.random.split(key, 8))
-        return losses.mean(), accuracies.mean()
-
     if num_steps <= 0 or num_steps % log_every:
         raise ValueError(f"num_steps={num_steps} must be a positive multiple of log_every={log_every}")
     data = task.data
@@ -74,7 +74,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
             start = time.perf_counter()
         log(f"step {(chunk + 1) * log_every:6d}  train loss {train_loss:.4f}")
     elapsed = time.perf_counter() - start
-    valid_loss, valid_accuracy = map(float, validate(params, data, key_valid))
+    valid_loss, valid_accuracy = map(float, jax.jit(lambda p, d: held_out_metrics(task, p, d))(params, data))
     timed_steps = num_steps - log_every
     return TrainResult(steps=num_steps, train_loss=train_loss, valid_loss=valid_loss,
                        valid_accuracy=None if jnp.isnan(valid_accuracy) else valid_accuracy,

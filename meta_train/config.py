@@ -239,10 +239,12 @@ PRESETS: dict[str, MetaTrainConfig] = {
     "mixed": dataclasses.replace(ADAM_START, task_family="mixed_wide", num_task_configs=6, meta_loss_split="mix",
                                  hidden_size=32, num_tasks=8, truncation_length=50, outer_steps=5000,
                                  warmup_steps=250, checkpoint_every=500),
-    # Seconds: a 10-d quadratic family, for trying the machinery and for tests (small_fc_lopt's random start).
-    "quadratic": dataclasses.replace(SMALL_FC_LOPT, hidden_size=4, task_family="quadratics", num_task_configs=1,
+    # Seconds: a 10-d quadratic family, for trying the machinery and for tests. The normalized rule from
+    # its untrained start (per-tensor normalized Adam under a warmup-cosine schedule peaking at 0.1).
+    "quadratic": dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", hidden_size=8, parameterization="sp",
+                                     initial_learning_rate=0.1, task_family="quadratics", num_task_configs=1,
                                      num_tasks=8, truncation_length=10, min_inner_length=50, max_inner_length=200,
-                                     outer_steps=200, warmup_steps=10, log_every=10, checkpoint_every=50,
+                                     outer_steps=1000, warmup_steps=10, log_every=50, checkpoint_every=250,
                                      eval_task="quadratic_10d", eval_steps=200, max_meta_loss=10.0),
 }
 
@@ -256,7 +258,7 @@ PRESET_DESCRIPTIONS = {
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",
     "mixed_cpu": "MLPs, conv nets, transformer and LSTM LMs in one run, mixed train/valid meta-loss (CPU)",
     "mixed": "the same families at muLO-like widths, hidden 32, 8 workers a bucket; an accelerator",
-    "quadratic": "seconds: 10-d quadratics, for trying the machinery",
+    "quadratic": "seconds: 10-d quadratics, the normalized rule; for trying the machinery (see the README)",
 }
 
 

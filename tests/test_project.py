@@ -28,3 +28,25 @@ def test_console_scripts_run_the_command_lines():
         result = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 0 and expected in result.stdout, result.stderr
+
+
+def test_the_floors_ci_pins_each_dependency_at_the_lowest_version_setup_cfg_allows():
+    import configparser
+    import re
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    floors = dict(re.fullmatch(r"([\w.-]+)>=([\w.]+)", line.strip()).groups()
+                  for line in config["options"]["install_requires"].splitlines()
+                  if line.strip() and not line.strip().startswith("#"))
+    floors.update(dict(re.fullmatch(r"([\w.-]+)>=([\w.]+)", line.strip()).groups()
+                       for line in config["options.extras_require"]["test"].splitlines() if line.strip()))
+    pinned = dict(line.split("==") for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+
+    def padded(version):  # 0.10 and 0.10.0 are one version
+        parts = version.split(".")
+        return ".".join(parts + ["0"] * (3 - len(parts)))
+    assert {name: padded(version) for name, version in floors.items()} == \
+        {name: padded(version) for name, version in pinned.items() if name != "jaxlib"}
+    assert pinned["jaxlib"] == pinned["jax"]

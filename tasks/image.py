@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import jax
 
@@ -50,14 +51,15 @@ def _image_task(config, model_type) -> SupervisedTask:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageMLPConfig(TaskConfig):
-    """An MLP classifier on an image dataset."""
+class ImageClassifierConfig(TaskConfig):
+    """A classifier on an image dataset: the fields of the MLP and the conv net, whose subclasses name
+    the model (`model`) and change the defaults of their sizes."""
 
-    kind = "image_mlp"
+    model: ClassVar[type]
     dataset: str = "mnist"  # "digits", "mnist", "idx:DIR", "cifar10:DIR" or "npz:FILE"
     image_size: int | None = 14  # images resized to this many pixels a side; None keeps their size
-    width: int = 128  # units of every hidden layer
-    depth: int = 2  # number of hidden layers
+    width: int = 128  # units (MLP) or channels (conv net) of every hidden layer
+    depth: int = 2  # number of hidden layers (MLP) or 3x3 convolutions (conv net)
     activation: str = "relu"  # one of tasks.models.ACTIVATIONS
     batch_size: int = 128  # examples a training step
     parameterization: str = "mup"  # "mup" or "sp" (standard)
@@ -66,29 +68,25 @@ class ImageMLPConfig(TaskConfig):
         _validate_image_fields(self, "width", "depth")
 
     def build(self) -> SupervisedTask:
-        return _image_task(self, MLP)
+        return _image_task(self, self.model)
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvConfig(TaskConfig):
+class ImageMLPConfig(ImageClassifierConfig):
+    """An MLP classifier on an image dataset."""
+
+    kind = "image_mlp"
+    model = MLP
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConfig(ImageClassifierConfig):
     """A small conv net classifier on an image dataset."""
 
     kind = "image_conv"
-    dataset: str = "mnist"  # "digits", "mnist", "idx:DIR", "cifar10:DIR" or "npz:FILE"
-    image_size: int | None = 14  # images resized to this many pixels a side; None keeps their size
+    model = ConvNet
     width: int = 16  # channels of every convolution
-    depth: int = 2  # number of 3x3 convolutions
-    activation: str = "relu"  # one of tasks.models.ACTIVATIONS
-    batch_size: int = 64  # examples a training step
-    parameterization: str = "mup"  # "mup" or "sp" (standard)
-
-    def __post_init__(self):
-        _validate_image_fields(self, "width", "depth")
-
-    def build(self) -> SupervisedTask:
-        return _image_task(self, ConvNet)
-
-
+    batch_size: int = 64
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,11 +57,11 @@ class LearnedOptimizer(abc.ABC):
         `num_steps` is the length of the training run (learned optimizers condition on it). `roles` is a
         pytree like params of "input" | "hidden" | "output"; a muP optimizer requires it.
         """
-        def step(grads, state, params, loss):
+        def update(grads, state, params, loss):
             updates, state = self.step(theta, grads, state, params, loss)
             return mup.scale_updates(updates, roles, self.parameterization, self.role_multipliers(theta)), state
 
-        return self.as_optax(lambda params: self.init_state(theta, params, num_steps), step, roles)
+        return self.as_optax(lambda params: self.init_state(theta, params, num_steps), update, roles)
 
     def as_optax(self, init: Callable[[Params], Any], update: Callable[..., tuple[Params, Any]],
                  roles: Roles | None) -> optax.GradientTransformationExtraArgs:

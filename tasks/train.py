@@ -56,11 +56,11 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
 
     @jax.jit
     def run_chunk(params, opt_state, data, key):
-        def step(carry, key):
+        def one_step(carry, key):
             params, opt_state, loss = train_step(task, optimizer, *carry, data, key)
             return (params, opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, log_every))
+        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), jax.random.split(key, log_every))
         return params, opt_state, losses.mean()
 
     if num_steps <= 0 or num_steps % log_every:

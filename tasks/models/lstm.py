@@ -53,7 +53,7 @@ class _LSTMLayer(nn.Module):
         recurrent_WG = self.param("recurrent_gates", fan_in_normal, (self.width, 4 * self.width))
         batch = x_BLW.shape[0]
 
-        def step(carry, gates_in_BG):
+        def cell(carry, gates_in_BG):
             hidden_BW, cell_BW = carry
             gates = gates_in_BG + hidden_BW @ recurrent_WG
             input_gate, forget_gate, candidate, output_gate = jnp.split(gates, 4, axis=-1)
@@ -62,5 +62,5 @@ class _LSTMLayer(nn.Module):
             return (hidden_BW, cell_BW), hidden_BW
 
         zeros = jnp.zeros((batch, self.width), x_BLW.dtype)
-        _, hidden_LBW = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(gates_in_BLG, 0, 1))
+        _, hidden_LBW = jax.lax.scan(cell, (zeros, zeros), jnp.swapaxes(gates_in_BLG, 0, 1))
         return jnp.swapaxes(hidden_LBW, 0, 1)

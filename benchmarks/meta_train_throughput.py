@@ -27,7 +27,8 @@ from meta_train.trainer import MetaTrainer
 
 CASES = {
     "(a) quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": (
-        "quadratic", ["hidden_size=32", "num_tasks=8", "truncation_length=10"], 100),
+        "quadratic", ["architecture=mlp_lopt", "parameterization=mup", "hidden_size=32", "num_tasks=8",
+                      "truncation_length=10"], 100),
     "(b) default preset": ("default", [], 10),
     "(c) mixed_cpu preset: 6 shape buckets (MLPs, conv, transformer, LSTM)": ("mixed_cpu", [], 10),
     "(d) mixed_cpu, regret curriculum": ("mixed_cpu", ["curriculum=regret"], 10),

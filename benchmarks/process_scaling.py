@@ -23,7 +23,8 @@ from pathlib import Path
 
 CASES = {
     "quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": (
-        "quadratic", ["hidden_size=32", "num_tasks=8", "truncation_length=10"], 100),
+        "quadratic", ["architecture=mlp_lopt", "parameterization=mup", "hidden_size=32", "num_tasks=8",
+                      "truncation_length=10"], 100),
     "default preset (normalized rule, 6 shape buckets)": ("default", [], 5),
 }
 # (label, processes, devices per process, wait for each step)

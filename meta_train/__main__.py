@@ -65,19 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     enable_compilation_cache()
     try:
-        distributed.join(distributed.ProcessLayout.from_flags(
-            args.coordinator, args.num_processes, args.process_id, args.distributed_timeout))
-    except distributed.DistributedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
         if args.fields:  # the values of the preset given with --config, --set applied
             print(describe_fields(with_overrides(preset(args.config), args.assignments)))
             return 0
-        if args.export is not None:
+        if args.export is not None:  # one process's job, with or without a layout
             export_checkpoint(args.workdir, None if args.export == -1 else args.export)
             return 0
+        # Bad input is refused before the process waits for a group.
         config = with_overrides(preset(args.config), args.assignments)
+        layout = distributed.ProcessLayout.from_flags(args.coordinator, args.num_processes, args.process_id,
+                                                      args.distributed_timeout)
+    except (ConfigError, WorkdirError, distributed.DistributedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        distributed.join(layout)
         meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare,
                    preset=args.config)
     except (ConfigError, WorkdirError, MetaTrainingError) as error:

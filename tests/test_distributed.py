@@ -144,3 +144,15 @@ def test_the_layout_comes_from_flags_the_environment_or_the_cluster_manager():
     assert ProcessLayout.from_flags(None, None, None, environ={"SLURM_NTASKS": "8"}).detect
     alone = ProcessLayout.from_flags(None, None, None, environ={"SLURM_NTASKS": "1"})
     assert not alone.several and not distributed.ProcessLayout.from_flags(None, None, None, environ={}).several
+
+
+def test_the_command_line_refuses_a_bad_layout_in_one_line_before_waiting(capsys, tmp_path):
+    from meta_train.__main__ import main
+    assert main(["--config", "quadratic", "--workdir", str(tmp_path / "w"), "--num-processes", "2",
+                 "--process-id", "0"]) == 2
+    assert capsys.readouterr().err == ("error: a process layout needs all of coordinator, process count and process "
+                                       "id; missing --coordinator (or $JAX_COORDINATOR_ADDRESS)\n")
+    assert main(["--config", "quadratic", "--set", "num_taks=4", "--coordinator", "127.0.0.1:1", "--num-processes",
+                 "2", "--process-id", "1"]) == 2  # a bad field is named at once, not after the group's timeout
+    assert "num_taks" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

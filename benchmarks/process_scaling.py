@@ -19,12 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from benchmarks import meta_train_throughput as throughput
+from benchmarks.update_cost import write_report
 
 CASES = {
-    "quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": (
-        "quadratic", ["architecture=mlp_lopt", "parameterization=mup", "hidden_size=32", "num_tasks=8",
-                      "truncation_length=10"], 100),
+    "quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": throughput.CASES[throughput.QUADRATIC],
     "default preset (normalized rule, 6 shape buckets)": ("default", [], 5),
 }
 # (label, processes, devices per process, wait for each step)
@@ -108,9 +108,7 @@ def main() -> None:
             cells.append(f"{medians[-1]:.1f} ({min(rates):.1f}-{max(rates):.1f})")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {medians[-1] / medians[0]:.2f} |")
         print(lines[-1], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,12 @@ def main(argv=None) -> str:
         "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
         "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
-        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(True, params),
-        "NormalizedMLPLOpt hidden 8": lambda params: _normalized(False, params),
+        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(params, orthogonalize=True),
+        "NormalizedMLPLOpt hidden 8 (normalized_mixed)": lambda params: _normalized(params),
+        "NormalizedMLPLOpt hidden 8, shared normalization": lambda params: _normalized(
+            params, feature_normalization="shared"),
+        "NormalizedMLPLOpt hidden 4, shared normalization": lambda params: _normalized(
+            params, hidden_size=4, feature_normalization="shared"),
         "MLPLOpt hidden 4": lambda params: _mlp(4, params),
         "MLPLOpt hidden 32": lambda params: _mlp(32, params),
         "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),
@@ -150,8 +154,9 @@ def model_roles(params) -> dict:
                    "bias": "input"} for name in params}
 
 
-def _normalized(orthogonalize: bool, params):
-    optimizer = lopt.NormalizedMLPLOpt(orthogonalize=orthogonalize)
+def _normalized(params, **settings):
+    """The normalized rule as shipped (width scaling, no Newton-Schulz) but for `settings`."""
+    optimizer = lopt.NormalizedMLPLOpt(**{"orthogonalize": False, "width_scaling": True, **settings})
     return optimizer.transform(optimizer.init(jax.random.key(0)), 1000, model_roles(params))
 
 

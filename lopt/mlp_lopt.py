@@ -267,18 +267,20 @@ def mlp_outputs(layers, blocks, first_bias) -> tuple[jax.Array, jax.Array]:
     return outputs[0], outputs[1]
 
 
-def mlp_output_units(layers, blocks, first_bias) -> list[jax.Array]:
+def mlp_output_units(layers, blocks, first_bias, feature_scales=None) -> list[jax.Array]:
     """Every output unit of the per-parameter MLP on one tensor, each shaped like the tensor.
 
     blocks: raw feature blocks of shape + (k,), F columns in all. layers: {"layer_0": {"w": (>=F, h),
     "b"}, ..., "layer_L": {"w": (h, outputs), "b": (outputs,)}}; only the first F rows of layer_0's
     weights read the features, and `first_bias` replaces its bias (it may carry a per-step time
-    contribution).
+    contribution). feature_scales: each column's multiplier, shape (F,); None normalizes each column by
+    its own RMS over the tensor.
     """
-    axes = tuple(range(blocks[0].ndim - 1))
-    # Per-tensor normalization x * rsqrt(1e-5 + mean x^2), folded into the first layer's weights.
-    scale = jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
-    first_weights = scale[:, None] * layers["layer_0"]["w"][:scale.shape[0]]
+    if feature_scales is None:  # x * rsqrt(1e-5 + mean x^2), one reduction per column
+        axes = tuple(range(blocks[0].ndim - 1))
+        feature_scales = jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
+    # Folded into the first layer's weights: a column's scale costs nothing per parameter.
+    first_weights = feature_scales[:, None] * layers["layer_0"]["w"][:feature_scales.shape[0]]
     num_layers = len(layers)
     if first_weights.shape[1] <= ELEMENTWISE_MAX_HIDDEN:
         return _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias)

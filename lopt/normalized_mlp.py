@@ -11,8 +11,9 @@ step comes from the harness's learning-rate schedule, as for Adam or Muon:
 which is what `transform` returns, with the peak learning rate and the weight decay that meta-training
 learned (theta holds them). The rule, with optax.partition by tensor kind:
 - matrices (every tensor of at least 2 dimensions): a small ReLU MLP reads 8 features of each entry
-  (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, each
-  normalized per tensor) and the fraction of the run done; its output is divided by its RMS over the
+  (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, put on
+  one scale per tensor: each by its own RMS, or with feature_normalization="shared" by two shared
+  scales, see shared_feature_scales) and the fraction of the run done; its output is divided by its RMS over the
   tensor and multiplied by `consistent_rms`, so every matrix moves by the same RMS whatever the task.
 - hidden matrices (muP role "hidden"; with no roles, every matrix), with `orthogonalize`: that direction
   is then orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its own) and
@@ -54,6 +55,8 @@ WIDTH_GROUPS = ("hidden", "input", "output", "vector")
 REFERENCE_WIDTH = 128
 MAX_LOG_MAGNITUDE = 2.0  # tensor_magnitude: the multiplier stays within [e^-2, e^2]
 SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
+FEATURE_NORMALIZATIONS = ("feature", "shared")
+PARAMETER_EPS = 1e-5  # the parameter feature's scale is rsqrt(PARAMETER_EPS + mean p^2), as with "feature"
 
 
 class DirectionState(NamedTuple):
@@ -79,6 +82,11 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     initial_weight_decay: float = 0.01  # decoupled weight decay (times the learning rate) theta starts from
     width_scaling: bool = False  # step sizes follow the spectral condition as widths change (below)
     tensor_magnitude: bool = False  # a learned per-tensor step multiplier: the mean of a second MLP output
+    # How the MLP's inputs are put on one scale per tensor: "feature", each of the 8 by its own RMS (8
+    # reductions over the tensor); "shared", the gradient and momenta by the bias-corrected second
+    # moment's RMS and momentum / sqrt(second moment) by its bias correction only (2 reductions: about
+    # half the update's time, see the README's update cost).
+    feature_normalization: str = "feature"
 
     def __post_init__(self):
         check_parameterization(self)
@@ -88,6 +96,9 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             raise ValueError(f"NormalizedMLPLOpt.momentum_decays={self.momentum_decays!r}: three decays in [0, 1)")
         if not 0 <= self.second_moment_decay < 1:
             raise ValueError(f"NormalizedMLPLOpt.second_moment_decay={self.second_moment_decay!r}: must be in [0, 1)")
+        if self.feature_normalization not in FEATURE_NORMALIZATIONS:
+            raise ValueError(f"NormalizedMLPLOpt.feature_normalization={self.feature_normalization!r}: "
+                             f"one of {', '.join(FEATURE_NORMALIZATIONS)}")
         for field in ("orthogonalize", "width_scaling", "tensor_magnitude"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
@@ -148,13 +159,20 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         fraction = jnp.asarray(state.iteration, jnp.float32) / jnp.maximum(state.num_steps, 1)
         first = layers["layer_0"]
         time_bias = fraction * first["w"][NUM_FEATURES] + first["b"]  # the same for every entry
+        # Adam's bias corrections at this step (shared normalization), by the decays theta learned.
+        count = jnp.asarray(state.iteration, jnp.float32) + 1.0
+        momentum_correction = 1.0 / (1.0 - momentum_decays ** count)
+        second_moment_correction = 1.0 / (1.0 - jnp.clip(second_moment_decays, 0.0, 1.0) ** count)
 
         def one(grad, param, momentum, second_moment):
             momentum = acc.update_momentum(momentum, grad, momentum_decays)
             second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
             adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
             blocks = [grad[..., None], param[..., None], momentum, adam]
-            outputs = mlp_output_units(layers, blocks, time_bias)
+            scales = None
+            if self.feature_normalization == "shared":
+                scales = shared_feature_scales(param, second_moment, momentum_correction, second_moment_correction)
+            outputs = mlp_output_units(layers, blocks, time_bias, scales)
             direction = self._sized(outputs[0], kind)
             if self.tensor_magnitude:  # bounded to a factor of e^MAX_LOG_MAGNITUDE either way
                 log_magnitude = MAX_LOG_MAGNITUDE * jnp.tanh(jnp.mean(outputs[1]) / MAX_LOG_MAGNITUDE)
@@ -217,6 +235,18 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                             optax.add_decayed_weights(self.weight_decay(theta)),
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params), roles)
+
+
+def shared_feature_scales(param, second_moment, momentum_correction, second_moment_correction) -> jax.Array:
+    """The multipliers of the 8 features (gradient, parameter, 3 momenta, 3 momentum / sqrt(second
+    moment)) under feature_normalization="shared": the gradient and the momenta by the gradient's RMS
+    that the bias-corrected second moment gives, the parameter by its own RMS, and the ratios, scale-free
+    already, by Adam's bias corrections only. Two reductions over the tensor, where one per feature
+    costs twice the update's time."""
+    grad_scale = jax.lax.rsqrt(jnp.mean(second_moment) * second_moment_correction + SECOND_MOMENT_EPS)
+    return jnp.concatenate([grad_scale, jax.lax.rsqrt(PARAMETER_EPS + jnp.mean(jnp.square(param)))[None],
+                            momentum_correction * grad_scale,
+                            momentum_correction * jax.lax.rsqrt(second_moment_correction)])
 
 
 def _orthogonalized(direction, rms: float, width_scaling: bool):

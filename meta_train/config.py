@@ -50,6 +50,7 @@ class MetaTrainConfig:
     initial_learning_rate: float = 0.005  # normalized_mlp: the warmup-cosine peak theta starts from (then learned)
     width_scaling: bool = False  # normalized_mlp: step sizes follow the spectral condition as widths change (sp only)
     tensor_magnitude: bool = False  # normalized_mlp: a learned per-tensor step multiplier (mean of a second MLP output)
+    feature_normalization: str = "feature"  # normalized_mlp: inputs scaled per "feature" (8 reductions) or "shared" (2)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -128,6 +129,8 @@ class MetaTrainConfig:
             refuse("curriculum_decay", "must lie in [0, 1)")
         if self.reparam not in tasks.REPARAM_LEVELS:
             refuse("reparam", f"must be one of {', '.join(tasks.REPARAM_LEVELS)}")
+        if self.feature_normalization not in lopt.normalized_mlp.FEATURE_NORMALIZATIONS:
+            refuse("feature_normalization", f"must be one of {', '.join(lopt.normalized_mlp.FEATURE_NORMALIZATIONS)}")
         for field in ("reparam_max", "loss_scale_max"):
             if not 1 <= getattr(self, field) < float("inf"):
                 refuse(field, "must be at least 1 and finite")
@@ -162,7 +165,7 @@ class MetaTrainConfig:
         elif self.architecture == "normalized_mlp":
             settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
-                            tensor_magnitude=self.tensor_magnitude)
+                            tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -184,7 +187,8 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 # Fields that shape one architecture only (the others ignore a preset's values; --set refuses them there).
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
-    "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude"),
+    "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
+                       "feature_normalization"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.

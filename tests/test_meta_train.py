@@ -196,6 +196,9 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     with pytest.raises(ConfigError, match="role_scales=True: needs parameterization=mup"):
         with_overrides(MetaTrainConfig(), ["parameterization=sp", "role_scales=true"])
     assert with_overrides(MetaTrainConfig(), ["role_scales=true"]).optimizer().role_scales is True
+    assert with_overrides(preset("default"), ["feature_normalization=shared"]).optimizer().feature_normalization == "shared"
+    with pytest.raises(ConfigError, match="feature_normalization='rms': must be one of feature, shared"):
+        with_overrides(preset("default"), ["feature_normalization=rms"])
     assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
     assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):

@@ -9,6 +9,7 @@ import pytest
 
 import lopt
 import tasks
+from lopt import normalized_mlp
 from lopt.harness import warmup_cosine
 
 
@@ -108,6 +109,8 @@ def test_invalid_settings_name_the_field():
         lopt.NormalizedMLPLOpt(momentum_decays=(0.9,))
     with pytest.raises(ValueError, match="initial_learning_rate"):
         lopt.NormalizedMLPLOpt(initial_learning_rate=0.0)
+    with pytest.raises(ValueError, match="feature_normalization='tensor': one of feature, shared"):
+        lopt.NormalizedMLPLOpt(feature_normalization="tensor")
 
 
 @pytest.mark.parametrize("num_steps", [1, 2, 20, 200, 1001])
@@ -158,3 +161,43 @@ def test_width_scaling_sizes_each_matrix_by_the_spectral_condition(mlp):
     assert spectral_norm == pytest.approx(0.2 * np.sqrt(128), rel=0.25)  # square: sqrt(max(1, out / in)) = 1
     with pytest.raises(ValueError, match="width_scaling=True"):
         lopt.NormalizedMLPLOpt(parameterization="mup", orthogonalize=False, width_scaling=True)
+
+
+def test_shared_normalization_puts_every_gradient_feature_at_rms_1_at_the_first_step(mlp):
+    # Adam's bias corrections at step 1: momentum (1 - d) g and second moment (1 - d2) g^2 become g and g^2.
+    kernel = mlp[3]["hidden_1"]["kernel"]
+    decays, second_decay = jnp.asarray([0.5, 0.9, 0.99]), jnp.asarray([0.999])
+    momentum = (1 - decays).reshape(1, 1, 3) * kernel[..., None]
+    second_moment = (1 - second_decay[0]) * jnp.square(kernel)[..., None]
+    scales = normalized_mlp.shared_feature_scales(mlp[1]["hidden_1"]["kernel"], second_moment,
+                                                  1 / (1 - decays), 1 / (1 - second_decay))
+    features = [kernel, mlp[1]["hidden_1"]["kernel"], *jnp.moveaxis(momentum, -1, 0),
+                *jnp.moveaxis(momentum * jax.lax.rsqrt(second_moment + 1e-20), -1, 0)]
+    nonzero = float(jnp.mean(kernel != 0))  # sign(g) has RMS sqrt(share of nonzero entries)
+    expected = [1.0, 1.0, 1.0, 1.0, 1.0] + [nonzero ** 0.5] * 3
+    assert [_rms(f * s) for f, s in zip(features, scales)] == pytest.approx(expected, rel=1e-3)
+
+
+def test_shared_normalization_makes_the_direction_blind_to_the_gradients_scale(mlp):
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False, feature_normalization="shared")
+    theta = optimizer.init(jax.random.key(0))
+    theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(5), w.shape), theta["mlp"])
+    rule = optimizer.rule(theta, 100, roles)
+
+    def directions(scale):
+        state = rule.init(params)
+        for step in range(3):  # different gradients each step, so the momenta differ from the gradient
+            # random gradients: no entry so near 0 that the second moment's eps decides it
+            step_grads = jax.tree.map(lambda g: scale * 1e-2 * jax.random.normal(jax.random.key(step), g.shape), grads)
+            updates, state = rule.update(step_grads, state, params)
+        return updates
+
+    for name in ("input", "hidden_1", "readout"):
+        for scale in (1e-3, 1e3):
+            np.testing.assert_allclose(directions(scale)[name]["kernel"], directions(1.0)[name]["kernel"],
+                                       rtol=2e-3, atol=1e-5)
+    # and it differs from the per-feature rule that theta was not trained for: the option matters
+    per_feature = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False).rule(theta, 100, roles)
+    assert not np.allclose(per_feature.update(grads, per_feature.init(params), params)[0]["input"]["kernel"],
+                           rule.update(grads, rule.init(params), params)[0]["input"]["kernel"], atol=1e-3)

@@ -19,7 +19,7 @@ from tasks.families import FixedTaskFamily, ImageMLPFamily, MixedFamily, Quadrat
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, LanguageModelTask, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig
-from tasks.tabular import TabularRegressionConfig
+from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
 from tasks.train import TrainResult, train_step
 from tasks.supervised import SupervisedTask

@@ -212,6 +212,20 @@ def test_the_autoencoder_reconstructs_its_input_and_the_tabular_task_is_standard
     np.testing.assert_allclose(np.std(diabetes["train"]["target"]), 1, rtol=1e-5)
 
 
+def test_the_tabular_classifiers_keep_class_ids_and_start_at_a_uniform_guess(key):
+    for name, classes, sizes in (("mlp_breast_cancer", 2, {"train": 455, "valid": 57, "test": 57}),
+                                 ("mlp_wine", 3, {"train": 142, "valid": 18, "test": 18})):
+        task = tasks.get_task(name)  # muP: a zero readout, so the loss at init is log(classes)
+        data = task.data
+        assert {split: len(arrays["target"]) for split, arrays in data.items()} == sizes
+        assert task.num_classes == classes and set(np.unique(data["train"]["target"])) == set(range(classes))
+        np.testing.assert_allclose(np.mean(data["train"]["input"], axis=0), 0, atol=1e-5)
+        params = task.init(key)
+        assert float(task.loss(params, task.batch(data, key), key)) == pytest.approx(np.log(classes), rel=1e-5)
+    with pytest.raises(tasks.ConfigError, match="dataset"):
+        tasks.get_task("mlp_wine", dataset="diabetes")  # a regression set is not a classifier's
+
+
 @pytest.mark.parametrize("level", ["global", "tensor", "parameter"])
 def test_augmentation_keeps_the_loss_at_init_and_scales_the_gradient_as_stated(level, key):
     task = tasks.get_task("mlp_digits_8x8", width=16, parameterization="sp")

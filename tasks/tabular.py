@@ -56,8 +56,9 @@ def tabular_device_data(dataset: str):
 
 @dataclasses.dataclass(frozen=True)
 class _TabularMLPConfig(TaskConfig):
-    """The MLP fields every tabular task has."""
+    """The fields every tabular task has (a subclass gives `dataset` its default; it keeps its place first)."""
 
+    dataset: str = ""
     width: int = 64  # units of every hidden layer
     depth: int = 2  # number of hidden layers
     activation: str = "relu"  # one of tasks.models.ACTIVATIONS

@@ -51,6 +51,7 @@ class MetaTrainConfig:
     width_scaling: bool = False  # normalized_mlp: step sizes follow the spectral condition as widths change (sp only)
     tensor_magnitude: bool = False  # normalized_mlp: a learned per-tensor step multiplier (mean of a second MLP output)
     feature_normalization: str = "feature"  # normalized_mlp: inputs scaled per "feature" (8 reductions) or "shared" (2)
+    feature_sample: int = 0  # normalized_mlp, "feature": each feature's RMS estimated on this many entries a tensor (0: all)
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -139,6 +140,8 @@ class MetaTrainConfig:
                       "keep_checkpoints", "eval_steps"):
             if getattr(self, field) < 1:
                 refuse(field, "must be at least 1")
+        if self.feature_sample < 0:
+            refuse("feature_sample", "must be 0 (every entry) or a positive count")
         if self.min_inner_length > self.max_inner_length:
             refuse("min_inner_length", f"must not exceed max_inner_length={self.max_inner_length}")
         if self.architecture == "normalized_mlp" and self.orthogonalize and self.parameterization == "mup":
@@ -165,7 +168,8 @@ class MetaTrainConfig:
         elif self.architecture == "normalized_mlp":
             settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
-                            tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization)
+                            tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
+                            feature_sample=self.feature_sample)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -188,7 +192,7 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
-                       "feature_normalization"),
+                       "feature_normalization", "feature_sample"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.

@@ -201,3 +201,33 @@ def test_shared_normalization_makes_the_direction_blind_to_the_gradients_scale(m
     per_feature = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False).rule(theta, 100, roles)
     assert not np.allclose(per_feature.update(grads, per_feature.init(params), params)[0]["input"]["kernel"],
                            rule.update(grads, rule.init(params), params)[0]["input"]["kernel"], atol=1e-3)
+
+
+def test_a_sample_visits_every_column_and_small_tensors_are_taken_whole():
+    matrix = jnp.arange(784 * 512, dtype=jnp.float32).reshape(784, 512)
+    sample = normalized_mlp.sampled(matrix, matrix.shape, 4096)
+    assert 4000 < sample.shape[0] <= 4096 and len(set(np.asarray(sample).astype(int) % 512)) == 512
+    statistic = jnp.stack([matrix, -matrix], axis=-1)  # a statistic keeps its trailing axis
+    np.testing.assert_array_equal(normalized_mlp.sampled(statistic, matrix.shape, 4096), jnp.stack([sample, -sample], -1))
+    small = jnp.ones((32, 64))
+    assert normalized_mlp.sampled(small, small.shape, 4096).shape == (2048,)
+
+
+def test_sampled_feature_scales_give_nearly_the_exact_rules_direction():
+    params = {"wide": jax.random.normal(jax.random.key(0), (512, 256)) / 16, "small": jnp.ones((8, 4))}
+    exact = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False)
+    theta = exact.init(jax.random.key(0))
+    theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(5), w.shape), theta["mlp"])
+    estimated = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False, feature_sample=4096)
+    rules = [optimizer.rule(theta, 100) for optimizer in (exact, estimated)]
+    states = [rule.init(params) for rule in rules]
+    for step in range(5):
+        # gradients whose scale varies across columns, as a model's do
+        grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(step), p.shape) * jnp.linspace(0.1, 2, p.shape[-1])[None],
+                             params)
+        (a, states[0]), (b, states[1]) = (rule.update(grads, state, params) for rule, state in zip(rules, states))
+    np.testing.assert_allclose(a["small"], b["small"], rtol=1e-5, atol=1e-6)  # taken whole
+    assert float(jnp.linalg.norm(a["wide"] - b["wide"]) / jnp.linalg.norm(a["wide"])) < 0.02
+    assert not np.array_equal(a["wide"], b["wide"])
+    with pytest.raises(ValueError, match="feature_sample=-1"):
+        lopt.NormalizedMLPLOpt(feature_sample=-1)

@@ -102,9 +102,11 @@ def main(argv=None) -> str:
         "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
         "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(params, orthogonalize=True),
-        "NormalizedMLPLOpt hidden 8 (normalized_mixed)": lambda params: _normalized(params),
-        "NormalizedMLPLOpt hidden 8, shared normalization": lambda params: _normalized(
-            params, feature_normalization="shared"),
+        "NormalizedMLPLOpt hidden 8, every entry's features (as meta-trained)": lambda params: _normalized(params),
+        "NormalizedMLPLOpt hidden 8, sampled features (normalized_mixed)": lambda params: _normalized(
+            params, feature_sample=16384),
+        "NormalizedMLPLOpt hidden 4, sampled features": lambda params: _normalized(
+            params, hidden_size=4, feature_sample=16384),
         "NormalizedMLPLOpt hidden 4, shared normalization": lambda params: _normalized(
             params, hidden_size=4, feature_normalization="shared"),
         "MLPLOpt hidden 4": lambda params: _mlp(4, params),

@@ -177,7 +177,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
             blocks = [grad[..., None], param[..., None], momentum, adam]
             scales = None  # each feature by its own RMS over the whole tensor
-            if self.feature_normalization == "feature" and self.feature_sample:
+            if self.feature_normalization == "feature" and 0 < self.feature_sample < grad.size:
                 scales = feature_rms_scales(*(sampled(x, grad.shape, self.feature_sample)
                                               for x in (grad, param, momentum, second_moment)))
             if self.feature_normalization == "shared":

@@ -276,9 +276,8 @@ def mlp_output_units(layers, blocks, first_bias, feature_scales=None) -> list[ja
     contribution). feature_scales: each column's multiplier, shape (F,); None normalizes each column by
     its own RMS over the tensor.
     """
-    if feature_scales is None:  # x * rsqrt(1e-5 + mean x^2), one reduction per column
-        axes = tuple(range(blocks[0].ndim - 1))
-        feature_scales = jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
+    if feature_scales is None:
+        feature_scales = rms_scales(blocks)
     # Folded into the first layer's weights: a column's scale costs nothing per parameter.
     first_weights = feature_scales[:, None] * layers["layer_0"]["w"][:feature_scales.shape[0]]
     num_layers = len(layers)
@@ -289,6 +288,13 @@ def mlp_output_units(layers, blocks, first_bias, feature_scales=None) -> list[ja
         layer = layers[f"layer_{index}"]
         hidden = jax.nn.relu(hidden) @ layer["w"] + acc.trailing(layer["b"], hidden.ndim)
     return [hidden[..., k] for k in range(hidden.shape[-1])]
+
+
+def rms_scales(blocks) -> jax.Array:
+    """Each column's per-tensor normalizer, rsqrt(1e-5 + mean x^2) over every axis but the last (one
+    reduction per column); blocks of shape + (k,), as mlp_output_units takes them."""
+    axes = tuple(range(blocks[0].ndim - 1))
+    return jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(b), axis=axes) for b in blocks]))
 
 
 def _elementwise_mlp(layers, num_layers, blocks, first_weights, first_bias):

@@ -12,8 +12,9 @@ which is what `transform` returns, with the peak learning rate and the weight de
 learned (theta holds them). The rule, with optax.partition by tensor kind:
 - matrices (every tensor of at least 2 dimensions): a small ReLU MLP reads 8 features of each entry
   (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, put on
-  one scale per tensor: each by its own RMS, or with feature_normalization="shared" by two shared
-  scales, see shared_feature_scales) and the fraction of the run done; its output is divided by its RMS over the
+  one scale per tensor: each by its own RMS, estimated on a sample of the tensor's entries with
+  `feature_sample`, or with feature_normalization="shared" by two shared scales, see
+  shared_feature_scales) and the fraction of the run done; its output is divided by its RMS over the
   tensor and multiplied by `consistent_rms`, so every matrix moves by the same RMS whatever the task.
 - hidden matrices (muP role "hidden"; with no roles, every matrix), with `orthogonalize`: that direction
   is then orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its own) and
@@ -43,7 +44,7 @@ import optax
 from lopt import accumulators as acc
 from lopt import harness, mup
 from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
-from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units
+from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units, rms_scales
 
 NUM_FEATURES = 8  # gradient, parameter, 3 momenta, 3 momenta * rsqrt(second moment)
 ADAM_FEATURE = 6  # momentum(decay 0.9) * rsqrt(second moment): where the MLP starts
@@ -178,8 +179,11 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             blocks = [grad[..., None], param[..., None], momentum, adam]
             scales = None  # each feature by its own RMS over the whole tensor
             if self.feature_normalization == "feature" and 0 < self.feature_sample < grad.size:
-                scales = feature_rms_scales(*(sampled(x, grad.shape, self.feature_sample)
-                                              for x in (grad, param, momentum, second_moment)))
+                # the same RMS of the same features, of a sample's entries
+                grad_s, param_s, momentum_s, second_moment_s = (sampled(x, grad.shape, self.feature_sample)
+                                                                for x in (grad, param, momentum, second_moment))
+                scales = rms_scales([grad_s[:, None], param_s[:, None], momentum_s,
+                                     momentum_s * jax.lax.rsqrt(second_moment_s + SECOND_MOMENT_EPS)])
             if self.feature_normalization == "shared":
                 scales = shared_feature_scales(param, second_moment, momentum_correction, second_moment_correction)
             outputs = mlp_output_units(layers, blocks, time_bias, scales)
@@ -245,15 +249,6 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                             optax.add_decayed_weights(self.weight_decay(theta)),
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params), roles)
-
-
-def feature_rms_scales(grad, param, momentum, second_moment) -> jax.Array:
-    """The multipliers of the 8 features under feature_normalization="feature", rsqrt(1e-5 + mean x^2)
-    of each, as mlp_output_units computes them when given none; grad and param (n,), the statistics
-    (n, k): all of a tensor's entries, or a sample."""
-    adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
-    return jax.lax.rsqrt(1e-5 + jnp.concatenate([jnp.mean(jnp.square(grad))[None], jnp.mean(jnp.square(param))[None],
-                                                 jnp.mean(jnp.square(momentum), axis=0), jnp.mean(jnp.square(adam), axis=0)]))
 
 
 def sampled(x, param_shape: tuple[int, ...], count: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -56,7 +57,8 @@ def tabular_device_data(dataset: str):
 
 @dataclasses.dataclass(frozen=True)
 class _TabularMLPConfig(TaskConfig):
-    """The fields every tabular task has (a subclass gives `dataset` its default; it keeps its place first)."""
+    """The fields every tabular task has (a subclass gives `dataset` its default, which keeps its place
+    first, and `datasets`, the sets it may name)."""
 
     dataset: str = ""
     width: int = 64  # units of every hidden layer
@@ -65,8 +67,10 @@ class _TabularMLPConfig(TaskConfig):
     batch_size: int = 32  # examples a training step
     parameterization: str = "mup"  # "mup" or "sp" (standard)
 
-    def _check(self, datasets: dict) -> None:
-        require_choice(self, "dataset", tuple(datasets))
+    datasets: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        require_choice(self, "dataset", tuple(self.datasets))
         require_positive_int(self, "width", "depth", "batch_size")
         require_choice(self, "activation", tuple(ACTIVATIONS))
         require_choice(self, "parameterization", PARAMETERIZATIONS)
@@ -84,10 +88,8 @@ class TabularRegressionConfig(_TabularMLPConfig):
     """An MLP regressor on a scikit-learn tabular dataset; mean squared error on standardized targets."""
 
     kind = "tabular_regression"
+    datasets = TABULAR_DATASETS
     dataset: str = "diabetes"  # one of tasks.tabular.TABULAR_DATASETS
-
-    def __post_init__(self):
-        self._check(TABULAR_DATASETS)
 
     def build(self) -> SupervisedTask:
         return self._task(1, None, 1.0)
@@ -98,10 +100,8 @@ class TabularClassificationConfig(_TabularMLPConfig):
     """An MLP classifier on a scikit-learn tabular dataset; cross-entropy."""
 
     kind = "tabular_classification"
+    datasets = TABULAR_CLASSIFICATION_DATASETS
     dataset: str = "breast_cancer"  # one of tasks.tabular.TABULAR_CLASSIFICATION_DATASETS
-
-    def __post_init__(self):
-        self._check(TABULAR_CLASSIFICATION_DATASETS)
 
     def build(self) -> SupervisedTask:
         num_classes = int(np.max(np.asarray(tabular_device_data(self.dataset)["train"]["target"]))) + 1

@@ -175,17 +175,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         def one(grad, param, momentum, second_moment):
             momentum = acc.update_momentum(momentum, grad, momentum_decays)
             second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
-            adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
-            blocks = [grad[..., None], param[..., None], momentum, adam]
+            blocks = features(grad, param, momentum, second_moment)
             scales = None  # each feature by its own RMS over the whole tensor
-            if self.feature_normalization == "feature" and 0 < self.feature_sample < grad.size:
-                # the same RMS of the same features, of a sample's entries
-                grad_s, param_s, momentum_s, second_moment_s = (sampled(x, grad.shape, self.feature_sample)
-                                                                for x in (grad, param, momentum, second_moment))
-                scales = rms_scales([grad_s[:, None], param_s[:, None], momentum_s,
-                                     momentum_s * jax.lax.rsqrt(second_moment_s + SECOND_MOMENT_EPS)])
             if self.feature_normalization == "shared":
                 scales = shared_feature_scales(param, second_moment, momentum_correction, second_moment_correction)
+            elif 0 < self.feature_sample < grad.size:  # the same RMS of the same features, on a sample's entries
+                scales = rms_scales(features(*(sampled(x, grad.shape, self.feature_sample)
+                                               for x in (grad, param, momentum, second_moment))))
             outputs = mlp_output_units(layers, blocks, time_bias, scales)
             direction = self._sized(outputs[0], kind)
             if self.tensor_magnitude:  # bounded to a factor of e^MAX_LOG_MAGNITUDE either way
@@ -249,6 +245,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                             optax.add_decayed_weights(self.weight_decay(theta)),
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params), roles)
+
+
+def features(grad, param, momentum, second_moment) -> list[jax.Array]:
+    """The MLP's 8 raw features of each entry, as blocks of shape + (k,): gradient, parameter, the 3
+    momenta, and momentum / sqrt(second moment) at the 3 decays."""
+    adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
+    return [grad[..., None], param[..., None], momentum, adam]
 
 
 def sampled(x, param_shape: tuple[int, ...], count: int):

@@ -1,8 +1,8 @@
 """Mixed families and the curriculum: runs restart on every config of their bucket, the sampling follows
-the regret estimates above its floor, and a killed mixed run resumes to the same state."""
+the regret estimates above its floor, and a mixed run resumes to the same state."""
 
 import json
-import sys
+import shutil
 from pathlib import Path
 
 import jax
@@ -20,7 +20,6 @@ from meta_train.train import meta_train
 from meta_train.trainer import MetaTrainer
 from meta_train.truncation import ConstantLength
 from meta_train.unroll import Unroller
-from tests.process_helpers import kill_after_first_checkpoint
 
 # Two buckets of tiny models (an MLP on digits or MNIST, a transformer LM), short runs, the regret curriculum.
 MIXED = ["task_family=mixed_tiny", "num_task_configs=2", "num_tasks=2", "truncation_length=4", "min_inner_length=6",
@@ -160,15 +159,20 @@ def test_a_mixed_run_logs_the_curriculum_and_the_families_sampled(mixed_run):
     assert len(set(np.round(probabilities, 4))) > 1  # the regret moved them off uniform
 
 
-def test_a_killed_mixed_run_resumes_to_the_same_theta_and_curriculum(mixed_run, tmp_path):
+def test_a_mixed_run_resumed_from_an_earlier_checkpoint_ends_at_the_same_theta_and_curriculum(mixed_run, tmp_path):
+    """The uninterrupted run cut back to its older kept checkpoint, as a kill after it leaves it (a real
+    SIGKILL is tested in test_meta_train and test_distributed), then resumed: the curriculum state, the
+    workers' configs and the baselines come back from disk."""
     uninterrupted, _ = mixed_run
-    workdir = tmp_path / "killed"
-    command = [sys.executable, "-m", "meta_train", "--config", "mixed_cpu", "--workdir", str(workdir),
-               "--no-compare", "--set", *MIXED]
-    kill_after_first_checkpoint(command, workdir, timeout=180)
+    workdir = tmp_path / "cut"
+    shutil.copytree(uninterrupted, workdir)
+    shutil.rmtree(workdir / "optimizer")
+    steps = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    assert len(steps) == 2, steps
+    shutil.rmtree(workdir / "checkpoints" / str(steps[-1]))
     lines = []
     meta_train(mixed(), workdir, resume=True, compare=False, log=lines.append)
-    assert any(line.startswith("resuming from the checkpoint at step") for line in lines), lines
+    assert f"resuming from the checkpoint at step {steps[0]}" in "\n".join(lines), lines
     assert not any(line.startswith("curriculum baseline") for line in lines), "the baselines were run again"
     jax.tree.map(np.testing.assert_array_equal, lopt.load_optimizer(workdir / "optimizer")[1],
                  lopt.load_optimizer(uninterrupted / "optimizer")[1])

@@ -47,6 +47,8 @@ from lopt.base import LearnedOptimizer, check_parameterization, check_positive_i
 from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units, rms_scales
 
 NUM_FEATURES = 8  # gradient, parameter, 3 momenta, 3 momenta * rsqrt(second moment)
+RATIO_FEATURES = slice(5, 8)  # the 3 momentum * rsqrt(second moment) columns
+NUM_SNR_INPUTS = 3  # snr_inputs: one per momentum decay
 ADAM_FEATURE = 6  # momentum(decay 0.9) * rsqrt(second moment): where the MLP starts
 # theta["log_group_scales"] holds one learned multiplier per group of tensors (the partition labels them
 # hidden, input, output or vector); without width scaling, input and output matrices share one ("matrix").
@@ -92,6 +94,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     # entries, evenly spread (0: all of them). Each exact RMS is a pass over the tensor (see the
     # README's update cost); a sample of 16,384 entries puts the estimate within about 1%.
     feature_sample: int = 0
+    # Each tensor's gradient signal-to-noise ratio as 3 more MLP inputs shared by its entries: the log of
+    # the bias-corrected RMS of momentum / sqrt(second moment) at the 3 momentum decays (0 for a steady
+    # gradient, about log sqrt((1 - decay) / (1 + decay)) for pure noise). The per-feature
+    # normalization divides exactly this out of the ratio features, so without it the rule cannot tell a
+    # tensor whose gradient is mostly noise (converged, or fitting its minibatches) from one still
+    # descending. Its weights start at 0: an untrained theta ignores it.
+    snr_inputs: bool = False
 
     def __post_init__(self):
         check_parameterization(self)
@@ -107,9 +116,12 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         if self.feature_normalization not in FEATURE_NORMALIZATIONS:
             raise ValueError(f"NormalizedMLPLOpt.feature_normalization={self.feature_normalization!r}: "
                              f"one of {', '.join(FEATURE_NORMALIZATIONS)}")
-        for field in ("orthogonalize", "width_scaling", "tensor_magnitude"):
+        for field in ("orthogonalize", "width_scaling", "tensor_magnitude", "snr_inputs"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
+        if self.snr_inputs and self.feature_normalization != "feature":
+            raise ValueError("NormalizedMLPLOpt: snr_inputs=True reads the ratios' per-tensor RMS, which only "
+                             "feature_normalization='feature' computes")
         if self.orthogonalize and self.parameterization == "mup":
             raise ValueError("NormalizedMLPLOpt: orthogonalize=True sets the hidden steps' size by their shape "
                              "(Muon's rule), not by muP's 1/fan_in; use parameterization='sp', or orthogonalize=False")
@@ -123,8 +135,12 @@ class NormalizedMLPLOpt(LearnedOptimizer):
 
     def init(self, key):
         outputs = 2 if self.tensor_magnitude else 1
-        layers = adam_like(init_mlp(key, [NUM_FEATURES + 1] + [self.hidden_size] * self.hidden_layers + [outputs]),
+        inputs = NUM_FEATURES + 1 + (NUM_SNR_INPUTS if self.snr_inputs else 0)  # features, time, SNR
+        layers = adam_like(init_mlp(key, [inputs] + [self.hidden_size] * self.hidden_layers + [outputs]),
                            feature=ADAM_FEATURE)
+        if self.snr_inputs:
+            first = layers["layer_0"]
+            layers["layer_0"] = {"w": first["w"].at[NUM_FEATURES + 1:].set(0.0), "b": first["b"]}
         if self.tensor_magnitude:  # the magnitude output starts at 0: a multiplier of 1
             last = f"layer_{self.hidden_layers}"
             layers[last] = {"w": layers[last]["w"].at[:, 1].set(0.0), "b": layers[last]["b"]}
@@ -167,7 +183,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         fraction = jnp.asarray(state.iteration, jnp.float32) / jnp.maximum(state.num_steps, 1)
         first = layers["layer_0"]
         time_bias = fraction * first["w"][NUM_FEATURES] + first["b"]  # the same for every entry
-        # Adam's bias corrections at this step (shared normalization), by the decays theta learned.
+        # Adam's bias corrections at this step (shared normalization, snr_inputs), by the decays theta learned.
         count = jnp.asarray(state.iteration, jnp.float32) + 1.0
         momentum_correction = 1.0 / (1.0 - momentum_decays ** count)
         second_moment_correction = 1.0 / (1.0 - jnp.clip(second_moment_decays, 0.0, 1.0) ** count)
@@ -182,7 +198,12 @@ class NormalizedMLPLOpt(LearnedOptimizer):
             elif 0 < self.feature_sample < grad.size:  # the same RMS of the same features, on a sample's entries
                 scales = rms_scales(features(*(sampled(x, grad.shape, self.feature_sample)
                                                for x in (grad, param, momentum, second_moment))))
-            outputs = mlp_output_units(layers, blocks, time_bias, scales)
+            elif self.snr_inputs:  # computed here, as mlp_output_units would, to read the ratios' RMS off
+                scales = rms_scales(blocks)
+            bias = time_bias
+            if self.snr_inputs:
+                bias = bias + log_snr(scales, momentum_correction, second_moment_correction) @ first["w"][NUM_FEATURES + 1:]
+            outputs = mlp_output_units(layers, blocks, bias, scales)
             direction = self._sized(outputs[0], kind)
             if self.tensor_magnitude:  # bounded to a factor of e^MAX_LOG_MAGNITUDE either way
                 log_magnitude = MAX_LOG_MAGNITUDE * jnp.tanh(jnp.mean(outputs[1]) / MAX_LOG_MAGNITUDE)
@@ -252,6 +273,13 @@ def features(grad, param, momentum, second_moment) -> list[jax.Array]:
     momenta, and momentum / sqrt(second moment) at the 3 decays."""
     adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
     return [grad[..., None], param[..., None], momentum, adam]
+
+
+def log_snr(scales, momentum_correction, second_moment_correction) -> jax.Array:
+    """snr_inputs: the log of the bias-corrected RMS of momentum / sqrt(second moment) at each momentum
+    decay, shape (3,), read off the features' per-tensor scales (1 / each feature's RMS)."""
+    corrected_rms = momentum_correction * jax.lax.rsqrt(second_moment_correction) / scales[RATIO_FEATURES]
+    return jnp.log(jnp.maximum(corrected_rms, 1e-6))
 
 
 def sampled(x, param_shape: tuple[int, ...], count: int):

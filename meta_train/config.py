@@ -52,6 +52,7 @@ class MetaTrainConfig:
     tensor_magnitude: bool = False  # normalized_mlp: a learned per-tensor step multiplier (mean of a second MLP output)
     feature_normalization: str = "feature"  # normalized_mlp: inputs scaled per "feature" (8 reductions) or "shared" (2)
     feature_sample: int = 0  # normalized_mlp, "feature": each feature's RMS estimated on this many entries a tensor (0: all)
+    snr_inputs: bool = False  # normalized_mlp, "feature": each tensor's log gradient signal-to-noise ratio as MLP inputs
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -142,6 +143,8 @@ class MetaTrainConfig:
                 refuse(field, "must be at least 1")
         if self.feature_sample < 0:
             refuse("feature_sample", "must be 0 (every entry) or a positive count")
+        if self.snr_inputs and self.feature_normalization != "feature":
+            refuse("snr_inputs", "reads the ratios' per-tensor RMS, which only feature_normalization=feature computes")
         if self.min_inner_length > self.max_inner_length:
             refuse("min_inner_length", f"must not exceed max_inner_length={self.max_inner_length}")
         if self.architecture == "normalized_mlp" and self.orthogonalize and self.parameterization == "mup":
@@ -169,7 +172,7 @@ class MetaTrainConfig:
             settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
                             tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
-                            feature_sample=self.feature_sample)
+                            feature_sample=self.feature_sample, snr_inputs=self.snr_inputs)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -192,7 +195,7 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
-                       "feature_normalization", "feature_sample"),
+                       "feature_normalization", "feature_sample", "snr_inputs"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.

@@ -231,3 +231,55 @@ def test_sampled_feature_scales_give_nearly_the_exact_rules_direction():
     assert not np.array_equal(a["wide"], b["wide"])
     with pytest.raises(ValueError, match="feature_sample=-1"):
         lopt.NormalizedMLPLOpt(feature_sample=-1)
+
+
+def test_snr_inputs_read_0_for_a_steady_gradient_and_the_noise_level_for_noise():
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False, snr_inputs=True)
+    theta = optimizer.init(jax.random.key(0))
+    decays = np.asarray(optimizer.momentum_decays)
+
+    step_fn = jax.jit(optimizer.step)
+
+    def log_snr_after(gradient_at, steps=100):
+        params = {"w": jnp.zeros((64, 32))}
+        state = optimizer.init_state(theta, params, steps)
+        for step in range(steps):
+            _, state = step_fn(theta, {"w": gradient_at(step)}, state, params, None)
+        momentum, second_moment = state.momentum["w"], state.second_moment["w"]
+        scales = lopt.mlp_lopt.rms_scales(normalized_mlp.features(momentum[..., 0], params["w"], momentum, second_moment))
+        count = float(steps)
+        return np.asarray(normalized_mlp.log_snr(scales, 1 / (1 - decays ** count),
+                                                 1 / (1 - optimizer.second_moment_decay ** count)))
+
+    steady = jax.random.normal(jax.random.key(1), (64, 32))
+    np.testing.assert_allclose(log_snr_after(lambda step: steady), 0.0, atol=0.02)
+    noise = log_snr_after(lambda step: jax.random.normal(jax.random.key(step), (64, 32)))
+    np.testing.assert_allclose(noise[:2], np.log(np.sqrt((1 - decays[:2]) / (1 + decays[:2]))), atol=0.1)
+
+
+def test_snr_inputs_start_ignored_and_once_trained_tell_noise_from_signal(mlp):
+    _, params, roles, grads = mlp
+    plain = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False)
+    with_snr = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False, snr_inputs=True)
+    theta = with_snr.init(jax.random.key(0))
+    assert theta["mlp"]["layer_0"]["w"].shape[0] == normalized_mlp.NUM_FEATURES + 1 + 3
+    rule = with_snr.rule(theta, 100, roles)
+    without = {**theta, "mlp": {**theta["mlp"], "layer_0": {"w": theta["mlp"]["layer_0"]["w"][:-3],
+                                                             "b": theta["mlp"]["layer_0"]["b"]}}}
+    ignored = plain.rule(without, 100, roles)  # the SNR weights start at 0: the same rule without them
+    np.testing.assert_allclose(rule.update(grads, rule.init(params), params)[0]["input"]["kernel"],
+                               ignored.update(grads, ignored.init(params), params)[0]["input"]["kernel"], atol=1e-6)
+    theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(5), w.shape), theta["mlp"])
+    rule = with_snr.rule(theta, 100, roles)
+    update = jax.jit(rule.update)
+
+    def direction_after(noisy: bool):
+        state = rule.init(params)
+        for step in range(20):  # the same last gradient, after a steady or a noisy history
+            g = grads if not noisy or step == 19 else jax.tree.map(
+                lambda x: x * jax.random.normal(jax.random.key(step), x.shape), grads)
+            direction, state = update(g, state, params)
+        return direction["input"]["kernel"]
+    assert not np.allclose(direction_after(False), direction_after(True), atol=1e-3)
+    with pytest.raises(ValueError, match="snr_inputs"):
+        lopt.NormalizedMLPLOpt(snr_inputs=True, feature_normalization="shared")

@@ -87,35 +87,71 @@ def theta_digest(theta: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def learned(name_or_path: str | os.PathLike, name: str | None = None) -> EvalOptimizer:
-    """A learned optimizer from a shipped name or a checkpoint directory."""
+# NAME@tuned: the multipliers of a learned optimizer's whole step tried, half a decade apart around the
+# step meta-training learned, as a practitioner tunes a baseline's learning rate.
+LEARNED_STEP_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def learned(name_or_path: str | os.PathLike, name: str | None = None, scale: str = "") -> EvalOptimizer:
+    """A learned optimizer from a shipped name or a checkpoint directory. scale: "" for the optimizer as
+    meta-trained; a number multiplies its whole step (learning rate and weight decay alike, as a
+    learning-rate multiplier does for AdamW); "tuned" tries every LEARNED_STEP_SCALES multiplier and is
+    reported at the best one per metric, as the baselines are at their best learning rate."""
     try:
         optimizer, theta, spec = lopt.load_optimizer(name_or_path)
     except ValueError as error:  # CheckpointError, SpecError: not a checkpoint, or not of an optimizer
         raise OptimizerError(f"{name_or_path}: not a learned optimizer we can load: {error}") from None
     path = Path(name_or_path)
     # A meta_train workdir's optimizer is WORKDIR/optimizer: the workdir's name says more.
-    label = name or (str(name_or_path) if not path.exists() else
-                     path.absolute().parent.name if path.name == "optimizer" else path.name)
-    return EvalOptimizer(name=label, make=optimizer.transform, candidates=(Candidate("theta", theta),),
-                         rule=json.dumps(optimizer.spec(), sort_keys=True),
-                         identity=f"{json.dumps(optimizer.spec(), sort_keys=True)}: theta {theta_digest(theta)}",
-                         parameterization=optimizer.parameterization, baseline=False, spec=spec)
+    label = name or ((str(name_or_path) if not path.exists() else
+                      path.absolute().parent.name if path.name == "optimizer" else path.name)
+                     + (f"@{scale}" if scale else ""))
+    rule = json.dumps(optimizer.spec(), sort_keys=True)
+    identity = f"{rule}: theta {theta_digest(theta)}"
+    if not scale:
+        return EvalOptimizer(name=label, make=optimizer.transform, candidates=(Candidate("theta", theta),),
+                             rule=rule, identity=identity, parameterization=optimizer.parameterization,
+                             baseline=False, spec=spec)
+    scales = LEARNED_STEP_SCALES if scale == "tuned" else (_step_scale(name_or_path, scale),)
+
+    def make(hyper, num_steps, roles):
+        theta, multiplier = hyper
+        return optax.chain(optimizer.transform(theta, num_steps, roles), optax.scale(multiplier))
+    candidates = tuple(Candidate(f"theta x{value!r}", (theta, jnp.asarray(value, jnp.float32))) for value in scales)
+    return EvalOptimizer(name=label, make=make, candidates=candidates, rule=f"{rule}, step scaled",
+                         identity=f"{identity}, step scaled", parameterization=optimizer.parameterization,
+                         baseline=False, spec=spec)
+
+
+def _step_scale(name_or_path, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise OptimizerError(f"{name_or_path}@{text}: after '@' a learned optimizer takes a positive step "
+                             "multiplier or 'tuned'")
+    return value
 
 
 def resolve(name_or_path: str | os.PathLike) -> EvalOptimizer:
     """A baseline name ("adam", "sgdm@0.1"), a shipped learned optimizer's name, or a checkpoint path;
-    "LABEL=PATH" names a learned optimizer in tables and plots."""
+    "LABEL=PATH" names a learned optimizer in tables and plots; a learned optimizer followed by "@2" has
+    its whole step doubled, by "@tuned" its step multiplier tuned (see `learned`)."""
     text = str(name_or_path)
     if text.partition("@")[0] in BASELINES:
         return baseline(text)
     shipped = [info.name for info in lopt.list_pretrained()]
+    known = lambda target: target in shipped or Path(target).exists()  # noqa: E731
     label, separator, target = text.partition("=")
-    if separator and label and (target in shipped or Path(target).exists()):
+    if not (separator and label and known(target.rpartition("@")[0] or target)):
+        label, target = None, text
+    if known(target):
         return learned(target, name=label)
-    if text in shipped or Path(text).exists():
-        return learned(text)
+    base, at, scale = target.rpartition("@")
+    if at and known(base):
+        return learned(base, name=label, scale=scale)
     raise OptimizerError(
         f"unknown optimizer {text!r}: not a baseline ({', '.join(BASELINES)}, optionally NAME@LEARNING_RATE), "
-        f"not a shipped learned optimizer ({', '.join(shipped) or 'none shipped yet'}), "
-        "and no such checkpoint directory")
+        f"not a shipped learned optimizer ({', '.join(shipped) or 'none shipped yet'}, optionally "
+        "NAME@STEP_MULTIPLIER or NAME@tuned), and no such checkpoint directory")

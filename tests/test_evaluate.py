@@ -448,3 +448,28 @@ def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(
         sorted(path.name for path in (whole.workdir / "plots").iterdir())
     with pytest.raises(evaluate.SweepError, match=r"shard '2/2': expected I/N with 0 <= I < N"):
         evaluate.run_suite([learned_checkpoint], suite, tmp_path / "bad", shard="2/2")
+
+
+def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(learned_checkpoint, tiny_suite, tmp_path):
+    plain, halved = evaluate.resolve(str(learned_checkpoint)), evaluate.resolve(f"mine={learned_checkpoint}@0.5")
+    assert halved.name == "mine" and [c.label for c in halved.candidates] == ["theta x0.5"]
+    assert halved.identity != plain.identity  # never read back from the other's cached runs
+    task = tasks.get_task("mlp_digits_8x8", width=16, batch_size=32)
+    params = task.init(jax.random.key(0))
+    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(1)), None)
+
+    def first_update(optimizer):
+        transform = optimizer.make(optimizer.candidates[0].hyper, STEPS, task.roles(params))
+        return transform.update(grads, transform.init(params), params, loss=1.0)[0]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 0.5 * b, rtol=1e-6), first_update(halved), first_update(plain))
+    with pytest.raises(evaluate.OptimizerError, match=r"@fast: after '@' a learned optimizer takes a positive step"):
+        evaluate.resolve(f"{learned_checkpoint}@fast")
+
+    suite = evaluate.Suite("one", "", tiny_suite.tasks[:1])
+    result = evaluate.run_suite([f"{learned_checkpoint}@tuned"], suite, tmp_path / "work", seeds=1, baselines=[],
+                                cache_dir=tmp_path / "cache", log=lambda line: None)
+    unit = next(u for u in result.units if u.optimizer.name.endswith("@tuned"))
+    assert sorted(unit.runs) == sorted(f"theta x{s!r}" for s in evaluate.optimizers.LEARNED_STEP_SCALES)
+    finals = {label: runs[0].train_loss[-1] for label, runs in unit.runs.items()}
+    assert unit.chosen == min(finals, key=finals.get)
+    assert f"| {unit.chosen}" in (tmp_path / "work" / "summary.md").read_text()

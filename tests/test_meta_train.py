@@ -199,6 +199,9 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert with_overrides(preset("default"), ["feature_normalization=shared"]).optimizer().feature_normalization == "shared"
     with pytest.raises(ConfigError, match="feature_normalization='rms': must be one of feature, shared"):
         with_overrides(preset("default"), ["feature_normalization=rms"])
+    assert with_overrides(preset("default"), ["snr_inputs=true"]).optimizer().snr_inputs is True
+    assert main(["--set", "snr_inputs=true", "feature_normalization=shared", "--workdir", str(tmp_path / "a")]) == 2
+    assert "snr_inputs=True: reads the ratios' per-tensor RMS" in capsys.readouterr().err
     assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
     assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):

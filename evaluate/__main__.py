@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
                "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
     parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",
-                        help="a shipped learned optimizer, a checkpoint directory, or a baseline (repeatable)")
+                        help="a shipped learned optimizer or a checkpoint directory (LABEL=PATH names it; "
+                             "@0.1 scales its whole step, @tuned tunes that multiplier per task), or a baseline "
+                             "(adam, or adam@0.001 at one rate) (repeatable)")
     parser.add_argument("--suite", required=True, help="a suite name or a JSON suite file")
     parser.add_argument("--workdir", required=True, help="output directory")
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "

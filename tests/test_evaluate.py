@@ -422,30 +422,34 @@ def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
     assert scope.horizon == 1000 and "steps" not in source
 
 
-def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(learned_checkpoint, tmp_path):
+def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(sweep, tiny_suite, learned_checkpoint,
+                                                                                 tmp_path):
     """Two `--shard` processes at once on one workdir, each with a baseline cache of its own (as on two
-    machines): the last to finish writes the summary that one process writes for the whole suite."""
-    suite = tmp_path / "three.json"
-    suite.write_text(json.dumps({"name": "three", "tasks": [
-        {"task": "mlp_digits_8x8", "set": {"width": width, "batch_size": 32}, "steps": STEPS} for width in (8, 16, 24)]}))
-    common = ["--optimizer", str(learned_checkpoint), "--suite", str(suite), "--seeds", "1", "--baselines", "adam"]
-    whole = evaluate.run_suite([learned_checkpoint], suite, tmp_path / "whole", seeds=1, baselines=["adam"],
-                               cache_dir=tmp_path / "cache", log=lambda line: None)
+    machines): the last to finish writes the summary that one process wrote for the whole suite (the
+    `sweep` fixture's, whose suite this file spells out)."""
+    _, _, root = sweep
+    suite = tmp_path / "tiny.json"
+    suite.write_text(json.dumps({"name": tiny_suite.name, "tasks": [
+        {"task": "mlp_digits_8x8", "set": {"width": task.x, "batch_size": 32}, "steps": STEPS, "label": task.label,
+         "axis": task.axis, "x": task.x} for task in tiny_suite.tasks]}))
+    assert evaluate.build_suite(suite, evaluate.MetaTrainingScope()).tasks == tiny_suite.tasks
+    common = ["--optimizer", str(learned_checkpoint), "--suite", str(suite), "--seeds", "2", "--baselines", "adam"]
     shards = [subprocess.Popen([sys.executable, "-m", "evaluate", *common, "--workdir", str(tmp_path / "sharded"),
                                 "--cache", str(tmp_path / f"cache_{index}"), "--shard", f"{index}/2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
     outputs = [process.communicate(timeout=120) for process in shards]
     assert [process.returncode for process in shards] == [0, 0], outputs
     assert sum("summary in" in out for out, _ in outputs) >= 1
-    assert any("shard 0/2: 4 of the 6 optimizer-task pairs" in out for out, _ in outputs)
+    assert any("shard 0/2: 2 of the 4 optimizer-task pairs" in out for out, _ in outputs)
+    whole = root / "work"
 
     def numbers(summary):  # what the sweep measured; the wall times differ from run to run
         drop = lambda row: {key: value for key, value in row.items() if "seconds" not in key}
         return [drop(row) for row in summary["rows"]], [drop(row) for row in summary["overall"]]
     sharded = json.loads((tmp_path / "sharded" / "summary.json").read_text())
-    assert numbers(sharded) == numbers(json.loads((whole.workdir / "summary.json").read_text()))
+    assert numbers(sharded) == numbers(json.loads((whole / "summary.json").read_text()))
     assert sorted(path.name for path in (tmp_path / "sharded" / "plots").iterdir()) == \
-        sorted(path.name for path in (whole.workdir / "plots").iterdir())
+        sorted(path.name for path in (whole / "plots").iterdir())
     with pytest.raises(evaluate.SweepError, match=r"shard '2/2': expected I/N with 0 <= I < N"):
         evaluate.run_suite([learned_checkpoint], suite, tmp_path / "bad", shard="2/2")
 

@@ -65,6 +65,7 @@ class MetaTrainConfig:
     max_inner_length: int = 1000  # the longest inner run (also the run length of full_es)
     meta_loss_split: str = "train"  # meta-loss on each step's "train" batch, a "valid" batch, or a "mix" of both
     meta_loss_valid_weight: float = 0.5  # "mix": the validation loss's share of the meta-loss
+    meta_loss_time_power: float = 0.0  # k: each step's meta-loss times (k + 1) (step / run length)^k; 0: even
     # --- task augmentation, drawn afresh for every inner run (tasks.augment) ---
     reparam: str = "none"  # parameters stored as w / s: "none", or one s "global", per "tensor", per "parameter"
     reparam_max: float = 100.0  # s log-uniform in [1 / reparam_max, reparam_max] (learned_optimization's range)
@@ -123,6 +124,8 @@ class MetaTrainConfig:
             refuse("meta_loss_split", "must be train, valid or mix")
         if not 0 <= self.meta_loss_valid_weight <= 1:
             refuse("meta_loss_valid_weight", "must lie in [0, 1]")
+        if not 0 <= self.meta_loss_time_power <= 10:
+            refuse("meta_loss_time_power", "must lie in [0, 10]")
         if self.curriculum not in CURRICULA:
             refuse("curriculum", f"must be one of {', '.join(CURRICULA)}")
         if not 0 < self.curriculum_floor <= 1:

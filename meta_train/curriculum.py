@@ -125,7 +125,7 @@ def baseline_curve(task, like: Unroller, parameterization: str, length: int, see
     # One worker per (rate, seed), not particles of one worker: particles restart together when one
     # diverges, and the largest rates do.
     runs = Unroller(task, adam, ConstantLength(length), num_particles=1, max_meta_loss=like.max_meta_loss,
-                    meta_loss_split=like.meta_loss_split, valid_weight=like.valid_weight)
+                    meta_loss_split=like.meta_loss_split, valid_weight=like.valid_weight, time_power=like.time_power)
     rates = jnp.repeat(jnp.asarray(grid, jnp.float32), BASELINE_SEEDS)
     thetas = jax.vmap(lambda rate: jax.tree.map(lambda leaf: leaf[None], {  # (workers, 1 particle, ...)
         **adam.init(None), "log_learning_rate": jnp.log(rate)}))(rates)

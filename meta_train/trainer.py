@@ -75,7 +75,7 @@ def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optim
     particles = 1 if config.estimator == "tbptt" else 2
     unroller = Unroller(bucket, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
-                        augmentation=config.augmentation())
+                        augmentation=config.augmentation(), time_power=config.meta_loss_time_power)
     placement = {"worker_sharding": split_over_tasks(mesh)}
     if config.estimator == "tbptt":
         return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **placement)

@@ -53,12 +53,15 @@ class Unroller:
     same shape) with one learned-optimizer architecture.
 
     The meta-loss of a step is the normalized loss on its training batch ("train"), on a validation batch
-    ("valid"), or `valid_weight` of the second plus the rest of the first ("mix"). With an augmentation,
+    ("valid"), or `valid_weight` of the second plus the rest of the first ("mix"), times (k + 1) f^k at
+    the fraction f of its run with `time_power` k > 0 (the end of a run, whose loss evaluations measure,
+    weighs most; 0 weighs every step alike). With an augmentation,
     every run sees the task through factors drawn from its run key (tasks.augment)."""
 
     def __init__(self, task: tasks.Task | tuple[tasks.Task, ...], optimizer: LearnedOptimizer, schedule, *,
                  num_particles: int, max_meta_loss: float, meta_loss_split: str = "train",
-                 valid_weight: float = 0.5, augmentation: tasks.Augmentation | None = None):
+                 valid_weight: float = 0.5, augmentation: tasks.Augmentation | None = None,
+                 time_power: float = 0.0):
         self.variants = tuple(task) if isinstance(task, (tuple, list)) else (task,)
         # The bucket's model: every variant has its parameters, loss and normalizer; only the batches differ.
         self.task = task = self.variants[0]
@@ -70,6 +73,7 @@ class Unroller:
         self.max_meta_loss = max_meta_loss
         self.meta_loss_split = meta_loss_split
         self.valid_weight = {"train": 0.0, "valid": 1.0, "mix": valid_weight}[meta_loss_split]
+        self.time_power = time_power
         self.augmentation = augmentation or tasks.Augmentation()
         self.param_shapes = jax.eval_shape(task.init, jax.random.key(0))
         self.roles = task.roles(self.param_shapes)
@@ -162,6 +166,9 @@ class Unroller:
         meta_loss = jnp.where(bad, self.max_meta_loss, meta_loss)
         diverged = jnp.any(bad)
         step = worker.step + 1
+        if self.time_power:  # (k + 1) f^k at the fraction f of the run: weights of mean 1, the end's the most
+            fraction = step.astype(jnp.float32) / worker.length.astype(jnp.float32)
+            meta_loss = meta_loss * ((self.time_power + 1) * fraction ** self.time_power)
         done = (step >= worker.length) | diverged
         # Run keys: fold_in(key, 0) inits, fold_in(key, step + 1) draws batches, split(key) the next run.
         next_key, length_key = jax.random.split(worker.run_key)

@@ -225,7 +225,7 @@ def test_the_small_fc_preset_lowers_the_meta_loss_and_beats_its_initialization(t
     assert result.optimizer_path.is_dir()
 
 
-def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_validation():
+def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_validation_or_weigh_the_end():
     import tasks
     from meta_train.truncation import ConstantLength
     from meta_train.unroll import Unroller
@@ -247,6 +247,10 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
     valid = first_losses(meta_loss_split="valid")
     mixed = first_losses(meta_loss_split="mix", valid_weight=0.25)
     np.testing.assert_allclose(mixed, 0.75 * plain + 0.25 * valid, rtol=1e-5)
+    late = first_losses(time_power=2.0)  # steps 1-3 of runs of 50: weights 3 (step / 50)^2
+    np.testing.assert_allclose(late, plain * 3 * (np.arange(1, 4) / 50) ** 2, rtol=1e-5)
+    with pytest.raises(ConfigError, match="meta_loss_time_power=-1.0: must lie in"):
+        dataclasses.replace(MetaTrainConfig(), meta_loss_time_power=-1.0)
     with pytest.raises(ConfigError, match="meta_loss_split='test': must be train, valid or mix"):
         dataclasses.replace(MetaTrainConfig(), meta_loss_split="test")
     with pytest.raises(ConfigError, match="reparam='layer': must be one of none, global, tensor, parameter"):

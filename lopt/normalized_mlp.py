@@ -14,7 +14,8 @@ learned (theta holds them). The rule, with optax.partition by tensor kind:
   (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, put on
   one scale per tensor: each by its own RMS, estimated on a sample of the tensor's entries with
   `feature_sample`, or with feature_normalization="shared" by two shared scales, see
-  shared_feature_scales) and the fraction of the run done; its output is divided by its RMS over the
+  shared_feature_scales) and the fraction of the run done (with `snr_inputs`, the tensor's gradient
+  signal-to-noise ratio too); its output is divided by its RMS over the
   tensor and multiplied by `consistent_rms`, so every matrix moves by the same RMS whatever the task.
 - hidden matrices (muP role "hidden"; with no roles, every matrix), with `orthogonalize`: that direction
   is then orthogonalized by Newton-Schulz (optax.contrib.scale_by_muon with no momentum of its own) and

@@ -142,15 +142,20 @@ def resolve(name_or_path: str | os.PathLike) -> EvalOptimizer:
     if text.partition("@")[0] in BASELINES:
         return baseline(text)
     shipped = [info.name for info in lopt.list_pretrained()]
-    known = lambda target: target in shipped or Path(target).exists()  # noqa: E731
+
+    def learned_target(target: str) -> tuple[str, str] | None:
+        """(name or path, step scale) if target names a learned optimizer, with or without "@SCALE"."""
+        if target in shipped or Path(target).exists():
+            return target, ""
+        base, at, scale = target.rpartition("@")
+        return (base, scale) if at and (base in shipped or Path(base).exists()) else None
+
     label, separator, target = text.partition("=")
-    if not (separator and label and known(target.rpartition("@")[0] or target)):
-        label, target = None, text
-    if known(target):
-        return learned(target, name=label)
-    base, at, scale = target.rpartition("@")
-    if at and known(base):
-        return learned(base, name=label, scale=scale)
+    found = learned_target(target) if separator and label else None
+    if found is None:
+        label, found = None, learned_target(text)
+    if found is not None:
+        return learned(found[0], name=label, scale=found[1])
     raise OptimizerError(
         f"unknown optimizer {text!r}: not a baseline ({', '.join(BASELINES)}, optionally NAME@LEARNING_RATE), "
         f"not a shipped learned optimizer ({', '.join(shipped) or 'none shipped yet'}, optionally "

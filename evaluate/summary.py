@@ -5,7 +5,8 @@ A tuned baseline is reported at the learning rate chosen on the metric in questi
 the training figures, on validation loss for the validation figures (as a practitioner tunes). The
 strongest baseline of a task is, per metric, the tuned baseline with the lowest final value (for a
 baseline's own row, the strongest of the others). A ratio is this optimizer's final loss over the
-reference's (below 1 is better); a win is a strictly lower final loss.
+reference's (below 1 is better); a win is a strictly lower final loss. Beside them, the early-stopping
+view: the lowest validation loss over the run, each baseline at the rate that minimizes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from evaluate import metrics
 from evaluate.optimizers import REFERENCE_BASELINE
 
 METRICS = ("train", "valid")  # final training loss, final validation loss
-LOSS_FIELDS = {"train": "final_train_loss", "valid": "final_valid_loss"}
+# The early-stopping view beside them: the lowest validation loss at any record point, every baseline at
+# the learning rate that minimizes it (a practitioner who keeps the best checkpoint). It tells a rule that
+# finds good solutions and then overfits them from one that never finds them.
+COMPARED_METRICS = METRICS + ("best_valid",)
+LOSS_FIELDS = {"train": "final_train_loss", "valid": "final_valid_loss", "best_valid": "best_valid_loss"}
 
 
 class Table(list):
@@ -68,7 +73,7 @@ def _row(task, unit, finals: dict[str, dict[str, float]], ranks: dict[str, dict[
             "chosen": unit.chosen, "chosen_at_grid_edge": unit.chosen_at_grid_edge,
             "chosen_on_valid": unit.chosen_on_valid, "chosen_on_valid_at_grid_edge": unit.chosen_on_valid_at_grid_edge,
             "final_train_loss": finals["train"][name], "best_train_loss": metrics.best_loss(train),
-            "final_valid_loss": finals["valid"][name],
+            "final_valid_loss": finals["valid"][name], "best_valid_loss": finals["best_valid"][name],
             "final_valid_accuracy": float(unit.curve("valid_accuracy")[-1]) if unit.has_accuracy else None,
             "diverged": metrics.diverged(train), "rank": ranks["train"][name], "valid_rank": ranks["valid"][name],
             "seconds": unit.compute_seconds, "runs_per_group": unit.runs_per_group}
@@ -77,7 +82,7 @@ def _row(task, unit, finals: dict[str, dict[str, float]], ranks: dict[str, dict[
 def _against(row: dict[str, Any], finals: dict[str, dict[str, float]], tuned_baselines: list[str]) -> None:
     """Adds the ratios to tuned Adam and to the strongest other tuned baseline, on both metrics."""
     name = row["optimizer"]
-    for metric in METRICS:
+    for metric in COMPARED_METRICS:
         mine = finals[metric][name]
         reference = finals[metric].get(REFERENCE_BASELINE)
         row[f"{metric}_vs_adam"] = None if reference is None or name == REFERENCE_BASELINE else ratio(mine, reference)
@@ -100,6 +105,7 @@ def summarize(units, suite) -> tuple[Table, Table]:
         group = by_task[task.label]
         finals = {metric: {name: metrics.final_loss(group[name].curve(f"{metric}_loss")) for name in names}
                   for metric in METRICS}
+        finals["best_valid"] = {name: group[name].best_valid_loss() for name in names}
         ranks = {metric: dict(zip(names, metrics.ranks([finals[metric][name] for name in names])))
                  for metric in METRICS}
         reference = group.get(REFERENCE_BASELINE)
@@ -150,6 +156,8 @@ def overall_view(entry: dict[str, Any]) -> dict[str, str]:
             "valid: wins vs tuned Adam (median ratio)": _wins(entry, "valid", "adam"),
             "train: wins vs strongest baseline": _wins(entry, "train", "strongest"),
             "valid: wins vs strongest baseline": _wins(entry, "valid", "strongest"),
+            "best valid (early stopping): wins vs tuned Adam / strongest":
+                f"{_wins(entry, 'best_valid', 'adam') or '-'} / {_wins(entry, 'best_valid', 'strongest')}",
             "median speedup vs tuned Adam": format_cell(entry["median_speedup"], 3),
             "mean rank (train / valid)": f"{entry['mean_rank']:.2f} / {entry['mean_valid_rank']:.2f}",
             "diverged": f"{entry['diverged']}/{entry['tasks']}"}
@@ -158,7 +166,7 @@ def overall_view(entry: dict[str, Any]) -> dict[str, str]:
 def _overall(name: str, mine: list[dict[str, Any]]) -> dict[str, Any]:
     """Win rates and median ratios on both metrics against both references, mean ranks, median speedup."""
     entry = {"optimizer": name, "tasks": len(mine)}
-    for metric in METRICS:
+    for metric in COMPARED_METRICS:
         for reference in ("adam", "strongest"):
             ratios = [row[f"{metric}_vs_{reference}"] for row in mine if row[f"{metric}_vs_{reference}"] is not None]
             entry[f"{metric}_wins_vs_{reference}"] = sum(value < 1 for value in ratios) if ratios else None

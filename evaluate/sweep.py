@@ -80,6 +80,11 @@ class UnitResult:
         label = candidate or self.choice(metric)
         return metrics.mean_curve([getattr(curves, metric) for curves in self.runs[label]])
 
+    def best_valid_loss(self) -> float:
+        """The lowest validation loss at any record point of any candidate (mean over seeds): what keeping
+        the best checkpoint gives, with the learning rate tuned on that too."""
+        return min(metrics.best_loss(self.curve("valid_loss", label)) for label in self.runs)
+
     @property
     def steps(self) -> tuple[int, ...]:
         return self.runs[self.chosen][0].steps

@@ -381,8 +381,14 @@ def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baselin
     unit = next(u for u in result.units if u.optimizer.name == "sgdm")
     assert sgdm["final_valid_loss"] == min(float(unit.curve("valid_loss", label)[-1]) for label in unit.runs)
     assert sgdm["final_train_loss"] == min(float(unit.curve("train_loss", label)[-1]) for label in unit.runs)
+    # The early-stopping view: the lowest validation loss of any rate at any record point, never above
+    # the final one, compared like the others.
+    best = min(float(np.min(unit.curve("valid_loss", label))) for label in unit.runs)
+    assert sgdm["best_valid_loss"] == best <= sgdm["final_valid_loss"]
+    assert sgdm["best_valid_vs_adam"] == pytest.approx(best / adam["best_valid_loss"])
     overall = {entry["optimizer"]: entry for entry in result.overall}
     assert overall["sgdm"]["valid_wins_vs_adam"] == int(sgdm["valid_vs_adam"] < 1)
+    assert overall["sgdm"]["best_valid_wins_vs_strongest"] == int(best < adam["best_valid_loss"])
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert {"train_win_rate_vs_strongest", "valid_win_rate_vs_adam"} <= set(summary["overall"][0])
     # The result prints as the tables of summary.md.
@@ -390,6 +396,7 @@ def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baselin
     assert str(result.summary) in markdown and str(result.overall) in markdown
     assert str(result.summary).startswith("| task | optimizer | train loss | valid loss |")
     assert "valid: wins vs strongest baseline" in str(result.overall)
+    assert "best valid (early stopping)" in str(result.overall)
 
 
 def test_the_ood_suite_holds_six_models_outside_the_image_mlp_family():

@@ -67,8 +67,9 @@ def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str) -> 
              "at its best learning rate on the metric of the column: training loss for training figures, "
              "validation loss for validation figures. Ratios are this optimizer's final loss over the "
              "reference's (below 1 is better); the strongest baseline is, per task and metric, the best tuned "
-             "baseline (another one, for a baseline's own row). Speedup is tuned Adam's steps to reach a "
-             "training loss both reach over this optimizer's.", "",
+             "baseline (another one, for a baseline's own row). The early-stopping column compares the lowest "
+             "validation loss at any record point, each baseline at the rate that minimizes it. Speedup is "
+             "tuned Adam's steps to reach a training loss both reach over this optimizer's.", "",
              str(rows), "", str(overall)]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,9 @@ tuned baseline, with the --also optimizers beside it (the ingredient measurement
 `benchmarks/suites/stability.json` (32x the meta-training width, 10x its horizon) against tuned Adam and
 warmup-cosine AdamW. Each sweep's summary goes to OUT/sections/, OUT/results.md gathers them, and the
 plots go beside it: final validation loss on every ood task as a ratio to tuned Adam's, final losses
-against width, and the loss curves at 10x the horizon. Baselines come from evaluate's cache.
+against width, and the loss curves at 10x the horizon; OUT/one_setting_ood.md scores every baseline's
+every rate on ood as the untuned learned optimizer is scored (`benchmarks.one_setting`). Baselines come
+from evaluate's cache.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 import evaluate
+from benchmarks import one_setting
 from benchmarks.pretrained_results import write_results, write_section
 from evaluate.plots import slug
 
@@ -101,6 +104,7 @@ def main(argv=None) -> Path:
         write_section(out / "sections", suite_name, None, name, workdir)
         if suite_name == "ood":
             ood_validation_plot(workdir, [name] + also_names, out / "ood_validation.png")
+            one_setting.main([str(workdir), "--out", str(out / "one_setting_ood.md")])
         if suite_name == "stability":
             for plot in (workdir / "plots").glob("final_vs_width_*.png"):
                 shutil.copy(plot, out / "width.png")

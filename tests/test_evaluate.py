@@ -110,6 +110,26 @@ def test_the_learned_optimizer_trains_and_is_scored_against_adam(sweep):
     assert overall["descent"]["mean_rank"] + overall["adam"]["mean_rank"] == pytest.approx(3.0)
 
 
+def test_one_setting_scores_every_rate_as_the_learned_optimizer_is_scored(sweep, capsys, tmp_path):
+    from benchmarks import one_setting
+    result, _, root = sweep
+    task_names, scored, adam = one_setting.settings(root / "work")
+    overall = {entry["optimizer"]: entry for entry in result.overall}
+    learned = next(name for name in overall if name != "adam")
+    wins = sum(scored[(learned, "theta")][task]["valid"] < adam[task]["final_valid_loss"] for task in task_names)
+    assert wins == overall[learned]["valid_wins_vs_adam"]
+    # No rate of Adam beats tuned Adam, which is its best rate per task: a tie is not a win.
+    for (optimizer, candidate), by_task in scored.items():
+        if optimizer == "adam":
+            assert all(by_task[task]["train"] >= adam[task]["final_train_loss"] for task in task_names)
+    one_setting.main([str(root / "work")])
+    printed = capsys.readouterr().out
+    assert f"| {learned} theta | {wins}/2 " in printed and "settings below both" in printed
+    with pytest.raises(SystemExit) as refused:  # not a sweep's workdir: one line, exit 2
+        one_setting.main([str(tmp_path)])
+    assert refused.value.code == 2 and "holds no runs.json" in capsys.readouterr().err
+
+
 def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):
     _, first_seconds, root = sweep
     # Compiled programs are kept in the process: forget them, or retraining would look almost free.

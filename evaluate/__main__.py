@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                "training figures, on final validation loss for the validation figures; NAME@LR fixes the rate):\n"
                f"{baselines}\n\n"
                "The summary gives, per optimizer, the wins and median loss ratio on training and on validation "
-               "loss against tuned Adam and against the strongest tuned baseline of each task. The workdir "
+               "loss against tuned Adam and against the strongest tuned baseline of each task, and the same "
+               "on the lowest validation loss over the run (early stopping, baselines tuned on it). The workdir "
                "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
                "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
     parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",

@@ -1,7 +1,7 @@
 """The default learned optimizer against per-task tuned baselines, on training and validation loss: the
 README's results for it, reproduced with one command.
 
-    python -m benchmarks.default_results [--optimizer normalized_mixed] [--also NAME=PATH ...]
+    python -m benchmarks.default_results [--optimizer orthogonal_mixed] [--also NAME=PATH ...]
         [--suites ood,in_distribution,stability] [--out benchmarks/results/default] [--sweeps default_sweeps]
 
 Runs `evaluate` sweeps (each in SWEEPS/<suite>/ with its runs, summary and plots): `ood` against every
@@ -43,7 +43,7 @@ HORIZON_TASK = "mlp width 128 depth 2, 10000 steps (10x)"
 
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.default_results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--optimizer", default="normalized_mixed", help="the optimizer (shipped name or checkpoint)")
+    parser.add_argument("--optimizer", default="orthogonal_mixed", help="the optimizer (shipped name or checkpoint)")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
                         help="another learned optimizer to show beside it on ood (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/default")

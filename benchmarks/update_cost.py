@@ -101,7 +101,7 @@ def main(argv=None) -> str:
         "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
         "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
-        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(params, orthogonalize=True),
+        "NormalizedMLPLOpt hidden 8, orthogonalized (orthogonal_mixed)": lambda params: _normalized(params, orthogonalize=True),
         "NormalizedMLPLOpt hidden 8, every entry's features (as meta-trained)": lambda params: _normalized(params),
         "NormalizedMLPLOpt hidden 8, sampled features (normalized_mixed)": lambda params: _normalized(
             params, feature_sample=16384),

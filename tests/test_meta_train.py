@@ -182,7 +182,7 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
 
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
-    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, normalized_cpu, quadratic, small_fc, sp_cpu" in capsys.readouterr().err
+    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, normalized_cpu, orthogonal_cpu, quadratic, small_fc, sp_cpu" in capsys.readouterr().err
     assert main(["--set", "hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown config field 'hiden_size'" in capsys.readouterr().err
     assert main(["--set", "sigma=big", "--workdir", str(tmp_path / "a")]) == 2

@@ -21,7 +21,9 @@ from meta_train.train import MetaTrainingError, export_checkpoint, meta_train
 
 
 def _parser() -> argparse.ArgumentParser:
-    presets = "\n".join(f"  {name:10s} {text}" for name, text in _preset_summaries().items())
+    summaries = _preset_summaries()
+    width = max(map(len, summaries))
+    presets = "\n".join(f"  {name:{width}s} {text}" for name, text in summaries.items())
     parser = argparse.ArgumentParser(
         prog="python -m meta_train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Meta-train a learned optimizer with PES, ES or truncated backprop.",

@@ -273,7 +273,7 @@ PRESET_DESCRIPTIONS = {
     "default": "minutes on a 2-core CPU: the orthogonalized rule on the mixed family, a quarter of orthogonal_cpu's steps",
     "orthogonal_cpu": "the shipped default's recipe: normalized rule, hidden matrices orthogonalized, mixed family (sp), end-weighted mixed meta-loss (CPU)",
     "normalized_cpu": "the former default's recipe: normalized rule, mixed family (sp), mixed meta-loss (CPU)",
-    "small_fc": "small_fc_lopt's MLP from an Adam start on MLPs of widths 32-128 (the former default; CPU)",
+    "small_fc": "small_fc_lopt's MLP from an Adam start on MLPs of widths 32-128 (an earlier default; CPU)",
     "mulo": "the muLO paper's recipe (widths 128-1024, hidden 32, 8 workers, 5,000 steps); an accelerator",
     "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",
     "sp_cpu": "the same recipe in standard parameterization, the muP optimizer's twin",

@@ -8,10 +8,10 @@ import os
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]).strip()
 
-# No on-disk compilation cache, in this process or its subprocesses: with a session cache shared by them,
-# XLA:CPU aborted the test process ("Fatal Python error: Aborted" inside an in-process meta-training
-# step, after subprocesses had written to the cache) in 3 of 5 full runs on a loaded 2-core machine, and
-# deserializing cached CPU executables has known crash reports upstream. Every program compiles afresh.
+# No on-disk compilation cache, in this process or its subprocesses: every program compiles afresh, so a
+# test's result never depends on an executable another process wrote. (Turning the cache off did not stop
+# the "Fatal Python error: Aborted" that test runs beside other CPU-bound jobs hit inside in-process
+# meta-training steps; run alone, the suite passes.)
 os.environ["LOPT_COMPILATION_CACHE"] = ""  # subprocesses inherit it
 
 import jax  # noqa: E402

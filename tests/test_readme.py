@@ -14,7 +14,7 @@ VELO_FIXTURE = ROOT.parent / "shared" / "fixtures" / "learned_optimization" / "h
 
 # A block is recognized by a line of it; its budget is cut by plain text replacements.
 SHORTER = {
-    'lopt.load("orthogonal_mixed", num_steps=1000': [("range(1000)", "range(30)")],
+    'lopt.load("orthogonal_mixed", num_steps=1000': [("range(1000)", "range(30)"), ("num_steps=1000", "num_steps=30")],
     "evaluate.run_suite(": [('"ood"', "TINY_SUITE"), ("seeds=1)", 'seeds=1, baselines=["adam"])')],
 }
 KNOWN = ['lopt.load("orthogonal_mixed", num_steps=1000', 'tasks.get_task("mlp_mnist_14x14"',

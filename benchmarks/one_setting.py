@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluate.optimizers import REFERENCE_BASELINE
-from evaluate.summary import format_cell
+from evaluate.summary import LOSS_FIELDS, format_cell
 
 
 def arguments(argv):
@@ -66,14 +66,13 @@ def _ratio(mine: float, reference: float) -> float:
 
 
 def setting_table(task_names, scored, adam) -> str:
-    reference = {"train": "final_train_loss", "valid": "final_valid_loss", "best_valid": "best_valid_loss"}
     header = (["setting", "valid wins vs tuned Adam", "train wins vs tuned Adam", "best valid wins vs tuned Adam"]
               + [f"{task}: valid / tuned Adam's" for task in task_names])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (optimizer, candidate), by_task in scored.items():
         cells = [f"{optimizer} {candidate}"]
         for metric in ("valid", "train", "best_valid"):
-            ratios = [_ratio(by_task[task][metric], adam[task][reference[metric]]) for task in task_names]
+            ratios = [_ratio(by_task[task][metric], adam[task][LOSS_FIELDS[metric]]) for task in task_names]
             cells.append(f"{sum(r < 1 for r in ratios)}/{len(ratios)} ({format_cell(statistics.median(ratios), 3)})")
         cells += [format_cell(_ratio(by_task[task]["valid"], adam[task]["final_valid_loss"]), 3) for task in task_names]
         lines.append("| " + " | ".join(cells) + " |")

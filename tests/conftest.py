@@ -1,12 +1,26 @@
-"""Shared test settings: four CPU devices (so sharded code runs split as on an accelerator pod), no
-on-disk compilation cache, and strict rank promotion, which catches silent broadcasting bugs in our
-code."""
+"""Shared test settings: four CPU devices (so sharded code runs split as on an accelerator pod) that
+wait for each other at collectives however loaded the machine is, no on-disk compilation cache, and
+strict rank promotion, which catches silent broadcasting bugs in our code."""
 
 import os
+from importlib.metadata import version
+
+
+def _xla_flags() -> list[str]:
+    """Four CPU devices and, where jaxlib knows the flag (0.8.0 on; older ones abort on an unknown flag),
+    no termination of a collective whose devices arrive far apart. XLA:CPU kills the process ("Fatal
+    Python error: Aborted") when a device waits over 40 s for the others at a collective, which four
+    device threads on two cores shared with other CPU-bound jobs can reach in an in-process meta-training
+    step; the tests' programs are small, so a real deadlock still shows as pytest's own slowness."""
+    flags = ["--xla_force_host_platform_device_count=4"]
+    if tuple(int(part) for part in version("jaxlib").split(".")[:2]) >= (0, 8):
+        flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=1800")
+    return flags
+
 
 # Before JAX initializes its backends: a session that imported jax first would see one device.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]).strip()
+# Subprocesses the tests start inherit them.
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_xla_flags()]).strip()
 
 # No on-disk compilation cache, in this process or its subprocesses: every program compiles afresh, so a
 # test's result never depends on an executable another process wrote. (Turning the cache off did not stop

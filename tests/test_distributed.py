@@ -91,7 +91,7 @@ def test_a_killed_process_stops_the_other_and_both_resume_to_the_same_theta(grou
     elsewhere = tmp_path / "resumed_alone"
     shutil.copytree(workdir, elsewhere)
 
-    results = finish(launch_group(arguments(workdir, LONG, "--resume"), 2, 2), timeout=60)
+    results = finish(launch_group(arguments(workdir, LONG, "--resume"), 2, 2), timeout=90)
     assert [code for code, _, _ in results] == [0, 0], results
     assert "resuming from the checkpoint at step" in results[0][1]
     assert_same(theta_of(workdir), theta_of(uninterrupted))

@@ -9,7 +9,8 @@ from importlib.metadata import version
 def _xla_flags() -> list[str]:
     """Four CPU devices and, where jaxlib knows the flag (0.8.0 on; older ones abort on an unknown flag),
     no termination of a collective whose devices arrive far apart. XLA:CPU kills the process ("Fatal
-    Python error: Aborted") when a device waits over 40 s for the others at a collective, which four
+    Python error: Aborted", after "Termination timeout for `all reduce ...` of 40 seconds exceeded") when
+    a device has waited 60 s for the others at a collective (a warning at 20 s, then 40 s more), which four
     device threads on two cores shared with other CPU-bound jobs can reach in an in-process meta-training
     step; the tests' programs are small, so a real deadlock still shows as pytest's own slowness."""
     flags = ["--xla_force_host_platform_device_count=4"]

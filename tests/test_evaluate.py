@@ -130,6 +130,17 @@ def test_one_setting_scores_every_rate_as_the_learned_optimizer_is_scored(sweep,
     assert refused.value.code == 2 and "holds no runs.json" in capsys.readouterr().err
 
 
+def test_the_weight_decay_table_scores_its_per_task_pick_as_the_summary_scores_one_optimizer(sweep):
+    from benchmarks import weight_decay
+    result, _, _ = sweep
+    overall = {entry["optimizer"]: entry for entry in result.overall}
+    learned = next(name for name in overall if name != "adam")
+    lines = weight_decay.decay_table(result.summary, [learned])
+    # With one candidate the per-task pick is that optimizer: its wins are the summary's.
+    assert f"{overall[learned]['valid_wins_vs_adam']}/2 against tuned Adam" in lines[-1]
+    assert sum(line.startswith("| ") for line in lines) == 2 + 2  # header, rule, one row a task
+
+
 def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):
     _, first_seconds, root = sweep
     # Compiled programs are kept in the process: forget them, or retraining would look almost free.

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import evaluate
 import lopt
 from benchmarks.pretrained_results import write_section
+from checkpoints.files import write_atomically
 from evaluate.optimizers import REFERENCE_BASELINE
 from evaluate.summary import format_cell
 
@@ -44,14 +45,18 @@ def arguments(argv):
         parser.error(f"--decays: {args.decays!r} is not a comma-separated list of numbers")
     if not args.decays or not all(0 < value < math.inf for value in args.decays):
         parser.error(f"--decays: every decay must be a positive number, got {args.decays}")
+    try:
+        args.loaded = lopt.load_optimizer(args.optimizer)
+    except ValueError as error:  # CheckpointError: not a shipped name nor a checkpoint
+        parser.error(f"--optimizer: {error}")
+    if "log_weight_decay" not in args.loaded[1]:
+        parser.error(f"--optimizer: {args.optimizer} learns no weight decay (its theta has no log_weight_decay)")
     return args
 
 
-def save_variants(name: str, decays: list[float], directory: Path) -> tuple[str, list[str]]:
+def save_variants(name: str, loaded, decays: list[float], directory: Path) -> tuple[str, list[str]]:
     """The optimizer's label and one `LABEL=PATH` per decay, each saved under directory."""
-    optimizer, theta, spec = lopt.load_optimizer(name)
-    if "log_weight_decay" not in theta:
-        raise SystemExit(f"error: {name} learns no weight decay (its theta has no log_weight_decay)")
+    optimizer, theta, spec = loaded
     label = Path(name).name
     entries = []
     for decay in decays:
@@ -67,7 +72,6 @@ def save_variants(name: str, decays: list[float], directory: Path) -> tuple[str,
 def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
     """Per task: each learned optimizer's final train / valid loss, tuned Adam's and the strongest
     baseline's; then the per-task best on validation loss among `learned`, with its wins."""
-    baselines = {row["optimizer"] for row in rows if row["baseline"]}
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     lines = ["| task | " + " | ".join(learned) + " | tuned Adam | strongest baseline |",
              "| --- |" + " --- |" * (len(learned) + 2)]
@@ -76,7 +80,7 @@ def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
     for task in tasks:
         by_name = {row["optimizer"]: row for row in rows if row["task"] == task}
         adam = by_name[REFERENCE_BASELINE]
-        strongest = min((by_name[name] for name in baselines), key=lambda row: row["final_valid_loss"])
+        strongest = by_name[by_name[learned[0]]["strongest_valid_baseline"]]  # as the summary picks it
         cells = [f"{format_cell(by_name[name]['final_train_loss'])} / {format_cell(by_name[name]['final_valid_loss'])}"
                  for name in learned]
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {format_cell(adam['final_train_loss'])} / "
@@ -97,18 +101,18 @@ def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
 
 def main(argv=None) -> Path:
     args = arguments(argv)
-    label, variants = save_variants(args.optimizer, args.decays, args.sweeps / "optimizers")
+    label, variants = save_variants(args.optimizer, args.loaded, args.decays, args.sweeps / "optimizers")
     workdir = args.sweeps / "ood"
     shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
     evaluate.run_suite([shipped] + variants, "ood", workdir, seeds=3, cache_dir=args.cache, force=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    section = write_section(args.out / "sections", "ood", None, f"{label} at other weight decays", workdir)
+    section = write_section(args.out / "sections", "ood", None, label, workdir)
     rows = json.loads((workdir / "summary.json").read_text())["rows"]
     learned = [label] + [entry.partition("=")[0] for entry in variants]
     lines = [f"# {label} at other weight decays", "", "Written by `python -m benchmarks.weight_decay`.", "",
              *decay_table(rows, learned), "", section.read_text().strip(), ""]
     path = args.out / "results.md"
-    path.write_text("\n".join(lines))
+    write_atomically(path, "\n".join(lines))
     print(f"wrote {path}")
     return path
 

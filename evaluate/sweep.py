@@ -194,19 +194,29 @@ def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]], metr
 def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
     """Trains the groups with missing runs, each group stored as soon as it finishes, and picks the
     best candidate on each metric."""
-    to_run, reused = plan.to_run, len(plan.keys) - len(plan.missing)
     start = time.perf_counter()
-    if to_run:
-        def store(job, curves):
-            plan.store.put(plan.keys[job], curves)
-            plan.found[job] = curves
-        runner.run_groups(plan.built, plan.optimizer, to_run, plan.task.num_steps, plan.stride, on_result=store)
+    trained = 0  # runs that were in neither store
+
+    def store(job, curves):
+        plan.store.put(plan.keys[job], curves)
+        plan.found[job] = curves
+
+    for group in plan.to_run:
+        # Looked up again: another sweep sharing the cache may have stored the group since this one planned.
+        for job in dict.fromkeys(group):
+            if plan.found[job] is None:
+                plan.found[job] = plan.store.get(plan.keys[job])
+        missing = sum(1 for job in dict.fromkeys(group) if plan.found[job] is None)
+        if missing:
+            runner.run_groups(plan.built, plan.optimizer, [group], plan.task.num_steps, plan.stride, on_result=store)
+            trained += missing
+    reused = len(plan.keys) - trained
     runs = {candidate.label: [plan.found[(i, seed)] for seed in seeds]
             for i, candidate in enumerate(plan.optimizer.candidates)}
     chosen, at_edge = _choose(plan.optimizer, runs, "train_loss")
     chosen_on_valid, valid_at_edge = _choose(plan.optimizer, runs, "valid_loss")
     return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge, chosen_on_valid,
-                      valid_at_edge, time.perf_counter() - start if to_run else 0.0, reused, plan.parallel)
+                      valid_at_edge, time.perf_counter() - start if trained else 0.0, reused, plan.parallel)
 
 
 def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt import accumulators as acc
+from lopt import fit_decay as fit
 from lopt import harness, mup
 from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
 from lopt.mlp_lopt import adam_like, init_mlp, mlp_output_units, rms_scales
@@ -102,6 +103,11 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     # tensor whose gradient is mostly noise (converged, or fitting its minibatches) from one still
     # descending. Its weights start at 0: an untrained theta ignores it.
     snr_inputs: bool = False
+    # The weight decay grows once the training loss has fallen many e-folds below its first value (the
+    # sign of memorizing the training set that the training loss carries; lopt.fit_decay), by a response
+    # whose gain and knee theta holds (theta["fit_decay"], gain 0 at the start: plain decay). The
+    # optimizer's update then needs loss=.
+    fit_decay: bool = False
 
     def __post_init__(self):
         check_parameterization(self)
@@ -117,7 +123,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         if self.feature_normalization not in FEATURE_NORMALIZATIONS:
             raise ValueError(f"NormalizedMLPLOpt.feature_normalization={self.feature_normalization!r}: "
                              f"one of {', '.join(FEATURE_NORMALIZATIONS)}")
-        for field in ("orthogonalize", "width_scaling", "tensor_magnitude", "snr_inputs"):
+        for field in ("orthogonalize", "width_scaling", "tensor_magnitude", "snr_inputs", "fit_decay"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
         if self.snr_inputs and self.feature_normalization != "feature":
@@ -145,11 +151,14 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         if self.tensor_magnitude:  # the magnitude output starts at 0: a multiplier of 1
             last = f"layer_{self.hidden_layers}"
             layers[last] = {"w": layers[last]["w"].at[:, 1].set(0.0), "b": layers[last]["b"]}
-        return {"mlp": layers,
-                "momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
-                "log_group_scales": jnp.zeros((len(self.groups),)),
-                "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
-                "log_weight_decay": jnp.asarray(math.log(max(self.initial_weight_decay, 1e-8)), jnp.float32)}
+        theta = {"mlp": layers,
+                 "momentum_decays": jnp.zeros((3,)), "second_moment_decays": jnp.zeros((1,)),
+                 "log_group_scales": jnp.zeros((len(self.groups),)),
+                 "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
+                 "log_weight_decay": jnp.asarray(math.log(max(self.initial_weight_decay, 1e-8)), jnp.float32)}
+        if self.fit_decay:  # (gain, knee offset): gain 0 is plain decay
+            theta["fit_decay"] = jnp.zeros((2,))
+        return theta
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -263,10 +272,13 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
         """The rule with the weight decay and warmup-cosine peak learning rate that theta holds: the
         optimizer meta-training trains and users load."""
-        chain = optax.chain(self.rule(theta, num_steps, roles),
-                            optax.add_decayed_weights(self.weight_decay(theta)),
+        decay = optax.add_decayed_weights(self.weight_decay(theta))
+        if self.fit_decay:
+            decay = fit.fit_decayed_weights(self.weight_decay(theta), *jnp.asarray(theta["fit_decay"]))
+        chain = optax.chain(self.rule(theta, num_steps, roles), decay,
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
-        return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params), roles)
+        return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params, loss=loss),
+                             roles)
 
 
 def features(grad, param, momentum, second_moment) -> list[jax.Array]:

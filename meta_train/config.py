@@ -53,6 +53,13 @@ class MetaTrainConfig:
     feature_normalization: str = "feature"  # normalized_mlp: inputs scaled per "feature" (8 reductions) or "shared" (2)
     feature_sample: int = 0  # normalized_mlp, "feature": each feature's RMS estimated on this many entries a tensor (0: all)
     snr_inputs: bool = False  # normalized_mlp, "feature": each tensor's log gradient signal-to-noise ratio as MLP inputs
+    fit_decay: bool = False  # normalized_mlp: weight decay grows as the training loss falls far below its start (lopt.fit_decay)
+    # --- where theta starts, and which of it is meta-trained ---
+    init_from: str = ""  # a shipped optimizer's name or a saved optimizer's directory: theta starts as its
+    # theta (the same architecture and settings; entries this config's optimizer adds, such as fit_decay's,
+    # at their initial values); "": the architecture's own start
+    meta_train_only: str = ""  # comma-separated theta entries (top-level names) meta-trained; the rest stay as
+    # they start (fewer perturbed dimensions: a less noisy ES estimate); "": all of theta
     # --- what it is meta-trained on ---
     task_family: str = "mlp_images"  # a name from tasks.FAMILIES
     num_task_configs: int = 2  # configs drawn from the family at the start, each trained by its own workers (a mixed family: its buckets)
@@ -175,7 +182,8 @@ class MetaTrainConfig:
             settings.update(hidden_size=self.hidden_size, orthogonalize=self.orthogonalize,
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
                             tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
-                            feature_sample=self.feature_sample, snr_inputs=self.snr_inputs)
+                            feature_sample=self.feature_sample, snr_inputs=self.snr_inputs,
+                            fit_decay=self.fit_decay)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -198,7 +206,7 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
-                       "feature_normalization", "feature_sample", "snr_inputs"),
+                       "feature_normalization", "feature_sample", "snr_inputs", "fit_decay"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.

@@ -61,6 +61,9 @@ class Estimator(abc.ABC):
         self.stagger = stagger  # give workers first runs of random lengths, so they do not reset together
         # Where arrays with a leading task axis live (split over devices); None leaves it to XLA.
         self.worker_sharding = worker_sharding
+        # A 0/1 vector over theta raveled: the ES estimators perturb only its 1 entries (the others are
+        # not meta-trained); None perturbs all of theta.
+        self.perturbation_mask = None
 
     def _split_over_tasks(self, tree):
         if self.worker_sharding is None:
@@ -102,7 +105,10 @@ class _Antithetic(Estimator):
         # One draw for all of theta, and flat arithmetic after it: per-leaf draws and updates would
         # each become kernels of their own, and XLA's compile time grows with the number of kernels.
         flat, unravel = ravel_pytree(theta)
-        eps = self._split_over_tasks(self.sigma * jax.random.normal(key, (self.num_tasks, flat.size), flat.dtype))
+        eps = self.sigma * jax.random.normal(key, (self.num_tasks, flat.size), flat.dtype)
+        if self.perturbation_mask is not None:
+            eps = eps * self.perturbation_mask[None]
+        eps = self._split_over_tasks(eps)
         pairs = jax.vmap(jax.vmap(unravel))(jnp.stack([flat[None] + eps, flat[None] - eps], axis=1))
         workers, truncation = self._unroll(pairs, workers, data, num_steps, variant_probs)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)

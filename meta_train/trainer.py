@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 import lopt
 import tasks
-from meta_train.config import MetaTrainConfig
+from meta_train.config import ConfigError, MetaTrainConfig
 from meta_train.curriculum import Curriculum, CurriculumState
 from meta_train.estimators import ESTIMATORS, PER_VARIANT_METRICS, Estimator
 from meta_train.sharding import replicated, split_over_tasks, task_mesh
@@ -46,8 +46,54 @@ def _init_keys(config: MetaTrainConfig):
 
 
 def initial_theta(config: MetaTrainConfig):
-    """The theta a run of this config starts from (what `meta_train` compares its result with)."""
-    return config.optimizer().init(_init_keys(config)[0])
+    """The theta a run of this config starts from (what `meta_train` compares its result with): the
+    architecture's own start, or with init_from the theta of that optimizer."""
+    optimizer = config.optimizer()
+    theta = optimizer.init(_init_keys(config)[0])
+    return warm_start(config, optimizer, theta) if config.init_from else theta
+
+
+# Settings a warm start may add to the optimizer it starts from: each only adds theta entries, which
+# start at their initial values (a response that begins switched off).
+WARM_START_ADDITIONS = ("fit_decay",)
+
+
+def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_theta):
+    """fresh_theta with every entry that config.init_from's optimizer has replaced by its value."""
+    try:
+        source, theta, _ = lopt.load_optimizer(config.init_from)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r}: {error}") from None
+    if source.architecture != optimizer.architecture:
+        raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} is a {source.architecture} optimizer; "
+                          f"this config trains {optimizer.architecture}")
+    theirs, ours = source.settings(), optimizer.settings()
+    differing = sorted(name for name in ours if name not in WARM_START_ADDITIONS and theirs.get(name) != ours[name])
+    if differing:
+        raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} differs in "
+                          + ", ".join(f"{name} (it has {theirs.get(name)!r}, this config {ours[name]!r})"
+                                      for name in differing))
+    merged = dict(fresh_theta)
+    for name, value in theta.items():
+        if jax.tree.structure(value) != jax.tree.structure(fresh_theta.get(name)) or any(
+                jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(fresh_theta[name]))):
+            raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r}: its theta[{name!r}] does not fit "
+                              "this config's optimizer")
+        merged[name] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), value)
+    return merged
+
+
+def trainable_mask(config: MetaTrainConfig, theta) -> jax.Array | None:
+    """meta_train_only as a 0/1 vector over theta raveled (1: meta-trained); None when all of it is."""
+    if not config.meta_train_only:
+        return None
+    names = [name.strip() for name in config.meta_train_only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(theta))
+    if unknown or not names:
+        raise ConfigError(f"MetaTrainConfig.meta_train_only={config.meta_train_only!r}: theta's entries are "
+                          f"{', '.join(sorted(theta))}")
+    return ravel_pytree({name: jax.tree.map(lambda x: jnp.full(jnp.shape(x), float(name in names), jnp.float32), value)
+                         for name, value in theta.items()})[0]
 
 
 def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
@@ -101,6 +147,10 @@ class MetaTrainer:
                            for bucket in self.buckets]
         self.curriculum = Curriculum(tuple(len(bucket) for bucket in self.buckets), config.curriculum,
                                      config.curriculum_floor, config.curriculum_decay)
+        self.start_theta = jax.device_get(initial_theta(config))
+        self.mask = trainable_mask(config, self.start_theta)
+        for estimator in self.estimators:
+            estimator.perturbation_mask = self.mask
         self.meta_optimizer, self.schedule = meta_optimizer(config)
         # Sharding prefixes: every leaf under estimator_states has the task axis first.
         same = replicated(self.mesh)
@@ -118,8 +168,8 @@ class MetaTrainer:
         self.one_step_at_a_time = on_cpu and jax.process_count() > 1
 
     def _init(self) -> MetaState:
-        theta_key, workers_key, key = _init_keys(self.config)
-        theta = self.optimizer.init(theta_key)
+        _, workers_key, key = _init_keys(self.config)
+        theta = jax.tree.map(jnp.asarray, self.start_theta)
         curriculum = self.curriculum.init()
         parts = self.curriculum.split(self.curriculum.probabilities(curriculum))
         states = tuple(estimator.init(theta, jax.random.fold_in(workers_key, index), variant_probs)
@@ -160,7 +210,11 @@ class MetaTrainer:
         bucket_norms = {f"bucket_gradient_norm/{config.short_name()}": jnp.linalg.norm(grad)
                         for config, grad in zip(self.task_configs, flat_grads)}
         meta_grad = sum(share * grad for grad, (share, _) in zip(flat_grads, parts))
+        if self.mask is not None:  # the entries left out stay as they started (AdamW's decay included)
+            meta_grad = meta_grad * self.mask
         updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
+        if self.mask is not None:
+            updates = updates * self.mask
         theta = unravel(optax.apply_updates(flat_theta, updates))
         curriculum = self.curriculum.update(state.curriculum,
                                             *(jnp.concatenate(column) for column in zip(*per_variant)))

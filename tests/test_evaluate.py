@@ -160,6 +160,25 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
     assert seconds < descent_seconds + 0.25 * (first_seconds - descent_seconds), (seconds, first_seconds)
 
 
+def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sweep, tiny_suite, learned_checkpoint,
+                                                                            tmp_path, monkeypatch):
+    _, _, root = sweep
+    cache = tmp_path / "cache"
+    original, calls = runner.run_groups, []
+
+    def another_sweep_finishes_first(task, optimizer, *args, **kwargs):
+        if not calls:  # while this sweep trains its first unit (the learned one), the other stores tuned Adam
+            shutil.copytree(root / "cache", cache, dirs_exist_ok=True)
+        calls.append(optimizer.name)
+        return original(task, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_groups", another_sweep_finishes_first)
+    result = evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", seeds=2, baselines=["adam"],
+                                cache_dir=cache, log=lambda line: None)
+    assert calls == ["descent", "descent"]  # Adam, planned as missing on both tasks, was found before it ran
+    assert all(unit.reused == 16 and unit.seconds == 0.0 for unit in result.units if unit.optimizer.name == "adam")
+
+
 def test_an_interrupted_sweep_resumes_where_it_stopped(sweep, tiny_suite, learned_checkpoint, tmp_path, monkeypatch):
     original = runner.run_groups
     calls = []

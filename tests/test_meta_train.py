@@ -278,3 +278,31 @@ def test_running_a_finished_run_again_prints_its_result(finished_run):
     assert_same_theta(again.theta, final_theta(workdir))
     with pytest.raises(WorkdirError, match="holds a run of another config"):  # another config is still refused
         meta_train(tiny("outer_steps=700"), workdir, log=lines.append)
+
+
+def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_theta(tmp_path):
+    """init_from: theta starts as a saved optimizer's, with the entries a setting adds (fit_decay) at their
+    start; meta_train_only: the rest stays exactly as it started, AdamW's weight decay included."""
+    source = tiny()
+    saved = jax.device_get(MetaTrainer(source).init().theta)
+    saved["log_learning_rate"] = saved["log_learning_rate"] + 1.0  # not the architecture's own start
+    lopt.save(tmp_path / "start", source.optimizer(), saved, description="test")
+    config = tiny(f"init_from={tmp_path / 'start'}", "fit_decay=true", "meta_train_only=fit_decay,log_weight_decay")
+    trainer = MetaTrainer(config)
+    state, data = trainer.init(), trainer.data()
+    started = jax.device_get(state.theta)
+    assert_same_theta({name: started[name] for name in saved}, saved)
+    np.testing.assert_array_equal(started["fit_decay"], np.zeros(2))
+    for _ in range(3):
+        state, _ = trainer.step(state, data)
+    theta = jax.device_get(state.theta)
+    assert_same_theta({name: theta[name] for name in saved if name != "log_weight_decay"},
+                      {name: saved[name] for name in saved if name != "log_weight_decay"})
+    assert np.all(theta["fit_decay"] != 0) and theta["log_weight_decay"] != saved["log_weight_decay"]
+    # What does not fit is refused in one line naming it, before anything is written.
+    with pytest.raises(ConfigError, match=r"init_from=.* differs in hidden_size \(it has 4, this config 8\)"):
+        MetaTrainer(with_overrides(config, ["hidden_size=8"]))
+    with pytest.raises(ConfigError, match=r"init_from='nowhere': "):
+        MetaTrainer(with_overrides(config, ["init_from=nowhere"]))
+    with pytest.raises(ConfigError, match=r"meta_train_only='fit_decays': theta's entries are fit_decay, log_group"):
+        MetaTrainer(with_overrides(config, ["meta_train_only=fit_decays"]))

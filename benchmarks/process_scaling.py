@@ -22,6 +22,7 @@ import time
 
 from benchmarks import meta_train_throughput as throughput
 from benchmarks.update_cost import write_report
+from meta_train.distributed import cpu_device_flags
 
 CASES = {
     "quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32": throughput.CASES[throughput.QUADRATIC],
@@ -64,7 +65,7 @@ def launch(case: tuple, processes: int, devices: int, wait: bool, repeats: int) 
     port = _free_port()
     members = []
     for index in range(processes):
-        environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        environment = dict(os.environ, XLA_FLAGS=cpu_device_flags(devices),
                            LOPT_COMPILATION_CACHE="")
         if processes > 1:
             environment.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),

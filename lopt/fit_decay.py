@@ -10,8 +10,10 @@ floor, a conv net) falls a few. So the decay is
     weight_decay * exp(gain * (softplus(depth - knee) - softplus(-knee))),
     depth = log(first loss / recent loss)
 
-with depth clipped to [0, MAX_DEPTH] and the log multiplier to [0, MAX_LOG_MULTIPLIER], so the learned
-response stays inside what meta-training showed. `gain` and `knee` are meta-learned (theta); a gain of 0,
+with depth clipped to [0, MAX_DEPTH] and the log multiplier to +/-MAX_LOG_MULTIPLIER, so the learned
+response stays inside what meta-training showed. A negative gain (less decay as the loss falls) is
+allowed: clipping it to plain decay would leave the meta-gradient 0 there, and a gain that noise pushed
+below 0 could never come back. `gain` and `knee` are meta-learned (theta); a gain of 0,
 or a loss that has not fallen, is plain decoupled weight decay. The depth is a ratio of losses, so it does not depend on the
 loss's scale; the recent loss is an exponential moving average (bias-corrected), as one minibatch's loss
 is noisy.
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 MAX_DEPTH = 12.0  # e-folds of loss reduction the response reads: beyond this, all look alike
-MAX_LOG_MULTIPLIER = 7.0  # the decay grows at most e^7 (about 1,100x) over its base
+MAX_LOG_MULTIPLIER = 7.0  # the decay moves at most e^7 (about 1,100x) from its base, either way
 LOSS_AVERAGE_DECAY = 0.95  # of the recent loss's moving average (about 20 steps)
 INITIAL_KNEE = 4.0  # e-folds: where theta's knee offset 0 puts the knee
 LOSS_FLOOR = 1e-30  # keeps the log finite at a loss of 0
@@ -49,10 +51,10 @@ def depth(state: FitDecayState) -> jax.Array:
 
 
 def multiplier(gain, knee_offset, state: FitDecayState) -> jax.Array:
-    """The factor on the base weight decay at this state, in [1, e^MAX_LOG_MULTIPLIER]."""
+    """The factor on the base weight decay at this state, within e^(+/-MAX_LOG_MULTIPLIER)."""
     knee = INITIAL_KNEE + knee_offset
     response = jax.nn.softplus(depth(state) - knee) - jax.nn.softplus(-knee)  # 0 at depth 0
-    return jnp.exp(jnp.clip(gain * response, 0.0, MAX_LOG_MULTIPLIER))
+    return jnp.exp(jnp.clip(gain * response, -MAX_LOG_MULTIPLIER, MAX_LOG_MULTIPLIER))
 
 
 def fit_decayed_weights(weight_decay, gain, knee_offset) -> optax.GradientTransformationExtraArgs:

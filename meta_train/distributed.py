@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from importlib.metadata import version
+
 import jax
 from jax.experimental import multihost_utils
 
@@ -89,6 +91,19 @@ class ProcessLayout:
     @property
     def several(self) -> bool:
         return self.detect or (self.num_processes or 1) > 1
+
+
+def cpu_device_flags(count: int) -> str:
+    """XLA_FLAGS for a process with `count` CPU devices that wait for each other at collectives however
+    loaded the machine is (set before JAX first uses a device). XLA:CPU kills the process ("Fatal Python
+    error: Aborted", after "Termination timeout for `all reduce ...` of 40 seconds exceeded") when a
+    device has waited 60 s for the others at a collective (a warning at 20 s, then 40 s more), which
+    device threads on a CPU shared with other jobs reach in a meta-training step; jaxlib 0.8.0 on lets
+    that wait be raised (older ones abort on the unknown flag, so it is left out there)."""
+    flags = [f"--xla_force_host_platform_device_count={count}"]
+    if tuple(int(part) for part in version("jaxlib").split(".")[:2]) >= (0, 8):
+        flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=1800")
+    return " ".join(flags)
 
 
 def _as_int(text: str | None) -> int:

@@ -3,25 +3,14 @@ wait for each other at collectives however loaded the machine is, no on-disk com
 strict rank promotion, which catches silent broadcasting bugs in our code."""
 
 import os
-from importlib.metadata import version
 
+from meta_train.distributed import cpu_device_flags  # imports JAX without starting a backend
 
-def _xla_flags() -> list[str]:
-    """Four CPU devices and, where jaxlib knows the flag (0.8.0 on; older ones abort on an unknown flag),
-    no termination of a collective whose devices arrive far apart. XLA:CPU kills the process ("Fatal
-    Python error: Aborted", after "Termination timeout for `all reduce ...` of 40 seconds exceeded") when
-    a device has waited 60 s for the others at a collective (a warning at 20 s, then 40 s more), which four
-    device threads on two cores shared with other CPU-bound jobs can reach in an in-process meta-training
-    step; the tests' programs are small, so a real deadlock still shows as pytest's own slowness."""
-    flags = ["--xla_force_host_platform_device_count=4"]
-    if tuple(int(part) for part in version("jaxlib").split(".")[:2]) >= (0, 8):
-        flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=1800")
-    return flags
-
-
-# Before JAX initializes its backends: a session that imported jax first would see one device.
-# Subprocesses the tests start inherit them.
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_xla_flags()]).strip()
+# Before JAX initializes its backends: a session that used a device first would see one. Four devices
+# two cores share: the collective wait is raised (cpu_device_flags), as a device thread of an in-process
+# meta-training step beside other CPU-bound jobs can reach XLA's 60 s; the tests' programs are small, so
+# a real deadlock still shows as pytest's own slowness. Subprocesses the tests start inherit them.
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), cpu_device_flags(4)]).strip()
 
 # No on-disk compilation cache, in this process or its subprocesses: every program compiles afresh, so a
 # test's result never depends on an executable another process wrote. (Turning the cache off did not stop

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from meta_train.distributed import cpu_device_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +39,7 @@ def launch_group(arguments: list[str], num_processes: int, devices_each: int, po
     """`python -m meta_train ARGUMENTS` as a group of processes on 127.0.0.1 (or only some of its
     members), each with its own CPU devices; every process's stdout and stderr are captured."""
     port = port or free_port()
-    environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    environment = dict(os.environ, XLA_FLAGS=cpu_device_flags(devices_each))
     return [subprocess.Popen([sys.executable, "-m", "meta_train", *arguments, "--coordinator", f"127.0.0.1:{port}",
                               "--num-processes", str(num_processes), "--process-id", str(index),
                               "--distributed-timeout", str(timeout)],

@@ -43,9 +43,10 @@ def test_the_decay_grows_only_once_the_loss_has_fallen_past_the_knee():
     # The knee moves with theta's offset, and the response is the same at any scale of the loss.
     assert decay_after(memorized, gain=1.0, offset=3.0) < grown / 10
     assert decay_after([x * 1e4 for x in memorized], gain=1.0) == pytest.approx(grown, rel=1e-5)
-    # Bounded: a huge gain stops at e^MAX_LOG_MULTIPLIER; a negative one is plain decay.
+    # Bounded either way: a huge gain stops at e^MAX_LOG_MULTIPLIER, a negative one lowers the decay.
     assert decay_after(memorized, gain=100.0) == pytest.approx(0.1 * np.exp(fit_decay.MAX_LOG_MULTIPLIER), rel=1e-4)
-    assert decay_after(memorized, gain=-5.0) == pytest.approx(0.1)
+    assert decay_after(memorized, gain=-100.0) == pytest.approx(0.1 * np.exp(-fit_decay.MAX_LOG_MULTIPLIER), rel=1e-4)
+    assert decay_after(memorized, gain=-0.1) == pytest.approx(0.1 * np.exp(-0.1 * np.log(grown / 0.1)), rel=1e-4)
 
 
 def test_losses_with_no_ratio_get_plain_decay():

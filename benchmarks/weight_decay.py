@@ -1,30 +1,36 @@
-"""The default learned optimizer at other strengths of its decoupled weight decay, on `ood` against every
-tuned baseline: what the one regularization knob of its harness does out of family, and how far a
-per-task choice of it would go.
+"""The default learned optimizer at other strengths of its decoupled weight decay, or with a decay that
+grows as the training loss falls (lopt.fit_decay) at hand-set gains, on `ood` (or another suite) against
+every tuned baseline: what the regularization of its harness does out of family, and how far a per-task
+choice of it would go.
 
     python -m benchmarks.weight_decay [--optimizer orthogonal_mixed] [--decays 0.1,0.3,1,3]
-        [--out benchmarks/results/weight_decay] [--sweeps weight_decay_sweeps] [--cache DIR]
+        [--fit-gains 2,4] [--suite ood] [--out benchmarks/results/weight_decay]
+        [--sweeps weight_decay_sweeps] [--cache DIR]
 
-Saves the optimizer's theta with each decay in place of the learned one (SWEEPS/optimizers/wd_D, with the
-original's provenance, so that the suite is built around the same meta-training scope), runs `evaluate`
-on ood with the optimizer and those variants (SWEEPS/ood/), and writes OUT/results.md: the sweep's
-summary, then per task each decay's final training and validation loss beside tuned Adam's and the
-strongest tuned baseline's, and the decay that is best on validation loss per task, scored as if it were
-one optimizer (an oracle: no untuned optimizer can choose it, which is what the table measures).
-Baselines come from evaluate's cache.
+Saves the optimizer's theta with each decay in place of the learned one (SWEEPS/optimizers/wd_D), and
+with fit_decay on at each gain (knee at its start, the learned decay as its base; SWEEPS/optimizers/
+fit_G), each with the original's provenance, so that the suite is built around the same meta-training
+scope; runs `evaluate` on the suite with the optimizer and those variants (SWEEPS/SUITE/), and writes
+OUT/results.md: the sweep's summary, then per task each variant's final training and validation loss
+beside tuned Adam's and the strongest tuned baseline's, and the variant that is best on validation loss
+per task, scored as if it were one optimizer (an oracle: no untuned optimizer can choose it, which is
+what the table measures). Baselines come from evaluate's cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 
 import evaluate
 import lopt
+from lopt import fit_decay
 from benchmarks.pretrained_results import write_section
 from checkpoints.files import write_atomically
 from evaluate.optimizers import REFERENCE_BASELINE
@@ -34,38 +40,65 @@ from evaluate.summary import format_cell
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.weight_decay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--optimizer", default="orthogonal_mixed", help="a shipped name or checkpoint")
-    parser.add_argument("--decays", default="0.1,0.3,1,3", help="comma-separated weight decays (x the learning rate)")
+    parser.add_argument("--decays", default="0.1,0.3,1,3",
+                        help="comma-separated weight decays (x the learning rate), or 'none'")
+    parser.add_argument("--fit-gains", default="none",
+                        help="comma-separated gains of a decay that grows as the training loss falls, or 'none'")
+    parser.add_argument("--suite", default="ood", help="a suite name or a JSON suite file (default: ood)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/weight_decay"))
     parser.add_argument("--sweeps", type=Path, default=Path("weight_decay_sweeps"))
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     args = parser.parse_args(argv)
-    try:
-        args.decays = [float(value) for value in args.decays.split(",") if value.strip()]
-    except ValueError:
-        parser.error(f"--decays: {args.decays!r} is not a comma-separated list of numbers")
-    if not args.decays or not all(0 < value < math.inf for value in args.decays):
-        parser.error(f"--decays: every decay must be a positive number, got {args.decays}")
+    args.decays = numbers(parser, "--decays", args.decays, positive=True)
+    args.fit_gains = numbers(parser, "--fit-gains", args.fit_gains, positive=False)
+    if not args.decays and not args.fit_gains:
+        parser.error("--decays and --fit-gains are both 'none': nothing to compare the optimizer with")
     try:
         args.loaded = lopt.load_optimizer(args.optimizer)
     except ValueError as error:  # CheckpointError: not a shipped name nor a checkpoint
         parser.error(f"--optimizer: {error}")
     if "log_weight_decay" not in args.loaded[1]:
         parser.error(f"--optimizer: {args.optimizer} learns no weight decay (its theta has no log_weight_decay)")
+    if args.fit_gains and not hasattr(args.loaded[0], "fit_decay"):
+        parser.error(f"--fit-gains: {args.optimizer} is a {args.loaded[0].architecture} optimizer, which has no fit_decay")
     return args
 
 
-def save_variants(name: str, loaded, decays: list[float], directory: Path) -> tuple[str, list[str]]:
-    """The optimizer's label and one `LABEL=PATH` per decay, each saved under directory."""
+def numbers(parser, flag: str, text: str, positive: bool) -> list[float]:
+    """A comma-separated list of finite numbers (positive ones, if asked), or [] for 'none'."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        values = [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        parser.error(f"{flag}: {text!r} is not a comma-separated list of numbers (or 'none')")
+    if not values or not all(abs(value) < math.inf and (value > 0 or not positive) for value in values):
+        parser.error(f"{flag}: every value must be a {'positive' if positive else 'finite'} number, got {text!r}")
+    return values
+
+
+def save_variants(name: str, loaded, decays: list[float], directory: Path,
+                  fit_gains: tuple[float, ...] = ()) -> tuple[str, list[str]]:
+    """The optimizer's label and one `LABEL=PATH` per decay and per fit_decay gain, each saved under
+    directory."""
     optimizer, theta, spec = loaded
     label = Path(name).name
+    learned = float(optimizer.weight_decay(theta))
     entries = []
     for decay in decays:
         variant = dict(theta, log_weight_decay=jnp.asarray(math.log(decay), jnp.float32))
         path = lopt.save(directory / f"wd_{decay:g}", optimizer, variant,
-                         description=f"{label} with weight decay {decay:g} in place of its learned "
-                                     f"{float(optimizer.weight_decay(theta)):.3g}",
+                         description=f"{label} with weight decay {decay:g} in place of its learned {learned:.3g}",
                          **spec.get("provenance", {}))
         entries.append(f"{label}_wd{decay:g}={path}")
+    for gain in fit_gains:
+        with_fit = dataclasses.replace(optimizer, fit_decay=True)
+        variant = dict(theta, fit_decay=jnp.asarray([gain, 0.0], jnp.float32))
+        path = lopt.save(directory / f"fit_{gain:g}", with_fit, variant,
+                         description=f"{label} with its weight decay ({learned:.3g}) growing as the training loss "
+                                     f"falls (lopt.fit_decay), gain {gain:g}, knee {fit_decay.INITIAL_KNEE:g} e-folds",
+                         **spec.get("provenance", {}))
+        entries.append(f"{label}_fit{gain:g}={path}")
     return label, entries
 
 
@@ -93,7 +126,7 @@ def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
         oracle.append(f"{task}: {best} ({format_cell(valid)})")
     lines += ["", "Each cell: final training loss / final validation loss (tuned Adam's at its best rate for each; "
               "the strongest baseline's validation loss is the lowest of every tuned baseline).", "",
-              f"Best decay per task on validation loss (an oracle): {'; '.join(oracle)}. "
+              f"Best variant per task on validation loss (an oracle): {'; '.join(oracle)}. "
               f"Validation wins: {oracle_wins['adam']}/{len(tasks)} against tuned Adam, "
               f"{oracle_wins['strongest']}/{len(tasks)} against the strongest tuned baseline."]
     return lines
@@ -101,15 +134,21 @@ def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
 
 def main(argv=None) -> Path:
     args = arguments(argv)
-    label, variants = save_variants(args.optimizer, args.loaded, args.decays, args.sweeps / "optimizers")
-    workdir = args.sweeps / "ood"
+    label, variants = save_variants(args.optimizer, args.loaded, args.decays, args.sweeps / "optimizers",
+                                    args.fit_gains)
+    suite_name = Path(args.suite).stem
+    workdir = args.sweeps / suite_name
     shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
-    evaluate.run_suite([shipped] + variants, "ood", workdir, seeds=3, cache_dir=args.cache, force=True)
+    try:
+        evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, cache_dir=args.cache, force=True)
+    except (evaluate.SuiteError, evaluate.SweepError) as error:
+        raise SystemExit(f"error: {error}") from None
     args.out.mkdir(parents=True, exist_ok=True)
-    section = write_section(args.out / "sections", "ood", None, label, workdir)
+    section = write_section(args.out / "sections", suite_name, None, label, workdir)
     rows = json.loads((workdir / "summary.json").read_text())["rows"]
     learned = [label] + [entry.partition("=")[0] for entry in variants]
-    lines = [f"# {label} at other weight decays", "", "Written by `python -m benchmarks.weight_decay`.", "",
+    lines = [f"# {label} at other weight decays", "", "Written by `python -m benchmarks.weight_decay "
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}`.", "",
              *decay_table(rows, learned), "", section.read_text().strip(), ""]
     path = args.out / "results.md"
     write_atomically(path, "\n".join(lines))

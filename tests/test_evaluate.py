@@ -141,6 +141,23 @@ def test_the_weight_decay_table_scores_its_per_task_pick_as_the_summary_scores_o
     assert sum(line.startswith("| ") for line in lines) == 2 + 2  # header, rule, one row a task
 
 
+def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp_path, capsys):
+    from benchmarks import weight_decay
+    for argv, message in ((["--fit-gains", "2,x"], "--fit-gains: '2,x' is not a comma-separated list"),
+                          (["--decays", "none"], "--decays and --fit-gains are both 'none'"),
+                          (["--decays", "0,1"], "--decays: every value must be a positive number")):
+        with pytest.raises(SystemExit) as refused:
+            weight_decay.arguments(argv)
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+    args = weight_decay.arguments(["--decays", "0.3", "--fit-gains=-1,2"])
+    label, entries = weight_decay.save_variants("orthogonal_mixed", args.loaded, args.decays, tmp_path, args.fit_gains)
+    assert [entry.partition("=")[0] for entry in entries] == [
+        "orthogonal_mixed_wd0.3", "orthogonal_mixed_fit-1", "orthogonal_mixed_fit2"]
+    optimizer, theta, _ = lopt.load_optimizer(entries[-1].partition("=")[2])
+    assert optimizer.fit_decay and theta["fit_decay"].tolist() == [2.0, 0.0]
+    assert float(optimizer.weight_decay(theta)) == pytest.approx(float(args.loaded[0].weight_decay(args.loaded[1])))
+
+
 def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):
     _, first_seconds, root = sweep
     # Compiled programs are kept in the process: forget them, or retraining would look almost free.

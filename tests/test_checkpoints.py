@@ -132,8 +132,8 @@ def test_save_refuses_a_theta_that_does_not_fit(tmp_path):
 
 def test_shipped_optimizers_are_listed_with_their_records():
     shipped = {info.name: info for info in lopt.list_pretrained()}
-    assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp"} == {name: info.parameterization
-                                                            for name, info in shipped.items()}
+    assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp",
+            "orthogonal_mixed_fit": "sp"} == {name: info.parameterization for name, info in shipped.items()}
     for name, info in shipped.items():
         assert info.architecture in lopt.ARCHITECTURES and info.description
         optimizer, theta, spec = lopt.load_optimizer(name)
@@ -147,5 +147,6 @@ def test_shipped_optimizers_are_listed_with_their_records():
         task = tasks.get_task("mlp_digits_8x8", width=32, parameterization=info.parameterization)
         params = task.init(jax.random.key(0))
         transform = lopt.load(name, num_steps=100, roles=task.roles(params))
-        updates, _ = transform.update(params, transform.init(params), params)
+        # The training loss, as tasks.train_step passes it (orthogonal_mixed_fit's decay reads it).
+        updates, _ = transform.update(params, transform.init(params), params, loss=jax.numpy.float32(2.3))
         assert all(bool(jax.numpy.isfinite(u).all()) for u in jax.tree.leaves(updates))

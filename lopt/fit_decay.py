@@ -77,8 +77,8 @@ def fit_decayed_weights(weight_decay, gain, knee_offset) -> optax.GradientTransf
         first = jnp.where(state.count == 0, loss, state.first_loss)
         average = LOSS_AVERAGE_DECAY * state.loss_average + (1.0 - LOSS_AVERAGE_DECAY) * loss
         state = FitDecayState(first, average, state.count + 1)
-        decay = weight_decay * multiplier(gain, knee_offset, state)
-        updates = jax.tree.map(lambda u, p: u + decay * p, updates, params)
+        decayed = optax.add_decayed_weights(weight_decay * multiplier(gain, knee_offset, state))
+        updates, _ = decayed.update(updates, decayed.init(params), params)  # optax's own, stateless
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -272,9 +272,9 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
         """The rule with the weight decay and warmup-cosine peak learning rate that theta holds: the
         optimizer meta-training trains and users load."""
-        decay = optax.add_decayed_weights(self.weight_decay(theta))
-        if self.fit_decay:
-            decay = fit.fit_decayed_weights(self.weight_decay(theta), *jnp.asarray(theta["fit_decay"]))
+        weight_decay = self.weight_decay(theta)
+        decay = (fit.fit_decayed_weights(weight_decay, *jnp.asarray(theta["fit_decay"])) if self.fit_decay
+                 else optax.add_decayed_weights(weight_decay))
         chain = optax.chain(self.rule(theta, num_steps, roles), decay,
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params, loss=loss),

@@ -54,7 +54,7 @@ def unravel_like(theta, flat: jax.Array):
 
 class Estimator(abc.ABC):
     def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, *, stagger: bool = True,
-                 worker_sharding: jax.sharding.Sharding | None = None):
+                 worker_sharding: jax.sharding.Sharding | None = None, perturbation_mask: jax.Array | None = None):
         self.unroller = unroller
         self.num_tasks = num_tasks
         self.truncation_length = truncation_length
@@ -63,7 +63,7 @@ class Estimator(abc.ABC):
         self.worker_sharding = worker_sharding
         # A 0/1 vector over theta raveled: the ES estimators perturb only its 1 entries (the others are
         # not meta-trained); None perturbs all of theta.
-        self.perturbation_mask = None
+        self.perturbation_mask = perturbation_mask
 
     def _split_over_tasks(self, tree):
         if self.worker_sharding is None:
@@ -94,8 +94,10 @@ class _Antithetic(Estimator):
     """Shared by the ES family: perturb, unroll the +/- pair, difference the meta-losses."""
 
     def __init__(self, unroller: Unroller, num_tasks: int, truncation_length: int, sigma: float, *,
-                 stagger: bool = True, worker_sharding: jax.sharding.Sharding | None = None):
-        super().__init__(unroller, num_tasks, truncation_length, stagger=stagger, worker_sharding=worker_sharding)
+                 stagger: bool = True, worker_sharding: jax.sharding.Sharding | None = None,
+                 perturbation_mask: jax.Array | None = None):
+        super().__init__(unroller, num_tasks, truncation_length, stagger=stagger, worker_sharding=worker_sharding,
+                         perturbation_mask=perturbation_mask)
         if unroller.num_particles != 2:
             raise ValueError("antithetic estimators need an Unroller with num_particles=2")
         self.sigma = sigma

@@ -112,7 +112,7 @@ def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformatio
 
 
 def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optimizer: lopt.LearnedOptimizer,
-                  mesh: Mesh) -> Estimator:
+                  mesh: Mesh, mask: jax.Array | None = None) -> Estimator:
     if config.estimator == "full_es":  # whole runs of the longest length, from scratch every estimate
         schedule, truncation = ConstantLength(config.max_inner_length), config.max_inner_length
     else:
@@ -122,10 +122,10 @@ def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optim
     unroller = Unroller(bucket, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
                         augmentation=config.augmentation(), time_power=config.meta_loss_time_power)
-    placement = {"worker_sharding": split_over_tasks(mesh)}
+    options = {"worker_sharding": split_over_tasks(mesh), "perturbation_mask": mask}
     if config.estimator == "tbptt":
-        return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **placement)
-    return ESTIMATORS[config.estimator](unroller, config.num_tasks, truncation, config.sigma, **placement)
+        return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **options)
+    return ESTIMATORS[config.estimator](unroller, config.num_tasks, truncation, config.sigma, **options)
 
 
 class MetaTrainer:
@@ -143,14 +143,12 @@ class MetaTrainer:
         self.cell_configs = [task_config for bucket in self.buckets for task_config in bucket]
         self.task_configs = [bucket[0] for bucket in self.buckets]  # each bucket's model
         self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
-        self.estimators = [estimator_for(config, tuple(family.task(c) for c in bucket), self.optimizer, self.mesh)
-                           for bucket in self.buckets]
-        self.curriculum = Curriculum(tuple(len(bucket) for bucket in self.buckets), config.curriculum,
-                                     config.curriculum_floor, config.curriculum_decay)
         self.start_theta = jax.device_get(initial_theta(config))
         self.mask = trainable_mask(config, self.start_theta)
-        for estimator in self.estimators:
-            estimator.perturbation_mask = self.mask
+        self.estimators = [estimator_for(config, tuple(family.task(c) for c in bucket), self.optimizer, self.mesh,
+                                         self.mask) for bucket in self.buckets]
+        self.curriculum = Curriculum(tuple(len(bucket) for bucket in self.buckets), config.curriculum,
+                                     config.curriculum_floor, config.curriculum_decay)
         self.meta_optimizer, self.schedule = meta_optimizer(config)
         # Sharding prefixes: every leaf under estimator_states has the task axis first.
         same = replicated(self.mesh)

@@ -102,7 +102,7 @@ def save_variants(name: str, loaded, decays: list[float], directory: Path,
     return label, entries
 
 
-def decay_table(rows: list[dict], learned: list[str]) -> list[str]:
+def variant_table(rows: list[dict], learned: list[str]) -> list[str]:
     """Per task: each learned optimizer's final train / valid loss, tuned Adam's and the strongest
     baseline's; then the per-task best on validation loss among `learned`, with its wins."""
     tasks = list(dict.fromkeys(row["task"] for row in rows))
@@ -149,7 +149,7 @@ def main(argv=None) -> Path:
     learned = [label] + [entry.partition("=")[0] for entry in variants]
     lines = [f"# {label} at other weight decays", "", "Written by `python -m benchmarks.weight_decay "
              f"{' '.join(argv if argv is not None else sys.argv[1:])}`.", "",
-             *decay_table(rows, learned), "", section.read_text().strip(), ""]
+             *variant_table(rows, learned), "", section.read_text().strip(), ""]
     path = args.out / "results.md"
     write_atomically(path, "\n".join(lines))
     print(f"wrote {path}")

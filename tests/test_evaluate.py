@@ -135,7 +135,7 @@ def test_the_weight_decay_table_scores_its_per_task_pick_as_the_summary_scores_o
     result, _, _ = sweep
     overall = {entry["optimizer"]: entry for entry in result.overall}
     learned = next(name for name in overall if name != "adam")
-    lines = weight_decay.decay_table(result.summary, [learned])
+    lines = weight_decay.variant_table(result.summary, [learned])
     # With one candidate the per-task pick is that optimizer: its wins are the summary's.
     assert f"{overall[learned]['valid_wins_vs_adam']}/2 against tuned Adam" in lines[-1]
     assert sum(line.startswith("| ") for line in lines) == 2 + 2  # header, rule, one row a task
@@ -156,6 +156,29 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
     optimizer, theta, _ = lopt.load_optimizer(entries[-1].partition("=")[2])
     assert optimizer.fit_decay and theta["fit_decay"].tolist() == [2.0, 0.0]
     assert float(optimizer.weight_decay(theta)) == pytest.approx(float(args.loaded[0].weight_decay(args.loaded[1])))
+
+
+def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad_pairs(tmp_path, capsys):
+    from benchmarks import group_scales
+    for argv, message in ((["--scales", "hidden=x"], "'hidden=x' is not GROUP=FACTOR"),
+                          (["--scales", "embedding=2"], "'embedding=2' is not GROUP=FACTOR"),
+                          (["--scales", "hidden=0"], "'hidden=0' is not GROUP=FACTOR"),
+                          (["--scales", "hidden=2", "--baselines", "adam,lion"], "--baselines: lion"),
+                          (["--scales", "hidden=2", "--optimizer", "sp_small_fc"], "no learned group step")):
+        with pytest.raises(SystemExit) as refused:
+            group_scales.arguments(argv)
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+    args = group_scales.arguments(["--scales", "hidden=2", "--scales", "input=0.5,output=3"])
+    label, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
+    assert [entry.partition("=")[0] for entry in entries] == [
+        "orthogonal_mixed_fit_hidden2", "orthogonal_mixed_fit_input0.5_output3"]
+    optimizer, original, _ = args.loaded
+    _, theta, spec = lopt.load_optimizer(entries[1].partition("=")[2])
+    ratio = dict(zip(optimizer.groups, np.exp(np.asarray(theta["log_group_scales"])
+                                              - np.asarray(original["log_group_scales"]))))
+    assert ratio == pytest.approx({"hidden": 1.0, "input": 0.5, "output": 3.0, "vector": 1.0})
+    assert spec["provenance"]["preset"] == "orthogonal_cpu"  # the original's scope, for the suite
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta["mlp"]), jax.tree.leaves(original["mlp"])))
 
 
 def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):

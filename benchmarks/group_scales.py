@@ -1,0 +1,125 @@
+"""A normalized learned optimizer with the learned step multipliers of some of its tensor groups (hidden,
+input and output matrices, vectors) multiplied by hand-set factors, on a suite against every tuned
+baseline: which kinds of tensor want larger or smaller steps than meta-training gave them.
+
+    python -m benchmarks.group_scales [--optimizer orthogonal_mixed_fit] --scales hidden=2
+        [--scales hidden=3 --scales input=2,output=2 ...] [--suite in_distribution]
+        [--baselines adam,adamw,...] [--out benchmarks/results/group_scales]
+        [--sweeps group_scale_sweeps] [--cache DIR]
+
+Each --scales is one variant: GROUP=FACTOR pairs, comma-separated. Saves the optimizer's theta with
+those groups' log_group_scales shifted by log(FACTOR) (SWEEPS/optimizers/NAME), with the original's
+provenance, so the suite is built around the same meta-training scope; runs `evaluate` on the suite with
+the optimizer and its variants (SWEEPS/SUITE/), and writes OUT/results.md: per task each variant's final
+training and validation loss beside tuned Adam's and the strongest tuned baseline's, the per-task best
+variant scored as one optimizer (an oracle), then the sweep's summary. Baselines come from evaluate's cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+
+import evaluate
+import lopt
+from benchmarks.pretrained_results import write_section
+from benchmarks.weight_decay import variant_table
+from checkpoints.files import write_atomically
+
+
+def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]:
+    """'hidden=2,input=0.5' as {group: factor}; every group one of `groups`, every factor positive."""
+    factors = {}
+    for pair in text.split(","):
+        group, sign, value = pair.strip().partition("=")
+        try:
+            factor = float(value) if sign else math.nan
+        except ValueError:
+            factor = math.nan
+        if group not in groups or not 0 < factor < math.inf:
+            parser.error(f"--scales: {pair.strip()!r} is not GROUP=FACTOR with GROUP one of "
+                         f"{', '.join(groups)} and FACTOR a positive number")
+        factors[group] = factor
+    return factors
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.group_scales", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--optimizer", default="orthogonal_mixed_fit", help="a shipped name or checkpoint")
+    parser.add_argument("--scales", action="append", required=True,
+                        help="one variant's GROUP=FACTOR pairs, comma-separated (repeatable)")
+    parser.add_argument("--suite", default="in_distribution", help="a suite name or a JSON suite file")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/group_scales"))
+    parser.add_argument("--sweeps", type=Path, default=Path("group_scale_sweeps"))
+    parser.add_argument("--baselines", default=",".join(evaluate.DEFAULT_BASELINES),
+                        help="comma-separated tuned baselines (default: evaluate's)")
+    parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
+    args = parser.parse_args(argv)
+    args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
+    unknown = sorted(set(args.baselines) - set(evaluate.BASELINES))
+    if unknown or not args.baselines:
+        parser.error(f"--baselines: {', '.join(unknown) or 'none given'}: not a tuned baseline "
+                     f"(known: {', '.join(evaluate.BASELINES)})")
+    try:
+        args.loaded = lopt.load_optimizer(args.optimizer)
+    except ValueError as error:  # CheckpointError: not a shipped name nor a checkpoint
+        parser.error(f"--optimizer: {error}")
+    if not hasattr(args.loaded[0], "groups"):
+        parser.error(f"--optimizer: {args.optimizer} is a {args.loaded[0].architecture} optimizer, "
+                     "which has no learned group step multipliers")
+    args.scales = [parse_scales(parser, text, args.loaded[0].groups) for text in args.scales]
+    return args
+
+
+def variant_name(label: str, factors: dict[str, float]) -> str:
+    return label + "_" + "_".join(f"{group}{factor:g}" for group, factor in factors.items())
+
+
+def save_variants(name: str, loaded, variants: list[dict[str, float]], directory: Path) -> tuple[str, list[str]]:
+    """The optimizer's label and one `LABEL=PATH` per variant, each saved under directory."""
+    optimizer, theta, spec = loaded
+    label = Path(name).name
+    entries = []
+    for factors in variants:
+        shift = jnp.asarray([math.log(factors.get(group, 1.0)) for group in optimizer.groups], jnp.float32)
+        variant = dict(theta, log_group_scales=jnp.asarray(theta["log_group_scales"]) + shift)
+        described = ", ".join(f"{group} x{factor:g}" for group, factor in factors.items())
+        named = variant_name(label, factors)
+        path = lopt.save(directory / named, optimizer, variant,
+                         description=f"{label} with its learned step multipliers scaled: {described}",
+                         **spec.get("provenance", {}))
+        entries.append(f"{named}={path}")
+    return label, entries
+
+
+def main(argv=None) -> Path:
+    args = arguments(argv)
+    label, variants = save_variants(args.optimizer, args.loaded, args.scales, args.sweeps / "optimizers")
+    suite_name = Path(args.suite).stem
+    workdir = args.sweeps / suite_name
+    shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
+    try:
+        evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=args.baselines,
+                           cache_dir=args.cache, force=True)
+    except (evaluate.SuiteError, evaluate.SweepError) as error:
+        raise SystemExit(f"error: {error}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    section = write_section(args.out / "sections", suite_name, None, label, workdir)
+    rows = json.loads((workdir / "summary.json").read_text())["rows"]
+    learned = [label] + [entry.partition("=")[0] for entry in variants]
+    lines = [f"# {label} with scaled group step multipliers, {suite_name}", "",
+             f"Written by `python -m benchmarks.group_scales {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+             "", *variant_table(rows, learned), "", section.read_text().strip(), ""]
+    path = args.out / "results.md"
+    write_atomically(path, "\n".join(lines))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

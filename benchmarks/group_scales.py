@@ -18,7 +18,6 @@ variant scored as one optimizer (an oracle), then the sweep's summary. Baselines
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -27,9 +26,7 @@ import jax.numpy as jnp
 
 import evaluate
 import lopt
-from benchmarks.pretrained_results import write_section
-from benchmarks.weight_decay import variant_table
-from checkpoints.files import write_atomically
+from benchmarks.weight_decay import compare_variants
 
 
 def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]:
@@ -100,25 +97,9 @@ def save_variants(name: str, loaded, variants: list[dict[str, float]], directory
 def main(argv=None) -> Path:
     args = arguments(argv)
     label, variants = save_variants(args.optimizer, args.loaded, args.scales, args.sweeps / "optimizers")
-    suite_name = Path(args.suite).stem
-    workdir = args.sweeps / suite_name
-    shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
-    try:
-        evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=args.baselines,
-                           cache_dir=args.cache, force=True)
-    except (evaluate.SuiteError, evaluate.SweepError) as error:
-        raise SystemExit(f"error: {error}") from None
-    args.out.mkdir(parents=True, exist_ok=True)
-    section = write_section(args.out / "sections", suite_name, None, label, workdir)
-    rows = json.loads((workdir / "summary.json").read_text())["rows"]
-    learned = [label] + [entry.partition("=")[0] for entry in variants]
-    lines = [f"# {label} with scaled group step multipliers, {suite_name}", "",
-             f"Written by `python -m benchmarks.group_scales {' '.join(argv if argv is not None else sys.argv[1:])}`.",
-             "", *variant_table(rows, learned), "", section.read_text().strip(), ""]
-    path = args.out / "results.md"
-    write_atomically(path, "\n".join(lines))
-    print(f"wrote {path}")
-    return path
+    command = f"python -m benchmarks.group_scales {' '.join(argv if argv is not None else sys.argv[1:])}"
+    title = f"{label} with scaled group step multipliers, {Path(args.suite).stem}"
+    return compare_variants(args, label, variants, title, command, args.baselines)
 
 
 if __name__ == "__main__":

@@ -132,28 +132,36 @@ def variant_table(rows: list[dict], learned: list[str]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> Path:
-    args = arguments(argv)
-    label, variants = save_variants(args.optimizer, args.loaded, args.decays, args.sweeps / "optimizers",
-                                    args.fit_gains)
+def compare_variants(args, label: str, variants: list[str], title: str, command: str,
+                     baselines=evaluate.DEFAULT_BASELINES) -> Path:
+    """Runs `evaluate` on args.suite with args.optimizer and its saved variants (`LABEL=PATH`) into
+    args.sweeps/SUITE, and writes args.out/results.md: the variant table, then the sweep's summary."""
     suite_name = Path(args.suite).stem
     workdir = args.sweeps / suite_name
     shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
     try:
-        evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, cache_dir=args.cache, force=True)
+        evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=baselines,
+                           cache_dir=args.cache, force=True)
     except (evaluate.SuiteError, evaluate.SweepError) as error:
         raise SystemExit(f"error: {error}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     section = write_section(args.out / "sections", suite_name, None, label, workdir)
     rows = json.loads((workdir / "summary.json").read_text())["rows"]
     learned = [label] + [entry.partition("=")[0] for entry in variants]
-    lines = [f"# {label} at other weight decays", "", "Written by `python -m benchmarks.weight_decay "
-             f"{' '.join(argv if argv is not None else sys.argv[1:])}`.", "",
+    lines = [f"# {title}", "", f"Written by `{command}`.", "",
              *variant_table(rows, learned), "", section.read_text().strip(), ""]
     path = args.out / "results.md"
     write_atomically(path, "\n".join(lines))
     print(f"wrote {path}")
     return path
+
+
+def main(argv=None) -> Path:
+    args = arguments(argv)
+    label, variants = save_variants(args.optimizer, args.loaded, args.decays, args.sweeps / "optimizers",
+                                    args.fit_gains)
+    command = f"python -m benchmarks.weight_decay {' '.join(argv if argv is not None else sys.argv[1:])}"
+    return compare_variants(args, label, variants, f"{label} at other weight decays", command)
 
 
 if __name__ == "__main__":

@@ -574,3 +574,17 @@ def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(lear
     finals = {label: runs[0].train_loss[-1] for label, runs in unit.runs.items()}
     assert unit.chosen == min(finals, key=finals.get)
     assert f"| {unit.chosen}" in (tmp_path / "work" / "summary.md").read_text()
+
+
+def test_the_group_scales_benchmark_runs_its_variants_and_writes_one_results_file(tmp_path, capsys):
+    from benchmarks import group_scales
+    suite = tmp_path / "one_task.json"
+    suite.write_text(json.dumps({"name": "one_task", "tasks": [
+        {"task": "mlp_digits_8x8", "set": {"width": 16, "batch_size": 32}, "steps": STEPS, "label": "digits"}]}))
+    path = group_scales.main(["--scales", "hidden=2", "--suite", str(suite), "--baselines", "adam",
+                              "--out", str(tmp_path / "out"), "--sweeps", str(tmp_path / "sweeps"),
+                              "--cache", str(tmp_path / "cache")])
+    text = path.read_text()
+    assert text.startswith("# orthogonal_mixed_fit with scaled group step multipliers, one_task")
+    assert "| task | orthogonal_mixed_fit | orthogonal_mixed_fit_hidden2 | tuned Adam | strongest baseline |" in text
+    assert "## one_task: orthogonal_mixed_fit" in text and (tmp_path / "sweeps" / "one_task" / "summary.json").is_file()

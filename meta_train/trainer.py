@@ -161,9 +161,10 @@ class MetaTrainer:
         self.step = jax.jit(self._step, in_shardings=(self.state_sharding, same),
                             out_shardings=(self.state_sharding, same), donate_argnums=0,
                             compiler_options=CPU_COMPILER_OPTIONS if on_cpu else None)
-        # CPU processes that share collectives (gloo) deadlock with two outer steps in flight: the
-        # caller waits for each step before dispatching the next.
-        self.one_step_at_a_time = on_cpu and jax.process_count() > 1
+        # CPU devices that share collectives deadlock with two outer steps in flight: processes over
+        # gloo, and the virtual devices of one process (a test run hung in the step's dispatch, every
+        # XLA worker thread idle). The caller waits for each step before dispatching the next.
+        self.one_step_at_a_time = on_cpu and self.mesh.devices.size > 1
 
     def _init(self) -> MetaState:
         _, workers_key, key = _init_keys(self.config)

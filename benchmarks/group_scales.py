@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 import evaluate
 import lopt
-from benchmarks.weight_decay import compare_variants
+from benchmarks.weight_decay import check_suite, compare_variants
+from evaluate.optimizers import REFERENCE_BASELINE
 
 
 def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]:
@@ -41,6 +42,8 @@ def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]
         if group not in groups or not 0 < factor < math.inf:
             parser.error(f"--scales: {pair.strip()!r} is not GROUP=FACTOR with GROUP one of "
                          f"{', '.join(groups)} and FACTOR a positive number")
+        if group in factors:
+            parser.error(f"--scales: {text!r} names {group} twice")
         factors[group] = factor
     return factors
 
@@ -62,6 +65,9 @@ def arguments(argv):
     if unknown or not args.baselines:
         parser.error(f"--baselines: {', '.join(unknown) or 'none given'}: not a tuned baseline "
                      f"(known: {', '.join(evaluate.BASELINES)})")
+    if REFERENCE_BASELINE not in args.baselines:
+        parser.error(f"--baselines: must include {REFERENCE_BASELINE}, the reference every table is scored against")
+    check_suite(parser, args.suite)
     try:
         args.loaded = lopt.load_optimizer(args.optimizer)
     except ValueError as error:  # CheckpointError: not a shipped name nor a checkpoint
@@ -70,6 +76,10 @@ def arguments(argv):
         parser.error(f"--optimizer: {args.optimizer} is a {args.loaded[0].architecture} optimizer, "
                      "which has no learned group step multipliers")
     args.scales = [parse_scales(parser, text, args.loaded[0].groups) for text in args.scales]
+    names = [variant_name(Path(args.optimizer).name, factors) for factors in args.scales]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        parser.error(f"--scales: two variants would both be saved as {', '.join(repeated)}")
     return args
 
 

@@ -32,6 +32,7 @@ import jax
 
 import evaluate
 import lopt
+from checkpoints.files import write_atomically
 import meta_train
 from evaluate.plots import slug
 from meta_train.train import save_optimizer
@@ -183,7 +184,7 @@ def write_section(directory: Path, suite: str, steps: int | None, name: str, wor
     summary = (workdir / "summary.md").read_text().split("\n", 1)[1]  # drop its title line
     budget = "" if steps is None else f", {steps:,} steps"
     path = directory / _section_name(suite, steps, name)
-    path.write_text(f"## {suite}{budget}: {name}\n{summary.strip()}\n")
+    write_atomically(path, f"## {suite}{budget}: {name}\n{summary.strip()}\n")
     return path
 
 

@@ -49,6 +49,7 @@ def arguments(argv):
     parser.add_argument("--sweeps", type=Path, default=Path("weight_decay_sweeps"))
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     args = parser.parse_args(argv)
+    check_suite(parser, args.suite)
     args.decays = numbers(parser, "--decays", args.decays, positive=True)
     args.fit_gains = numbers(parser, "--fit-gains", args.fit_gains, positive=False)
     if not args.decays and not args.fit_gains:
@@ -62,6 +63,14 @@ def arguments(argv):
     if args.fit_gains and not hasattr(args.loaded[0], "fit_decay"):
         parser.error(f"--fit-gains: {args.optimizer} is a {args.loaded[0].architecture} optimizer, which has no fit_decay")
     return args
+
+
+def check_suite(parser, suite: str) -> None:
+    """Refuses an unknown suite name or a bad suite file before any variant is saved."""
+    try:
+        evaluate.build_suite(suite, evaluate.MetaTrainingScope())
+    except evaluate.SuiteError as error:
+        parser.error(f"--suite: {error}")
 
 
 def numbers(parser, flag: str, text: str, positive: bool) -> list[float]:
@@ -142,8 +151,9 @@ def compare_variants(args, label: str, variants: list[str], title: str, command:
     try:
         evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=baselines,
                            cache_dir=args.cache, force=True)
-    except (evaluate.SuiteError, evaluate.SweepError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except (evaluate.SuiteError, evaluate.SweepError, evaluate.OptimizerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     args.out.mkdir(parents=True, exist_ok=True)
     section = write_section(args.out / "sections", suite_name, None, label, workdir)
     rows = json.loads((workdir / "summary.json").read_text())["rows"]

@@ -145,7 +145,8 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
     from benchmarks import weight_decay
     for argv, message in ((["--fit-gains", "2,x"], "--fit-gains: '2,x' is not a comma-separated list"),
                           (["--decays", "none"], "--decays and --fit-gains are both 'none'"),
-                          (["--decays", "0,1"], "--decays: every value must be a positive number")):
+                          (["--decays", "0,1"], "--decays: every value must be a positive number"),
+                          (["--suite", "missing.json"], "--suite: suite file missing.json does not exist")):
         with pytest.raises(SystemExit) as refused:
             weight_decay.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
@@ -164,7 +165,11 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
                           (["--scales", "embedding=2"], "'embedding=2' is not GROUP=FACTOR"),
                           (["--scales", "hidden=0"], "'hidden=0' is not GROUP=FACTOR"),
                           (["--scales", "hidden=2", "--baselines", "adam,lion"], "--baselines: lion"),
-                          (["--scales", "hidden=2", "--optimizer", "sp_small_fc"], "no learned group step")):
+                          (["--scales", "hidden=2", "--optimizer", "sp_small_fc"], "no learned group step"),
+                          (["--scales", "hidden=2", "--baselines", "muon"], "--baselines: must include adam"),
+                          (["--scales", "hidden=2,hidden=3"], "names hidden twice"),
+                          (["--scales", "hidden=2", "--scales", "hidden=2.0"], "would both be saved as"),
+                          (["--scales", "hidden=2", "--suite", "no_such_suite"], "--suite: unknown suite")):
         with pytest.raises(SystemExit) as refused:
             group_scales.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
@@ -581,10 +586,13 @@ def test_the_group_scales_benchmark_runs_its_variants_and_writes_one_results_fil
     suite = tmp_path / "one_task.json"
     suite.write_text(json.dumps({"name": "one_task", "tasks": [
         {"task": "mlp_digits_8x8", "set": {"width": 16, "batch_size": 32}, "steps": STEPS, "label": "digits"}]}))
-    path = group_scales.main(["--scales", "hidden=2", "--suite", str(suite), "--baselines", "adam",
+    path = group_scales.main(["--scales", "input=2", "--suite", str(suite), "--baselines", "adam",
                               "--out", str(tmp_path / "out"), "--sweeps", str(tmp_path / "sweeps"),
                               "--cache", str(tmp_path / "cache")])
     text = path.read_text()
     assert text.startswith("# orthogonal_mixed_fit with scaled group step multipliers, one_task")
-    assert "| task | orthogonal_mixed_fit | orthogonal_mixed_fit_hidden2 | tuned Adam | strongest baseline |" in text
-    assert "## one_task: orthogonal_mixed_fit" in text and (tmp_path / "sweeps" / "one_task" / "summary.json").is_file()
+    assert "| task | orthogonal_mixed_fit | orthogonal_mixed_fit_input2 | tuned Adam | strongest baseline |" in text
+    assert "## one_task: orthogonal_mixed_fit" in text
+    rows = json.loads((tmp_path / "sweeps" / "one_task" / "summary.json").read_text())["rows"]
+    losses = {row["optimizer"]: row["final_train_loss"] for row in rows}
+    assert losses["orthogonal_mixed_fit_input2"] != losses["orthogonal_mixed_fit"]  # the variant's steps differ

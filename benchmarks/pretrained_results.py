@@ -32,8 +32,8 @@ import jax
 
 import evaluate
 import lopt
-from checkpoints.files import write_atomically
 import meta_train
+from checkpoints.files import write_atomically
 from evaluate.plots import slug
 from meta_train.train import save_optimizer
 from meta_train.trainer import initial_theta

@@ -6,8 +6,8 @@ Each layout runs in fresh processes (one per member of the group, on 127.0.0.1, 
 `python -m meta_train` runs them: 1 process x 2 devices dispatching steps ahead (which can deadlock on
 CPU devices that share collectives: the meta_train loop no longer does it), the same waiting for each
 step (what the loop does on any CPU mesh of more than one device, MetaTrainer.one_step_at_a_time), and
-2 processes x 1 device, which must wait for each step too. On one machine the group shares the cores the single process has, so
-this measures the overhead of the group, not a speedup.
+2 processes x 1 device, which must wait for each step too. On one machine the group shares the cores
+the single process has, so this measures the overhead of the group, not a speedup.
 """
 
 from __future__ import annotations

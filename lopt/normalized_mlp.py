@@ -27,7 +27,11 @@ are multiplied by REFERENCE_WIDTH / fan_in, orthogonalized hidden matrices get a
 sqrt(max(1, fan_out / fan_in)) (optax's width-transfer rule) instead of a fixed RMS, input matrices keep
 their RMS; at REFERENCE_WIDTH every matrix moves by `consistent_rms`, as without it.
 Each kind has a learned log step multiplier (input and output matrices share one without width
-scaling). The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
+scaling). Two kinds of matrix that the dense models of an image-MLP family never show take a fixed extra
+factor on top of their role's (`conv_step`, `embedding_step`; 1 in theta's start and the former
+checkpoints): convolution kernels (3 or more axes: spatial ones beside fan-in and fan-out) and embedding
+tables (a tensor whose name contains "embed", as flax.linen.Embed's "embedding"), whose steps the
+consistent RMS sizes like a dense layer's although their tuned optimizers take several times larger ones. The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
 feature), so an untrained theta is a normalized Adam (with orthogonalize, a Muon on Adam's direction)
 that meta-training refines.
 """
@@ -108,6 +112,10 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     # whose gain and knee theta holds (theta["fit_decay"], gain 0 at the start: plain decay). The
     # optimizer's update then needs loss=.
     fit_decay: bool = False
+    # The step of convolution kernels and of embedding tables, times their role's learned multiplier
+    # (see the module docstring). A setting of the spec, not theta: chosen on the meta-training family.
+    conv_step: float = 1.0
+    embedding_step: float = 1.0
 
     def __post_init__(self):
         check_parameterization(self)
@@ -135,7 +143,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         if self.width_scaling and self.parameterization == "mup":
             raise ValueError("NormalizedMLPLOpt: width_scaling=True sizes steps for standard-parameterized models "
                              "(the spectral condition); a muP model takes muP's own rule: set width_scaling=False")
-        for field in ("consistent_rms", "initial_learning_rate", "initial_weight_decay"):
+        for field in ("consistent_rms", "initial_learning_rate", "initial_weight_decay", "conv_step", "embedding_step"):
             value = getattr(self, field)
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf) or (value == 0 and field != "initial_weight_decay"):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={value!r}: must be positive and finite")
@@ -267,7 +275,20 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         transforms = {kind: optax.chain(self._directions(theta, num_steps, kind), optax.scale(scales[kind]))
                       for kind in ("hidden", "input", "output")}
         transforms["vector"] = optax.chain(optax.scale_by_adam(), optax.scale(scales["vector"]))
-        return optax.partition(transforms, self.labels(roles))
+        rule = optax.partition(transforms, self.labels(roles))
+        if self.conv_step == 1 and self.embedding_step == 1:
+            return rule
+        return optax.chain(rule, scale_by_tensor(self.kind_step))
+
+    def kind_step(self, path, leaf) -> float:
+        """The fixed factor of one tensor's step: conv_step for a convolution kernel, embedding_step for
+        an embedding table, else 1 (vectors always 1)."""
+        rank = len(getattr(leaf, "shape", ()))
+        if rank >= 3:
+            return self.conv_step
+        if rank == 2 and path and "embed" in _key_name(path[-1]).lower():
+            return self.embedding_step
+        return 1.0
 
     def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
         """The rule with the weight decay and warmup-cosine peak learning rate that theta holds: the
@@ -279,6 +300,23 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                             optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params, loss=loss),
                              roles)
+
+
+def scale_by_tensor(factor) -> optax.GradientTransformation:
+    """Each update times factor(path, leaf), a Python float fixed by the tensor's name and shape."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda path, u: u if (f := factor(path, u)) == 1 else u * f, updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _key_name(key) -> str:
+    """A pytree path entry's name: a dict key, an attribute or a sequence index."""
+    for field in ("key", "name", "idx"):
+        if hasattr(key, field):
+            return str(getattr(key, field))
+    return str(key)
 
 
 def features(grad, param, momentum, second_moment) -> list[jax.Array]:

@@ -54,6 +54,8 @@ class MetaTrainConfig:
     feature_sample: int = 0  # normalized_mlp, "feature": each feature's RMS estimated on this many entries a tensor (0: all)
     snr_inputs: bool = False  # normalized_mlp, "feature": each tensor's log gradient signal-to-noise ratio as MLP inputs
     fit_decay: bool = False  # normalized_mlp: weight decay grows as the training loss falls far below its start (lopt.fit_decay)
+    conv_step: float = 1.0  # normalized_mlp: convolution kernels' steps times this, on top of their role's
+    embedding_step: float = 1.0  # normalized_mlp: embedding tables' steps times this, on top of their role's
     # --- where theta starts, and which of it is meta-trained ---
     init_from: str = ""  # a shipped optimizer's name or a saved optimizer's directory: theta starts as its
     # theta (the same architecture and settings; entries this config's optimizer adds, such as fit_decay's,
@@ -162,7 +164,8 @@ class MetaTrainConfig:
                                     "sizes its hidden steps, not muP's 1/fan_in); set orthogonalize=false for mup")
         if self.architecture == "normalized_mlp" and self.width_scaling and self.parameterization == "mup":
             refuse("width_scaling", "is for standard-parameterized models (parameterization=sp); muP has its own rule")
-        for field in ("sigma", "learning_rate", "max_meta_loss", "clip_norm", "step_mult", "initial_learning_rate"):
+        for field in ("sigma", "learning_rate", "max_meta_loss", "clip_norm", "step_mult", "initial_learning_rate",
+                      "conv_step", "embedding_step"):
             if not 0 < getattr(self, field) < float("inf"):
                 refuse(field, "must be positive and finite")
         for field in ("final_learning_rate", "weight_decay", "warmup_steps"):
@@ -183,7 +186,8 @@ class MetaTrainConfig:
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
                             tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
                             feature_sample=self.feature_sample, snr_inputs=self.snr_inputs,
-                            fit_decay=self.fit_decay)
+                            fit_decay=self.fit_decay, conv_step=self.conv_step,
+                            embedding_step=self.embedding_step)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -206,7 +210,8 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
-                       "feature_normalization", "feature_sample", "snr_inputs", "fit_decay"),
+                       "feature_normalization", "feature_sample", "snr_inputs", "fit_decay", "conv_step",
+                       "embedding_step"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
@@ -231,10 +236,15 @@ NORMALIZED = dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", h
 # weighted by 2 (step / run length), so the end of a run counts most: the README measures both. Seed 1
 # is the one shipped (of seeds 0-2, the best in distribution).
 ORTHOGONAL = dataclasses.replace(NORMALIZED, orthogonalize=True, meta_loss_time_power=1.0, seed=1)
+# The shipped default's rule (orthogonal_mixed_kinds): that recipe's rule with a weight decay that reads the
+# training loss (lopt.fit_decay) and convolution kernels' and embedding tables' steps x5 and x3. The shipped
+# theta is orthogonal_mixed's with the decay's gain set by hand (the README's "A decay that reads the training
+# loss" and "Conv kernels and embedding tables"); meta-trained from theta's start here, the gain starts at 0.
+ORTHOGONAL_KINDS = dataclasses.replace(ORTHOGONAL, fit_decay=True, conv_step=5.0, embedding_step=3.0)
 
 PRESETS: dict[str, MetaTrainConfig] = {
     # The README's main job, minutes on a 2-core CPU: the default's recipe for a quarter of its steps.
-    "default": dataclasses.replace(ORTHOGONAL, outer_steps=500),
+    "default": dataclasses.replace(ORTHOGONAL_KINDS, outer_steps=500),
     # The shipped default optimizer's recipe (orthogonal_mixed), about 20 minutes on a 2-core CPU alone.
     "orthogonal_cpu": ORTHOGONAL,
     # The former default's (normalized_mixed), about 15 minutes on a 2-core CPU alone.
@@ -278,7 +288,7 @@ PRESETS: dict[str, MetaTrainConfig] = {
 
 
 PRESET_DESCRIPTIONS = {
-    "default": "minutes on a 2-core CPU: the orthogonalized rule on the mixed family, a quarter of orthogonal_cpu's steps",
+    "default": "minutes on a 2-core CPU: the shipped default's rule on the mixed family, a quarter of orthogonal_cpu's steps",
     "orthogonal_cpu": "the shipped default's recipe: normalized rule, hidden matrices orthogonalized, mixed family (sp), end-weighted mixed meta-loss (CPU)",
     "normalized_cpu": "the former default's recipe: normalized rule, mixed family (sp), mixed meta-loss (CPU)",
     "small_fc": "small_fc_lopt's MLP from an Adam start on MLPs of widths 32-128 (an earlier default; CPU)",

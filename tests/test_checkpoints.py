@@ -133,7 +133,7 @@ def test_save_refuses_a_theta_that_does_not_fit(tmp_path):
 def test_shipped_optimizers_are_listed_with_their_records():
     shipped = {info.name: info for info in lopt.list_pretrained()}
     assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp",
-            "orthogonal_mixed_fit": "sp"} == {name: info.parameterization for name, info in shipped.items()}
+            "orthogonal_mixed_fit": "sp", "orthogonal_mixed_kinds": "sp"} == {name: info.parameterization for name, info in shipped.items()}
     for name, info in shipped.items():
         assert info.architecture in lopt.ARCHITECTURES and info.description
         optimizer, theta, spec = lopt.load_optimizer(name)

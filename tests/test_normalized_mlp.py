@@ -55,6 +55,31 @@ def test_vectors_get_adams_direction_and_each_group_its_learned_scale(mlp):
     np.testing.assert_allclose(directions["hidden_1"]["kernel"], base_directions["hidden_1"]["kernel"], rtol=1e-5)
 
 
+def test_conv_kernels_and_embedding_tables_take_their_fixed_extra_step_and_dense_tensors_none():
+    shapes = {"embed": {"embedding": (12, 8)}, "conv": {"kernel": (3, 3, 2, 8), "bias": (8,)},
+              "readout": {"kernel": (8, 4)}}
+    roles = {"embed": {"embedding": "input"}, "conv": {"kernel": "hidden", "bias": "vector"},
+             "readout": {"kernel": "output"}}
+    keys = iter(jax.random.split(jax.random.key(0), 8))
+    params = jax.tree.map(lambda shape: jax.random.normal(next(keys), shape), shapes,
+                          is_leaf=lambda x: isinstance(x, tuple))
+    grads = jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape), params)
+    base_optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, conv_step=5.0, embedding_step=3.0)
+    theta = base_optimizer.init(jax.random.key(1))
+    directions = {}
+    for name, opt in (("base", base_optimizer), ("kinds", optimizer)):
+        rule = opt.rule(theta, 100, roles)
+        directions[name], _ = rule.update(grads, rule.init(params), params)
+    base, kinds = directions["base"], directions["kinds"]
+    np.testing.assert_allclose(kinds["conv"]["kernel"], 5.0 * base["conv"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(kinds["embed"]["embedding"], 3.0 * base["embed"]["embedding"], rtol=1e-6)
+    np.testing.assert_array_equal(kinds["readout"]["kernel"], base["readout"]["kernel"])
+    np.testing.assert_array_equal(kinds["conv"]["bias"], base["conv"]["bias"])
+    with pytest.raises(ValueError, match="conv_step"):
+        lopt.NormalizedMLPLOpt(conv_step=0.0)
+
+
 def test_an_untrained_theta_steps_along_per_tensor_normalized_adam(mlp):
     _, params, roles, grads = mlp
     optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False)

@@ -14,10 +14,10 @@ VELO_FIXTURE = ROOT.parent / "shared" / "fixtures" / "learned_optimization" / "h
 
 # A block is recognized by a line of it; its budget is cut by plain text replacements.
 SHORTER = {
-    'lopt.load("orthogonal_mixed", num_steps=1000': [("range(1000)", "range(30)"), ("num_steps=1000", "num_steps=30")],
+    'lopt.load("orthogonal_mixed_kinds", num_steps=1000': [("range(1000)", "range(30)"), ("num_steps=1000", "num_steps=30")],
     "evaluate.run_suite(": [('"ood"', "TINY_SUITE"), ("seeds=1)", 'seeds=1, baselines=["adam"])')],
 }
-KNOWN = ['lopt.load("orthogonal_mixed", num_steps=1000', 'tasks.get_task("mlp_mnist_14x14"',
+KNOWN = ['lopt.load("orthogonal_mixed_kinds", num_steps=1000', 'tasks.get_task("mlp_mnist_14x14"',
          'lopt.load("sp_small_fc"', 'lopt.load("velo/params"', "evaluate.run_suite("]
 
 
@@ -47,7 +47,7 @@ def test_the_readme_block_runs(block, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("HOME", str(tmp_path))  # the baseline cache under ~/.cache: this test's own
     exec(compile(block, "README.md", "exec"), namespace)
     printed = capsys.readouterr().out
-    if 'lopt.load("orthogonal_mixed"' in block:
+    if 'lopt.load("orthogonal_mixed_kinds"' in block:
         first = float(namespace["loss_fn"](namespace["model"](256).init(
             namespace["jax"].random.key(0), namespace["x"])["params"], namespace["x"][:1500], namespace["y"][:1500]))
         assert float(namespace["loss"]) < 0.5 * first, (first, float(namespace["loss"]))

@@ -1,14 +1,16 @@
 """A normalized learned optimizer with the learned step multipliers of some of its tensor groups (hidden,
-input and output matrices, vectors) multiplied by hand-set factors, on a suite against every tuned
-baseline: which kinds of tensor want larger or smaller steps than meta-training gave them.
+input and output matrices, vectors) or kinds (convolution kernels, embedding tables) multiplied by
+hand-set factors, on a suite against every tuned baseline: which kinds of tensor want larger or smaller
+steps than meta-training gave them.
 
     python -m benchmarks.group_scales [--optimizer orthogonal_mixed_fit] --scales hidden=2
-        [--scales hidden=3 --scales input=2,output=2 ...] [--suite in_distribution]
+        [--scales hidden=3 --scales input=2,output=2 --scales conv=5 ...] [--suite in_distribution]
         [--baselines adam,adamw,...] [--out benchmarks/results/group_scales]
-        [--sweeps group_scale_sweeps] [--cache DIR]
+        [--sweeps group_scale_sweeps] [--cache DIR] [--first-seed S]
 
 Each --scales is one variant: GROUP=FACTOR pairs, comma-separated. Saves the optimizer's theta with
-those groups' log_group_scales shifted by log(FACTOR) (SWEEPS/optimizers/NAME), with the original's
+those groups' log_group_scales shifted by log(FACTOR), and its conv_step / embedding_step settings
+times FACTOR for conv / embedding (SWEEPS/optimizers/NAME), with the original's
 provenance, so the suite is built around the same meta-training scope; runs `evaluate` on the suite with
 the optimizer and its variants (SWEEPS/SUITE/), and writes OUT/results.md: per task each variant's final
 training and validation loss beside tuned Adam's and the strongest tuned baseline's, the per-task best
@@ -18,6 +20,7 @@ variant scored as one optimizer (an oracle), then the sweep's summary. Baselines
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -28,6 +31,9 @@ import evaluate
 import lopt
 from benchmarks.weight_decay import check_suite, compare_variants
 from evaluate.optimizers import REFERENCE_BASELINE
+
+# Kinds of tensor whose extra step factor is a setting of the rule, not a theta entry (see lopt.normalized_mlp).
+KIND_SETTINGS = {"conv": "conv_step", "embedding": "embedding_step"}
 
 
 def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]:
@@ -59,7 +65,11 @@ def arguments(argv):
     parser.add_argument("--baselines", default=",".join(evaluate.DEFAULT_BASELINES),
                         help="comma-separated tuned baselines (default: evaluate's)")
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first of the 3 seeds (default 0, evaluate's): choose a factor on others")
     args = parser.parse_args(argv)
+    if args.first_seed < 0:
+        parser.error(f"--first-seed: {args.first_seed} is negative")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
     unknown = sorted(set(args.baselines) - set(evaluate.BASELINES))
     if unknown or not args.baselines:
@@ -75,7 +85,8 @@ def arguments(argv):
     if not hasattr(args.loaded[0], "groups"):
         parser.error(f"--optimizer: {args.optimizer} is a {args.loaded[0].architecture} optimizer, "
                      "which has no learned group step multipliers")
-    args.scales = [parse_scales(parser, text, args.loaded[0].groups) for text in args.scales]
+    kinds = tuple(kind for kind, setting in KIND_SETTINGS.items() if hasattr(args.loaded[0], setting))
+    args.scales = [parse_scales(parser, text, args.loaded[0].groups + kinds) for text in args.scales]
     names = [variant_name(Path(args.optimizer).name, factors) for factors in args.scales]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -95,9 +106,11 @@ def save_variants(name: str, loaded, variants: list[dict[str, float]], directory
     for factors in variants:
         shift = jnp.asarray([math.log(factors.get(group, 1.0)) for group in optimizer.groups], jnp.float32)
         variant = dict(theta, log_group_scales=jnp.asarray(theta["log_group_scales"]) + shift)
+        settings = {setting: getattr(optimizer, setting) * factors[kind]
+                    for kind, setting in KIND_SETTINGS.items() if kind in factors}
         described = ", ".join(f"{group} x{factor:g}" for group, factor in factors.items())
         named = variant_name(label, factors)
-        path = lopt.save(directory / named, optimizer, variant,
+        path = lopt.save(directory / named, dataclasses.replace(optimizer, **settings), variant,
                          description=f"{label} with its learned step multipliers scaled: {described}",
                          **spec.get("provenance", {}))
         entries.append(f"{named}={path}")

@@ -150,7 +150,7 @@ def compare_variants(args, label: str, variants: list[str], title: str, command:
     shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
     try:
         evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=baselines,
-                           cache_dir=args.cache, force=True)
+                           cache_dir=args.cache, force=True, first_seed=getattr(args, "first_seed", 0))
     except (evaluate.SuiteError, evaluate.SweepError, evaluate.OptimizerError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,4 +1,4 @@
-"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--shard I/N]
+"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S] [--shard I/N]
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
 TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep. With
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
                         "(default: the learned optimizer's, else 1000); for a file suite, every task's budget")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per optimizer and task (default: %(default)s)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed (default: %(default)s): another range chooses a setting on seeds "
+                             "that evaluation does not use")
     parser.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
                         help="comma-separated tuned baselines to add, or 'none' (default: %(default)s)")
     parser.add_argument("--cache", help="baseline cache directory")
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_suite(args.optimizer, args.suite, args.workdir, steps=args.steps, seeds=args.seeds,
                   baselines=baselines, cache_dir=args.cache, force=args.force, shard=args.shard,
+                  first_seed=args.first_seed,
                   log=lambda line: print(line, flush=True))
     except (OptimizerError, SuiteError, SweepError, TooLargeError) as error:
         print(f"error: {error}", file=sys.stderr)

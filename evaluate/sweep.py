@@ -64,6 +64,7 @@ class UnitResult:
     seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
     reused: int  # runs read back instead of trained
     runs_per_group: int  # runs vmapped together in one compiled program (part of every run's key)
+    seeds: tuple[int, ...] = ()  # the seed of each entry of every runs list
 
     @property
     def compute_seconds(self) -> float:
@@ -216,7 +217,8 @@ def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
     chosen, at_edge = _choose(plan.optimizer, runs, "train_loss")
     chosen_on_valid, valid_at_edge = _choose(plan.optimizer, runs, "valid_loss")
     return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge, chosen_on_valid,
-                      valid_at_edge, time.perf_counter() - start if trained else 0.0, reused, plan.parallel)
+                      valid_at_edge, time.perf_counter() - start if trained else 0.0, reused, plan.parallel,
+                      tuple(seeds))
 
 
 def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],
@@ -259,7 +261,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
               workdir: str | os.PathLike, *, steps: int | None = None, seeds: int = 3,
               baselines: Sequence[str] = DEFAULT_BASELINES, cache_dir: str | os.PathLike | None = None,
               stride: int | None = None, parallel: int | None = None, force: bool = False,
-              shard: tuple[int, int] | str | None = None, log: Callable[[str], None] = print) -> SweepResult:
+              shard: tuple[int, int] | str | None = None, first_seed: int = 0,
+              log: Callable[[str], None] = print) -> SweepResult:
     """Runs a suite and writes its outputs to workdir; returns the results.
 
     optimizers: learned optimizers (shipped names or checkpoint directories) and/or baselines by name
@@ -267,7 +270,9 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     suite: a name from evaluate.SUITES, a JSON suite file, or a Suite.
     steps: the meta-training horizon the suite is built around (default: what the first learned
         optimizer was meta-trained with, else 1000); for a custom suite, every task's budget.
-    seeds: runs per optimizer and task (seeds 0..seeds-1), vmapped together.
+    seeds: runs per optimizer and task (seeds first_seed..first_seed+seeds-1), vmapped together.
+    first_seed: the first of them (another range keeps the seeds a sweep chose a setting on apart from
+        the ones it is evaluated on).
     cache_dir: where baseline runs are cached across sweeps (default ~/.cache/lopt/baselines, or
         $LOPT_BASELINE_CACHE).
     shard: (I, N) or "I/N": run only the tasks whose index in the suite is I modulo N, into a workdir
@@ -277,6 +282,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     """
     if not (isinstance(seeds, int) and seeds > 0):
         raise SweepError(f"seeds={seeds!r}: must be a positive integer")
+    if not (isinstance(first_seed, int) and not isinstance(first_seed, bool) and first_seed >= 0):
+        raise SweepError(f"first_seed={first_seed!r}: must be a non-negative integer")
     for name, value in (("steps", steps), ("stride", stride), ("parallel", parallel)):
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             raise SweepError(f"{name}={value!r}: must be a positive integer")
@@ -293,7 +300,7 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     workdir = Path(workdir)
     if shard is not None:  # checked whichever form it came in
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
-    seed_list = list(range(seeds))
+    seed_list = list(range(first_seed, first_seed + seeds))
     own_store = RunStore(workdir / RUNS_DIR)
     baseline_store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), own_store, mirror=shard is not None)
     plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride,

@@ -162,7 +162,8 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
 def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad_pairs(tmp_path, capsys):
     from benchmarks import group_scales
     for argv, message in ((["--scales", "hidden=x"], "'hidden=x' is not GROUP=FACTOR"),
-                          (["--scales", "embedding=2"], "'embedding=2' is not GROUP=FACTOR"),
+                          (["--scales", "embeddings=2"], "'embeddings=2' is not GROUP=FACTOR"),
+                          (["--scales", "conv=2", "--first-seed", "-1"], "--first-seed: -1 is negative"),
                           (["--scales", "hidden=0"], "'hidden=0' is not GROUP=FACTOR"),
                           (["--scales", "hidden=2", "--baselines", "adam,lion"], "--baselines: lion"),
                           (["--scales", "hidden=2", "--optimizer", "sp_small_fc"], "no learned group step"),
@@ -184,6 +185,26 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
     assert ratio == pytest.approx({"hidden": 1.0, "input": 0.5, "output": 3.0, "vector": 1.0})
     assert spec["provenance"]["preset"] == "orthogonal_cpu"  # the original's scope, for the suite
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta["mlp"]), jax.tree.leaves(original["mlp"])))
+    # conv and embedding are settings of the rule, multiplied; theta stays as it was.
+    args = group_scales.arguments(["--scales", "conv=5,embedding=3"])
+    _, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
+    variant, theta, _ = lopt.load_optimizer(entries[0].partition("=")[2])
+    assert (variant.conv_step, variant.embedding_step) == (5.0, 3.0) and variant.fit_decay
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(original)))
+
+
+def test_a_sweep_can_run_on_other_seeds_than_evaluations(tiny_suite, tmp_path):
+    one = evaluate.Suite("one", "", tiny_suite.tasks[:1])
+    finals = {}
+    for first in (0, 7):
+        result = evaluate.run_suite(["adam@0.003"], one, tmp_path / f"from{first}", seeds=1, first_seed=first,
+                                    baselines=[], cache_dir=tmp_path / "cache", log=lambda line: None)
+        finals[first] = result.summary[0]["final_train_loss"]
+        assert json.loads((tmp_path / f"from{first}" / "sweep.json").read_text())["seeds"] == [first]
+        assert {row["seed"] for row in json.loads((tmp_path / f"from{first}" / "runs.json").read_text())} == {first}
+    assert finals[0] != finals[7]
+    with pytest.raises(evaluate.SweepError, match="first_seed=-1: must be a non-negative integer"):
+        evaluate.run_suite(["adam@0.003"], one, tmp_path / "bad", first_seed=-1, baselines=[])
 
 
 def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):

@@ -101,6 +101,8 @@ def main(argv=None) -> str:
         "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
         "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
+        "NormalizedMLPLOpt hidden 8, orthogonalized, fit decay, kind steps (orthogonal_mixed_kinds)": lambda params: _normalized(
+            params, orthogonalize=True, fit_decay=True, conv_step=5.0, embedding_step=5.0),
         "NormalizedMLPLOpt hidden 8, orthogonalized (orthogonal_mixed)": lambda params: _normalized(params, orthogonalize=True),
         "NormalizedMLPLOpt hidden 8, every entry's features (as meta-trained)": lambda params: _normalized(params),
         "NormalizedMLPLOpt hidden 8, sampled features (normalized_mixed)": lambda params: _normalized(

@@ -29,8 +29,10 @@ their RMS; at REFERENCE_WIDTH every matrix moves by `consistent_rms`, as without
 Each kind has a learned log step multiplier (input and output matrices share one without width
 scaling). Two kinds of matrix that the dense models of an image-MLP family never show take a fixed extra
 factor on top of their role's (`conv_step`, `embedding_step`; 1 in theta's start and the former
-checkpoints): convolution kernels (3 or more axes: spatial ones beside fan-in and fan-out) and embedding
-tables (a tensor whose name contains "embed", as flax.linen.Embed's "embedding"), whose steps the
+checkpoints): 2-D (and 3-D) convolution kernels (4 or more axes: spatial ones beside fan-in and fan-out, as
+flax.linen.Conv lays them out; 3-axis tensors are left alone, as flax's attention keeps its (features,
+heads, head_dim) projections in them) and embedding tables (a 2-axis tensor whose name contains "embed",
+as flax.linen.Embed's "embedding"), whose steps the
 consistent RMS sizes like a dense layer's although their tuned optimizers take several times larger ones. The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
 feature), so an untrained theta is a normalized Adam (with orthogonalize, a Muon on Adam's direction)
 that meta-training refines.
@@ -284,7 +286,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         """The fixed factor of one tensor's step: conv_step for a convolution kernel, embedding_step for
         an embedding table, else 1 (vectors always 1)."""
         rank = len(getattr(leaf, "shape", ()))
-        if rank >= 3:
+        if rank >= 4:
             return self.conv_step
         if rank == 2 and path and "embed" in _key_name(path[-1]).lower():
             return self.embedding_step

@@ -237,10 +237,10 @@ NORMALIZED = dataclasses.replace(SMALL_FC_LOPT, architecture="normalized_mlp", h
 # is the one shipped (of seeds 0-2, the best in distribution).
 ORTHOGONAL = dataclasses.replace(NORMALIZED, orthogonalize=True, meta_loss_time_power=1.0, seed=1)
 # The shipped default's rule (orthogonal_mixed_kinds): that recipe's rule with a weight decay that reads the
-# training loss (lopt.fit_decay) and convolution kernels' and embedding tables' steps x5 and x3. The shipped
+# training loss (lopt.fit_decay) and convolution kernels' and embedding tables' steps x5. The shipped
 # theta is orthogonal_mixed's with the decay's gain set by hand (the README's "A decay that reads the training
 # loss" and "Conv kernels and embedding tables"); meta-trained from theta's start here, the gain starts at 0.
-ORTHOGONAL_KINDS = dataclasses.replace(ORTHOGONAL, fit_decay=True, conv_step=5.0, embedding_step=3.0)
+ORTHOGONAL_KINDS = dataclasses.replace(ORTHOGONAL, fit_decay=True, conv_step=5.0, embedding_step=5.0)
 
 PRESETS: dict[str, MetaTrainConfig] = {
     # The README's main job, minutes on a 2-core CPU: the default's recipe for a quarter of its steps.

@@ -201,7 +201,7 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
         with_overrides(preset("default"), ["feature_normalization=rms"])
     assert with_overrides(preset("default"), ["snr_inputs=true"]).optimizer().snr_inputs is True
     shipped_rule = preset("default").optimizer()  # the main job meta-trains the shipped default's rule
-    assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 3.0, True)
+    assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 5.0, True)
     assert {k: v for k, v in shipped_rule.spec()["settings"].items()} == \
         lopt.load_optimizer("orthogonal_mixed_kinds")[0].spec()["settings"]
     with pytest.raises(ConfigError, match="conv_step=0.0: must be positive and finite"):

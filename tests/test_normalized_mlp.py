@@ -57,10 +57,10 @@ def test_vectors_get_adams_direction_and_each_group_its_learned_scale(mlp):
 
 def test_conv_kernels_and_embedding_tables_take_their_fixed_extra_step_and_dense_tensors_none():
     shapes = {"embed": {"embedding": (12, 8)}, "conv": {"kernel": (3, 3, 2, 8), "bias": (8,)},
-              "readout": {"kernel": (8, 4)}}
+              "query": {"kernel": (8, 2, 4)}, "readout": {"kernel": (8, 4)}}  # query: flax attention's layout
     roles = {"embed": {"embedding": "input"}, "conv": {"kernel": "hidden", "bias": "vector"},
-             "readout": {"kernel": "output"}}
-    keys = iter(jax.random.split(jax.random.key(0), 8))
+             "query": {"kernel": "hidden"}, "readout": {"kernel": "output"}}
+    keys = iter(jax.random.split(jax.random.key(0), 16))
     params = jax.tree.map(lambda shape: jax.random.normal(next(keys), shape), shapes,
                           is_leaf=lambda x: isinstance(x, tuple))
     grads = jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape), params)
@@ -75,6 +75,7 @@ def test_conv_kernels_and_embedding_tables_take_their_fixed_extra_step_and_dense
     np.testing.assert_allclose(kinds["conv"]["kernel"], 5.0 * base["conv"]["kernel"], rtol=1e-6)
     np.testing.assert_allclose(kinds["embed"]["embedding"], 3.0 * base["embed"]["embedding"], rtol=1e-6)
     np.testing.assert_array_equal(kinds["readout"]["kernel"], base["readout"]["kernel"])
+    np.testing.assert_array_equal(kinds["query"]["kernel"], base["query"]["kernel"])
     np.testing.assert_array_equal(kinds["conv"]["bias"], base["conv"]["bias"])
     with pytest.raises(ValueError, match="conv_step"):
         lopt.NormalizedMLPLOpt(conv_step=0.0)

@@ -63,8 +63,8 @@ def fit_decayed_weights(weight_decay, gain, knee_offset) -> optax.GradientTransf
 
     def init_fn(params):
         del params
-        zero = jnp.zeros((), jnp.float32)
-        return FitDecayState(zero, zero, jnp.zeros((), jnp.int32))
+        # Separate buffers: a training loop that donates the optimizer state donates each leaf once.
+        return FitDecayState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
 
     def update_fn(updates, state, params=None, *, loss=None, **extra_args):
         del extra_args

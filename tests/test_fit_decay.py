@@ -67,3 +67,15 @@ def test_the_optimizer_with_it_starts_as_the_shipped_one_and_asks_for_the_loss()
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), a, b)
     with pytest.raises(ValueError, match="reads the training loss: call update\\(grads, state, params, loss=loss\\)"):
         ours.update(grads, a_state, PARAMS)
+
+
+@pytest.mark.parametrize("name", ["orthogonal_mixed_fit", "orthogonal_mixed_kinds"])
+def test_a_training_loop_may_donate_the_optimizers_state(name):
+    """Each state leaf its own buffer: jit(update, donate_argnums=state) refuses a buffer donated twice."""
+    transform = lopt.load(name, num_steps=10)
+    update = jax.jit(lambda grads, state, params: transform.update(grads, state, params, loss=jnp.float32(2.0)),
+                     donate_argnums=1)
+    state = transform.init(PARAMS)
+    for _ in range(2):
+        updates, state = update(jax.tree.map(jnp.ones_like, PARAMS), state, PARAMS)
+    assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(updates))

@@ -27,13 +27,13 @@ are multiplied by REFERENCE_WIDTH / fan_in, orthogonalized hidden matrices get a
 sqrt(max(1, fan_out / fan_in)) (optax's width-transfer rule) instead of a fixed RMS, input matrices keep
 their RMS; at REFERENCE_WIDTH every matrix moves by `consistent_rms`, as without it.
 Each kind has a learned log step multiplier (input and output matrices share one without width
-scaling). Two kinds of matrix that the dense models of an image-MLP family never show take a fixed extra
-factor on top of their role's (`conv_step`, `embedding_step`; 1 in theta's start and the former
-checkpoints): 2-D (and 3-D) convolution kernels (4 or more axes: spatial ones beside fan-in and fan-out, as
-flax.linen.Conv lays them out; 3-axis tensors are left alone, as flax's attention keeps its (features,
-heads, head_dim) projections in them) and embedding tables (a 2-axis tensor whose name contains "embed",
-as flax.linen.Embed's "embedding"), whose steps the
-consistent RMS sizes like a dense layer's although their tuned optimizers take several times larger ones. The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
+scaling). Two kinds of matrix take a fixed extra factor on top of their role's (`conv_step`,
+`embedding_step`; 1 in theta's start and the former checkpoints): 2-D (and 3-D) convolution kernels (4 or
+more axes: spatial ones beside fan-in and fan-out, as flax.linen.Conv lays them out; 3-axis tensors are
+left alone, as flax's attention keeps its (features, heads, head_dim) projections in them) and embedding
+tables (a 2-axis tensor whose name contains "embed", as flax.linen.Embed's "embedding"). The consistent
+RMS sizes their steps like a dense layer's, although tuned optimizers take several times larger ones
+there. The MLP starts as Adam's direction (two of its units carry the momentum / sqrt(second moment)
 feature), so an untrained theta is a normalized Adam (with orthogonalize, a Muon on Adam's direction)
 that meta-training refines.
 """

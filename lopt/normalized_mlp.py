@@ -114,6 +114,9 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     # whose gain and knee theta holds (theta["fit_decay"], gain 0 at the start: plain decay). The
     # optimizer's update then needs loss=.
     fit_decay: bool = False
+    # fit_decay: the gain theta starts from (0: plain decay until meta-training moves it; the shipped
+    # default's theta holds 2, chosen on the family's memorizing models).
+    initial_fit_gain: float = 0.0
     # The step of convolution kernels and of embedding tables, times their role's learned multiplier
     # (see the module docstring). A setting of the spec, not theta: chosen on the meta-training family.
     conv_step: float = 1.0
@@ -136,6 +139,8 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         for field in ("orthogonalize", "width_scaling", "tensor_magnitude", "snr_inputs", "fit_decay"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
+        if not (isinstance(self.initial_fit_gain, (int, float)) and math.isfinite(self.initial_fit_gain)):
+            raise ValueError(f"NormalizedMLPLOpt.initial_fit_gain={self.initial_fit_gain!r}: must be a finite number")
         if self.snr_inputs and self.feature_normalization != "feature":
             raise ValueError("NormalizedMLPLOpt: snr_inputs=True reads the ratios' per-tensor RMS, which only "
                              "feature_normalization='feature' computes")
@@ -167,7 +172,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
                  "log_learning_rate": jnp.asarray(math.log(self.initial_learning_rate), jnp.float32),
                  "log_weight_decay": jnp.asarray(math.log(max(self.initial_weight_decay, 1e-8)), jnp.float32)}
         if self.fit_decay:  # (gain, knee offset): gain 0 is plain decay
-            theta["fit_decay"] = jnp.zeros((2,))
+            theta["fit_decay"] = jnp.asarray([self.initial_fit_gain, 0.0], jnp.float32)
         return theta
 
     @property

@@ -54,6 +54,7 @@ class MetaTrainConfig:
     feature_sample: int = 0  # normalized_mlp, "feature": each feature's RMS estimated on this many entries a tensor (0: all)
     snr_inputs: bool = False  # normalized_mlp, "feature": each tensor's log gradient signal-to-noise ratio as MLP inputs
     fit_decay: bool = False  # normalized_mlp: weight decay grows as the training loss falls far below its start (lopt.fit_decay)
+    initial_fit_gain: float = 0.0  # normalized_mlp, fit_decay: the decay's gain theta starts from (then learned)
     conv_step: float = 1.0  # normalized_mlp: convolution kernels' steps times this, on top of their role's
     embedding_step: float = 1.0  # normalized_mlp: embedding tables' steps times this, on top of their role's
     # --- where theta starts, and which of it is meta-trained ---
@@ -168,6 +169,8 @@ class MetaTrainConfig:
                       "conv_step", "embedding_step"):
             if not 0 < getattr(self, field) < float("inf"):
                 refuse(field, "must be positive and finite")
+        if not abs(self.initial_fit_gain) < float("inf"):
+            refuse("initial_fit_gain", "must be finite")
         for field in ("final_learning_rate", "weight_decay", "warmup_steps"):
             if not 0 <= getattr(self, field) < float("inf"):
                 refuse(field, "must be non-negative and finite")
@@ -186,7 +189,7 @@ class MetaTrainConfig:
                             initial_learning_rate=self.initial_learning_rate, width_scaling=self.width_scaling,
                             tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
                             feature_sample=self.feature_sample, snr_inputs=self.snr_inputs,
-                            fit_decay=self.fit_decay, conv_step=self.conv_step,
+                            fit_decay=self.fit_decay, initial_fit_gain=self.initial_fit_gain, conv_step=self.conv_step,
                             embedding_step=self.embedding_step)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
@@ -210,8 +213,8 @@ def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
 ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
-                       "feature_normalization", "feature_sample", "snr_inputs", "fit_decay", "conv_step",
-                       "embedding_step"),
+                       "feature_normalization", "feature_sample", "snr_inputs", "fit_decay", "initial_fit_gain",
+                       "conv_step", "embedding_step"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.
@@ -239,8 +242,9 @@ ORTHOGONAL = dataclasses.replace(NORMALIZED, orthogonalize=True, meta_loss_time_
 # The shipped default's rule (orthogonal_mixed_kinds): that recipe's rule with a weight decay that reads the
 # training loss (lopt.fit_decay) and convolution kernels' and embedding tables' steps x5. The shipped
 # theta is orthogonal_mixed's with the decay's gain set by hand (the README's "A decay that reads the training
-# loss" and "Conv kernels and embedding tables"); meta-trained from theta's start here, the gain starts at 0.
-ORTHOGONAL_KINDS = dataclasses.replace(ORTHOGONAL, fit_decay=True, conv_step=5.0, embedding_step=5.0)
+# loss"); meta-trained from theta's start here, with the decay's gain starting where the shipped one is (2).
+ORTHOGONAL_KINDS = dataclasses.replace(ORTHOGONAL, fit_decay=True, initial_fit_gain=2.0, conv_step=5.0,
+                                       embedding_step=5.0)
 
 PRESETS: dict[str, MetaTrainConfig] = {
     # The README's main job, minutes on a 2-core CPU: the default's recipe for a quarter of its steps.

@@ -55,7 +55,7 @@ def initial_theta(config: MetaTrainConfig):
 
 # Settings a warm start may add to the optimizer it starts from: each only adds theta entries, which
 # start at their initial values (a response that begins switched off).
-WARM_START_ADDITIONS = ("fit_decay",)
+WARM_START_ADDITIONS = ("fit_decay", "initial_fit_gain")  # initial_fit_gain: theta comes from init_from
 
 
 def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_theta):

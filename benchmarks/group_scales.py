@@ -122,7 +122,7 @@ def main(argv=None) -> Path:
     label, variants = save_variants(args.optimizer, args.loaded, args.scales, args.sweeps / "optimizers")
     command = f"python -m benchmarks.group_scales {' '.join(argv if argv is not None else sys.argv[1:])}"
     title = f"{label} with scaled group step multipliers, {Path(args.suite).stem}"
-    return compare_variants(args, label, variants, title, command, args.baselines)
+    return compare_variants(args, label, variants, title, command, args.baselines, args.first_seed)
 
 
 if __name__ == "__main__":

@@ -142,15 +142,16 @@ def variant_table(rows: list[dict], learned: list[str]) -> list[str]:
 
 
 def compare_variants(args, label: str, variants: list[str], title: str, command: str,
-                     baselines=evaluate.DEFAULT_BASELINES) -> Path:
+                     baselines=evaluate.DEFAULT_BASELINES, first_seed: int = 0) -> Path:
     """Runs `evaluate` on args.suite with args.optimizer and its saved variants (`LABEL=PATH`) into
-    args.sweeps/SUITE, and writes args.out/results.md: the variant table, then the sweep's summary."""
+    args.sweeps/SUITE, 3 seeds from first_seed, and writes args.out/results.md: the variant table, then
+    the sweep's summary."""
     suite_name = Path(args.suite).stem
     workdir = args.sweeps / suite_name
     shipped = args.optimizer if not Path(args.optimizer).exists() else f"{label}={args.optimizer}"
     try:
         evaluate.run_suite([shipped] + variants, args.suite, workdir, seeds=3, baselines=baselines,
-                           cache_dir=args.cache, force=True, first_seed=getattr(args, "first_seed", 0))
+                           cache_dir=args.cache, force=True, first_seed=first_seed)
     except (evaluate.SuiteError, evaluate.SweepError, evaluate.OptimizerError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

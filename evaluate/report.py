@@ -50,8 +50,7 @@ def run_records(units) -> list[dict[str, Any]]:
              "candidate": label, "seed": seed, "chosen": label == unit.chosen,
              "chosen_on_valid": label == unit.chosen_on_valid, "runs_per_group": unit.runs_per_group,
              **curves.to_dict()}
-            for unit in units for label, runs in unit.runs.items()
-            for seed, curves in zip(unit.seeds or range(len(runs)), runs)]
+            for unit in units for label, runs in unit.runs.items() for seed, curves in zip(unit.seeds, runs)]
 
 
 def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str) -> str:

@@ -57,6 +57,7 @@ class UnitResult:
     config: tasks.TaskConfig  # the task as this optimizer trained it (its parameterization)
     optimizer: EvalOptimizer
     runs: dict[str, list[runner.Curves]]  # candidate label -> one Curves per seed
+    seeds: tuple[int, ...]  # the seed of each entry of every runs list
     chosen: str  # the candidate with the lowest final training loss (mean over seeds)
     chosen_at_grid_edge: bool  # a tuned baseline whose best learning rate is the grid's first or last
     chosen_on_valid: str  # the candidate with the lowest final validation loss, as a practitioner tunes
@@ -64,7 +65,6 @@ class UnitResult:
     seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
     reused: int  # runs read back instead of trained
     runs_per_group: int  # runs vmapped together in one compiled program (part of every run's key)
-    seeds: tuple[int, ...] = ()  # the seed of each entry of every runs list
 
     @property
     def compute_seconds(self) -> float:
@@ -216,9 +216,9 @@ def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
             for i, candidate in enumerate(plan.optimizer.candidates)}
     chosen, at_edge = _choose(plan.optimizer, runs, "train_loss")
     chosen_on_valid, valid_at_edge = _choose(plan.optimizer, runs, "valid_loss")
-    return UnitResult(plan.task, plan.config, plan.optimizer, runs, chosen, at_edge, chosen_on_valid,
-                      valid_at_edge, time.perf_counter() - start if trained else 0.0, reused, plan.parallel,
-                      tuple(seeds))
+    return UnitResult(plan.task, plan.config, plan.optimizer, runs, tuple(seeds), chosen, at_edge,
+                      chosen_on_valid, valid_at_edge, time.perf_counter() - start if trained else 0.0, reused,
+                      plan.parallel)
 
 
 def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],

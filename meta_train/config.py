@@ -59,8 +59,9 @@ class MetaTrainConfig:
     embedding_step: float = 1.0  # normalized_mlp: embedding tables' steps times this, on top of their role's
     # --- where theta starts, and which of it is meta-trained ---
     init_from: str = ""  # a shipped optimizer's name or a saved optimizer's directory: theta starts as its
-    # theta (the same architecture and settings; entries this config's optimizer adds, such as fit_decay's,
-    # at their initial values); "": the architecture's own start
+    # theta (the same architecture and settings, but for conv_step and embedding_step, fixed factors outside
+    # theta; entries this config's optimizer adds, such as fit_decay's, at their initial values); "": the
+    # architecture's own start
     meta_train_only: str = ""  # comma-separated theta entries (top-level names) meta-trained; the rest stay as
     # they start (fewer perturbed dimensions: a less noisy ES estimate); "": all of theta
     # --- what it is meta-trained on ---

@@ -53,9 +53,10 @@ def initial_theta(config: MetaTrainConfig):
     return warm_start(config, optimizer, theta) if config.init_from else theta
 
 
-# Settings a warm start may add to the optimizer it starts from: each only adds theta entries, which
-# start at their initial values (a response that begins switched off).
-WARM_START_ADDITIONS = ("fit_decay", "initial_fit_gain")  # initial_fit_gain: theta comes from init_from
+# Settings in which a warm start may differ from the optimizer it starts from: fit_decay only adds theta
+# entries, which start at their initial values (initial_fit_gain, when the source has none of its own);
+# conv_step and embedding_step are fixed factors outside theta, so its theta means what it meant.
+WARM_START_FREE = ("fit_decay", "initial_fit_gain", "conv_step", "embedding_step")
 
 
 def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_theta):
@@ -68,7 +69,7 @@ def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_
         raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} is a {source.architecture} optimizer; "
                           f"this config trains {optimizer.architecture}")
     theirs, ours = source.settings(), optimizer.settings()
-    differing = sorted(name for name in ours if name not in WARM_START_ADDITIONS and theirs.get(name) != ours[name])
+    differing = sorted(name for name in ours if name not in WARM_START_FREE and theirs.get(name) != ours[name])
     if differing:
         raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} differs in "
                           + ", ".join(f"{name} (it has {theirs.get(name)!r}, this config {ours[name]!r})"

@@ -291,12 +291,14 @@ def test_running_a_finished_run_again_prints_its_result(finished_run):
 
 def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_theta(tmp_path):
     """init_from: theta starts as a saved optimizer's, with the entries a setting adds (fit_decay) at their
-    start; meta_train_only: the rest stays exactly as it started, AdamW's weight decay included."""
+    start, and fixed factors outside theta (conv_step, embedding_step) free to differ; meta_train_only: the
+    rest stays exactly as it started, AdamW's weight decay included."""
     source = tiny()
     saved = jax.device_get(MetaTrainer(source).init().theta)
     saved["log_learning_rate"] = saved["log_learning_rate"] + 1.0  # not the architecture's own start
     lopt.save(tmp_path / "start", source.optimizer(), saved, description="test")
-    config = tiny(f"init_from={tmp_path / 'start'}", "fit_decay=true", "meta_train_only=fit_decay,log_weight_decay")
+    config = tiny(f"init_from={tmp_path / 'start'}", "fit_decay=true", "conv_step=5", "embedding_step=3",
+                  "meta_train_only=fit_decay,log_weight_decay")
     trainer = MetaTrainer(config)
     state, data = trainer.init(), trainer.data()
     started = jax.device_get(state.theta)

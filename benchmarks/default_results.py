@@ -1,7 +1,7 @@
 """The default learned optimizer against per-task tuned baselines, on training and validation loss: the
 README's results for it, reproduced with one command.
 
-    python -m benchmarks.default_results [--optimizer orthogonal_mixed] [--also NAME=PATH ...]
+    python -m benchmarks.default_results [--optimizer NAME (default: lopt.DEFAULT)] [--also NAME=PATH ...]
         [--suites ood,in_distribution,stability] [--out benchmarks/results/default] [--sweeps default_sweeps]
 
 Runs `evaluate` sweeps (each in SWEEPS/<suite>/ with its runs, summary and plots): `ood` against every
@@ -26,6 +26,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 import evaluate
+import lopt
 from benchmarks import one_setting
 from benchmarks.pretrained_results import write_results, write_section
 from evaluate.plots import slug
@@ -35,7 +36,7 @@ COMPARED = ("adam", "adamw_cosine", "muon")
 # (name, suite, seeds, baselines)
 SUITES = (
     ("ood", "ood", 3, evaluate.DEFAULT_BASELINES),
-    ("in_distribution", "in_distribution", 2, COMPARED),
+    ("in_distribution", "in_distribution", 3, COMPARED),
     ("stability", str(STABILITY_SUITE), 2, ("adam", "adamw_cosine")),
 )
 HORIZON_TASK = "mlp width 128 depth 2, 10000 steps (10x)"
@@ -43,7 +44,7 @@ HORIZON_TASK = "mlp width 128 depth 2, 10000 steps (10x)"
 
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.default_results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--optimizer", default="orthogonal_mixed", help="the optimizer (shipped name or checkpoint)")
+    parser.add_argument("--optimizer", default=lopt.DEFAULT, help="the optimizer (shipped name or checkpoint)")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
                         help="another learned optimizer to show beside it on ood (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/default")

@@ -3,7 +3,7 @@ input and output matrices, vectors) or kinds (convolution kernels, embedding tab
 hand-set factors, on a suite against every tuned baseline: which kinds of tensor want larger or smaller
 steps than meta-training gave them.
 
-    python -m benchmarks.group_scales [--optimizer orthogonal_mixed_fit] --scales hidden=2
+    python -m benchmarks.group_scales [--optimizer NAME (default: lopt.DEFAULT)] --scales hidden=2
         [--scales hidden=3 --scales input=2,output=2 --scales conv=5 ...] [--suite in_distribution]
         [--baselines adam,adamw,...] [--out benchmarks/results/group_scales]
         [--sweeps group_scale_sweeps] [--cache DIR] [--first-seed S]
@@ -56,7 +56,7 @@ def parse_scales(parser, text: str, groups: tuple[str, ...]) -> dict[str, float]
 
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.group_scales", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--optimizer", default="orthogonal_mixed_fit", help="a shipped name or checkpoint")
+    parser.add_argument("--optimizer", default=lopt.DEFAULT, help="a shipped name or checkpoint")
     parser.add_argument("--scales", action="append", required=True,
                         help="one variant's GROUP=FACTOR pairs, comma-separated (repeatable)")
     parser.add_argument("--suite", default="in_distribution", help="a suite name or a JSON suite file")

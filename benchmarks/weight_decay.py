@@ -3,7 +3,7 @@ grows as the training loss falls (lopt.fit_decay) at hand-set gains, on `ood` (o
 every tuned baseline: what the regularization of its harness does out of family, and how far a per-task
 choice of it would go.
 
-    python -m benchmarks.weight_decay [--optimizer orthogonal_mixed] [--decays 0.1,0.3,1,3]
+    python -m benchmarks.weight_decay [--optimizer NAME (default: lopt.DEFAULT)] [--decays 0.1,0.3,1,3]
         [--fit-gains 2,4] [--suite ood] [--out benchmarks/results/weight_decay]
         [--sweeps weight_decay_sweeps] [--cache DIR]
 
@@ -39,7 +39,7 @@ from evaluate.summary import format_cell
 
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.weight_decay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--optimizer", default="orthogonal_mixed", help="a shipped name or checkpoint")
+    parser.add_argument("--optimizer", default=lopt.DEFAULT, help="a shipped name or checkpoint")
     parser.add_argument("--decays", default="0.1,0.3,1,3",
                         help="comma-separated weight decays (x the learning rate), or 'none'")
     parser.add_argument("--fit-gains", default="none",

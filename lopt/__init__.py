@@ -1,6 +1,6 @@
 """Learned optimizers: architectures, muP rules, hand-designed baselines and the Optax adapter.
 
-    tx = lopt.load("path/or/name", num_steps=1000, roles=task.roles(params))
+    tx = lopt.load(lopt.DEFAULT, num_steps=1000, roles=task.roles(params))  # or "path/or/name"
     opt_state = tx.init(params)
     updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
 """
@@ -8,7 +8,7 @@
 from lopt import baselines, harness
 from lopt.base import LearnedOptimizer
 from lopt.hand_designed import Adam
-from lopt.loading import (PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
+from lopt.loading import (DEFAULT, PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
                           load_optimizer, load_rule, save)
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt

@@ -18,6 +18,10 @@ from lopt.registry import SpecError, from_spec
 from lopt.types import MetaParams, Roles
 
 
+# The shipped optimizer the Quickstart and the main job use, and what the benchmarks measure by default.
+DEFAULT = "orthogonal_mixed_kinds"
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainedInfo:
     name: str

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -134,6 +135,8 @@ def test_shipped_optimizers_are_listed_with_their_records():
     shipped = {info.name: info for info in lopt.list_pretrained()}
     assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp",
             "orthogonal_mixed_fit": "sp", "orthogonal_mixed_kinds": "sp"} == {name: info.parameterization for name, info in shipped.items()}
+    # The one default: shipped, the Quickstart's, and the rule the main job's preset meta-trains.
+    assert lopt.DEFAULT in shipped and f'lopt.load("{lopt.DEFAULT}"' in (Path(__file__).parents[1] / "README.md").read_text()
     for name, info in shipped.items():
         assert info.architecture in lopt.ARCHITECTURES and info.description
         optimizer, theta, spec = lopt.load_optimizer(name)

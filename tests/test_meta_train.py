@@ -202,9 +202,9 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert with_overrides(preset("default"), ["snr_inputs=true"]).optimizer().snr_inputs is True
     shipped_rule = preset("default").optimizer()  # the main job meta-trains the shipped default's rule
     assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 5.0, True)
-    shipped_theta = lopt.load_optimizer("orthogonal_mixed_kinds")[1]
+    shipped_theta = lopt.load_optimizer(lopt.DEFAULT)[1]
     np.testing.assert_array_equal(shipped_rule.init(jax.random.key(0))["fit_decay"], shipped_theta["fit_decay"])
-    assert shipped_rule.spec()["settings"] == lopt.load_optimizer("orthogonal_mixed_kinds")[0].spec()["settings"]
+    assert shipped_rule.spec()["settings"] == lopt.load_optimizer(lopt.DEFAULT)[0].spec()["settings"]
     with pytest.raises(ConfigError, match="initial_fit_gain=nan: must be finite"):
         with_overrides(preset("default"), ["initial_fit_gain=nan"])
     with pytest.raises(ConfigError, match="conv_step=0.0: must be positive and finite"):

@@ -150,7 +150,7 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
         with pytest.raises(SystemExit) as refused:
             weight_decay.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
-    args = weight_decay.arguments(["--decays", "0.3", "--fit-gains=-1,2"])
+    args = weight_decay.arguments(["--optimizer", "orthogonal_mixed", "--decays", "0.3", "--fit-gains=-1,2"])
     label, entries = weight_decay.save_variants("orthogonal_mixed", args.loaded, args.decays, tmp_path, args.fit_gains)
     assert [entry.partition("=")[0] for entry in entries] == [
         "orthogonal_mixed_wd0.3", "orthogonal_mixed_fit-1", "orthogonal_mixed_fit2"]
@@ -174,7 +174,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
         with pytest.raises(SystemExit) as refused:
             group_scales.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
-    args = group_scales.arguments(["--scales", "hidden=2", "--scales", "input=0.5,output=3"])
+    args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "hidden=2", "--scales", "input=0.5,output=3"])
     label, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
     assert [entry.partition("=")[0] for entry in entries] == [
         "orthogonal_mixed_fit_hidden2", "orthogonal_mixed_fit_input0.5_output3"]
@@ -186,7 +186,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
     assert spec["provenance"]["preset"] == "orthogonal_cpu"  # the original's scope, for the suite
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta["mlp"]), jax.tree.leaves(original["mlp"])))
     # conv and embedding are settings of the rule, multiplied; theta stays as it was.
-    args = group_scales.arguments(["--scales", "conv=5,embedding=3"])
+    args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "conv=5,embedding=3"])
     _, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
     variant, theta, _ = lopt.load_optimizer(entries[0].partition("=")[2])
     assert (variant.conv_step, variant.embedding_step) == (5.0, 3.0) and variant.fit_decay
@@ -611,9 +611,10 @@ def test_the_group_scales_benchmark_runs_its_variants_and_writes_one_results_fil
                               "--out", str(tmp_path / "out"), "--sweeps", str(tmp_path / "sweeps"),
                               "--cache", str(tmp_path / "cache")])
     text = path.read_text()
-    assert text.startswith("# orthogonal_mixed_fit with scaled group step multipliers, one_task")
-    assert "| task | orthogonal_mixed_fit | orthogonal_mixed_fit_input2 | tuned Adam | strongest baseline |" in text
-    assert "## one_task: orthogonal_mixed_fit" in text
+    name = lopt.DEFAULT  # what it measures when not told
+    assert text.startswith(f"# {name} with scaled group step multipliers, one_task")
+    assert f"| task | {name} | {name}_input2 | tuned Adam | strongest baseline |" in text
+    assert f"## one_task: {name}" in text
     rows = json.loads((tmp_path / "sweeps" / "one_task" / "summary.json").read_text())["rows"]
     losses = {row["optimizer"]: row["final_train_loss"] for row in rows}
-    assert losses["orthogonal_mixed_fit_input2"] != losses["orthogonal_mixed_fit"]  # the variant's steps differ
+    assert losses[f"{name}_input2"] != losses[name]  # the variant's steps differ

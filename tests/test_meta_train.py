@@ -203,6 +203,8 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     shipped_rule = preset("default").optimizer()  # the main job meta-trains the shipped default's rule
     assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 5.0, True)
     shipped_theta = lopt.load_optimizer(lopt.DEFAULT)[1]
+    # It meta-trains the rule's step sizes, decays and momenta: every entry of its theta but the MLP's.
+    assert set(preset("default").meta_train_only.split(",")) == set(shipped_theta) - {"mlp"}
     np.testing.assert_array_equal(shipped_rule.init(jax.random.key(0))["fit_decay"], shipped_theta["fit_decay"])
     assert shipped_rule.spec()["settings"] == lopt.load_optimizer(lopt.DEFAULT)[0].spec()["settings"]
     with pytest.raises(ConfigError, match="initial_fit_gain=nan: must be finite"):

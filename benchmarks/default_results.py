@@ -2,7 +2,7 @@
 README's results for it, reproduced with one command.
 
     python -m benchmarks.default_results [--optimizer NAME (default: lopt.DEFAULT)] [--also NAME=PATH ...]
-        [--suites ood,in_distribution,stability] [--out benchmarks/results/default] [--sweeps default_sweeps]
+        [--suites ood,in_distribution,stability] [--out benchmarks/results/NAME] [--sweeps default_sweeps]
 
 Runs `evaluate` sweeps (each in SWEEPS/<suite>/ with its runs, summary and plots): `ood` against every
 tuned baseline, with the --also optimizers beside it (the ingredient measurements); `in_distribution`
@@ -47,11 +47,13 @@ def arguments(argv):
     parser.add_argument("--optimizer", default=lopt.DEFAULT, help="the optimizer (shipped name or checkpoint)")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
                         help="another learned optimizer to show beside it on ood (repeatable)")
-    parser.add_argument("--out", default="benchmarks/results/default")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: benchmarks/results/NAME, NAME the optimizer's)")
     parser.add_argument("--sweeps", default="default_sweeps")
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     parser.add_argument("--suites", default=",".join(name for name, *_ in SUITES))
     args = parser.parse_args(argv)
+    args.out = args.out or f"benchmarks/results/{Path(args.optimizer).name}"  # one optimizer's never overwrites another's
     args.suites = [name.strip() for name in args.suites.split(",") if name.strip()]
     unknown = sorted(set(args.suites) - {name for name, *_ in SUITES})
     if unknown:

@@ -5,7 +5,7 @@ steps than meta-training gave them.
 
     python -m benchmarks.group_scales [--optimizer NAME (default: lopt.DEFAULT)] --scales hidden=2
         [--scales hidden=3 --scales input=2,output=2 --scales conv=5 ...] [--suite in_distribution]
-        [--baselines adam,adamw,...] [--out benchmarks/results/group_scales]
+        [--baselines adam,adamw,...] [--out benchmarks/results/group_scales_NAME]
         [--sweeps group_scale_sweeps] [--cache DIR] [--first-seed S]
 
 Each --scales is one variant: GROUP=FACTOR pairs, comma-separated. Saves the optimizer's theta with
@@ -60,7 +60,8 @@ def arguments(argv):
     parser.add_argument("--scales", action="append", required=True,
                         help="one variant's GROUP=FACTOR pairs, comma-separated (repeatable)")
     parser.add_argument("--suite", default="in_distribution", help="a suite name or a JSON suite file")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/group_scales"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: benchmarks/results/group_scales_NAME, NAME the optimizer's)")
     parser.add_argument("--sweeps", type=Path, default=Path("group_scale_sweeps"))
     parser.add_argument("--baselines", default=",".join(evaluate.DEFAULT_BASELINES),
                         help="comma-separated tuned baselines (default: evaluate's)")
@@ -68,6 +69,7 @@ def arguments(argv):
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the first of the 3 seeds (default 0, evaluate's): choose a factor on others")
     args = parser.parse_args(argv)
+    args.out = args.out or Path(f"benchmarks/results/group_scales_{Path(args.optimizer).name}")
     if args.first_seed < 0:
         parser.error(f"--first-seed: {args.first_seed} is negative")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]

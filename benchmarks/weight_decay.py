@@ -4,7 +4,7 @@ every tuned baseline: what the regularization of its harness does out of family,
 choice of it would go.
 
     python -m benchmarks.weight_decay [--optimizer NAME (default: lopt.DEFAULT)] [--decays 0.1,0.3,1,3]
-        [--fit-gains 2,4] [--suite ood] [--out benchmarks/results/weight_decay]
+        [--fit-gains 2,4] [--suite ood] [--out benchmarks/results/weight_decay_NAME]
         [--sweeps weight_decay_sweeps] [--cache DIR]
 
 Saves the optimizer's theta with each decay in place of the learned one (SWEEPS/optimizers/wd_D), and
@@ -45,10 +45,12 @@ def arguments(argv):
     parser.add_argument("--fit-gains", default="none",
                         help="comma-separated gains of a decay that grows as the training loss falls, or 'none'")
     parser.add_argument("--suite", default="ood", help="a suite name or a JSON suite file (default: ood)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/weight_decay"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: benchmarks/results/weight_decay_NAME, NAME the optimizer's)")
     parser.add_argument("--sweeps", type=Path, default=Path("weight_decay_sweeps"))
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     args = parser.parse_args(argv)
+    args.out = args.out or Path(f"benchmarks/results/weight_decay_{Path(args.optimizer).name}")
     check_suite(parser, args.suite)
     args.decays = numbers(parser, "--decays", args.decays, positive=True)
     args.fit_gains = numbers(parser, "--fit-gains", args.fit_gains, positive=False)

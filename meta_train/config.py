@@ -227,7 +227,7 @@ SMALL_FC_LOPT = MetaTrainConfig()
 # which meta-training then refines, instead of a random theta it would first have to make an optimizer of.
 ADAM_START = dataclasses.replace(SMALL_FC_LOPT, step_mult=0.03, horizon_schedule=True, init_rule="adam")
 
-# The former default's recipe (normalized_mixed): the normalized rule (lopt.normalized_mlp: per-tensor
+# An earlier default's recipe (normalized_mixed): the normalized rule (lopt.normalized_mlp: per-tensor
 # RMS-normalized output, step sizes by the spectral condition, Adam on vectors, warmup-cosine peak and
 # weight decay learned in theta) on the mixed family in standard parameterization, with the mixed
 # train / validation meta-loss averaged evenly over each run.
@@ -256,9 +256,9 @@ PRESETS: dict[str, MetaTrainConfig] = {
     # designed start, the per-parameter MLP held there: in 500 steps the ES estimate of all of theta is too
     # noisy to improve on that start (the README's main job measures both; `--set meta_train_only=` for all).
     "default": dataclasses.replace(ORTHOGONAL_KINDS, outer_steps=500, meta_train_only=MAIN_JOB_ENTRIES),
-    # The shipped default optimizer's recipe (orthogonal_mixed), about 20 minutes on a 2-core CPU alone.
+    # The recipe of orthogonal_mixed (the theta of the shipped default), about 20 minutes on a 2-core CPU alone.
     "orthogonal_cpu": ORTHOGONAL,
-    # The former default's (normalized_mixed), about 15 minutes on a 2-core CPU alone.
+    # An earlier default's (normalized_mixed), about 15 minutes on a 2-core CPU alone.
     "normalized_cpu": NORMALIZED,
     # small_fc_lopt's MLP started as normalized Adam, on MLPs of widths 32-128 on 8x8 and 14x14 images
     # (the default until the normalized rule), about ten minutes on a 2-core CPU.
@@ -300,8 +300,8 @@ PRESETS: dict[str, MetaTrainConfig] = {
 
 PRESET_DESCRIPTIONS = {
     "default": "minutes on a 2-core CPU: the shipped default's rule on the mixed family, its step sizes, decays and momenta meta-trained for a quarter of orthogonal_cpu's steps",
-    "orthogonal_cpu": "the shipped default's recipe: normalized rule, hidden matrices orthogonalized, mixed family (sp), end-weighted mixed meta-loss (CPU)",
-    "normalized_cpu": "the former default's recipe: normalized rule, mixed family (sp), mixed meta-loss (CPU)",
+    "orthogonal_cpu": "the recipe of the shipped default's theta (orthogonal_mixed): normalized rule, hidden matrices orthogonalized, mixed family (sp), end-weighted mixed meta-loss (CPU)",
+    "normalized_cpu": "an earlier default's recipe: normalized rule, mixed family (sp), mixed meta-loss (CPU)",
     "small_fc": "small_fc_lopt's MLP from an Adam start on MLPs of widths 32-128 (an earlier default; CPU)",
     "mulo": "the muLO paper's recipe (widths 128-1024, hidden 32, 8 workers, 5,000 steps); an accelerator",
     "mulo_cpu": "the shipped muP optimizer's recipe: 4 task configs, Adam-like start, 1,000 steps (CPU, ~10 min)",

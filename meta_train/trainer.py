@@ -91,8 +91,10 @@ def trainable_mask(config: MetaTrainConfig, theta) -> jax.Array | None:
     names = [name.strip() for name in config.meta_train_only.split(",") if name.strip()]
     unknown = sorted(set(names) - set(theta))
     if unknown or not names:
-        raise ConfigError(f"MetaTrainConfig.meta_train_only={config.meta_train_only!r}: theta's entries are "
-                          f"{', '.join(sorted(theta))}")
+        # A preset's list (the main job's) meets another architecture or setting here: say how to clear it.
+        raise ConfigError(f"MetaTrainConfig.meta_train_only={config.meta_train_only!r}: "
+                          f"{', '.join(unknown) or 'no entry'} not in this optimizer's theta, whose entries are "
+                          f"{', '.join(sorted(theta))} (--set meta_train_only= meta-trains all of it)")
     return ravel_pytree({name: jax.tree.map(lambda x: jnp.full(jnp.shape(x), float(name in names), jnp.float32), value)
                          for name, value in theta.items()})[0]
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -175,6 +176,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
             group_scales.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
     args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "hidden=2", "--scales", "input=0.5,output=3"])
+    assert args.out == Path("benchmarks/results/group_scales_orthogonal_mixed_fit")  # never another optimizer's
     label, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
     assert [entry.partition("=")[0] for entry in entries] == [
         "orthogonal_mixed_fit_hidden2", "orthogonal_mixed_fit_input0.5_output3"]

@@ -317,5 +317,7 @@ def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_
         MetaTrainer(with_overrides(config, ["hidden_size=8"]))
     with pytest.raises(ConfigError, match=r"init_from='nowhere': "):
         MetaTrainer(with_overrides(config, ["init_from=nowhere"]))
-    with pytest.raises(ConfigError, match=r"meta_train_only='fit_decays': theta's entries are fit_decay, log_group"):
+    with pytest.raises(ConfigError, match=r"fit_decay not in this optimizer's theta.*--set meta_train_only= meta-trains all"):
+        MetaTrainer(with_overrides(config, ["fit_decay=false", "init_from="]))
+    with pytest.raises(ConfigError, match=r"meta_train_only='fit_decays': fit_decays not in this optimizer's theta, whose entries are fit_decay, log_group"):
         MetaTrainer(with_overrides(config, ["meta_train_only=fit_decays"]))

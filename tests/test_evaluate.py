@@ -224,8 +224,11 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
     seconds = time.perf_counter() - start
     assert "adam" not in trained and trained == ["descent", "descent"]  # a new workdir: only the learned one runs
     assert all(unit.reused == 16 for unit in result.units if unit.optimizer.name == "adam")
-    descent_seconds = sum(unit.seconds for unit in sweep[0].units if unit.optimizer.name == "descent")
-    assert seconds < descent_seconds + 0.25 * (first_seconds - descent_seconds), (seconds, first_seconds)
+    # Everything but the learned runs (reading the cache, the summary, the plots) costs well under training
+    # the baselines did; each side less its own learned runs, so a machine busier in one sweep than in
+    # the other shifts both alike.
+    learned = lambda units: sum(unit.seconds for unit in units if unit.optimizer.name == "descent")  # noqa: E731
+    assert seconds - learned(result.units) < 0.5 * (first_seconds - learned(sweep[0].units)), (seconds, first_seconds)
 
 
 def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sweep, tiny_suite, learned_checkpoint,

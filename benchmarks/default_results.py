@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 import evaluate
 import lopt
 from benchmarks import one_setting
-from benchmarks.pretrained_results import write_results, write_section
+from benchmarks.pretrained_results import results_folder, write_results, write_section
 from evaluate.plots import slug
 
 STABILITY_SUITE = Path(__file__).parent / "suites" / "stability.json"
@@ -53,7 +53,7 @@ def arguments(argv):
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     parser.add_argument("--suites", default=",".join(name for name, *_ in SUITES))
     args = parser.parse_args(argv)
-    args.out = args.out or f"benchmarks/results/{Path(args.optimizer).name}"  # one optimizer's never overwrites another's
+    args.out = args.out or results_folder(args.optimizer)
     args.suites = [name.strip() for name in args.suites.split(",") if name.strip()]
     unknown = sorted(set(args.suites) - {name for name, *_ in SUITES})
     if unknown:

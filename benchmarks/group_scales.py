@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 import evaluate
 import lopt
+from benchmarks.pretrained_results import results_folder
 from benchmarks.weight_decay import check_suite, compare_variants
 from evaluate.optimizers import REFERENCE_BASELINE
 
@@ -69,7 +70,7 @@ def arguments(argv):
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the first of the 3 seeds (default 0, evaluate's): choose a factor on others")
     args = parser.parse_args(argv)
-    args.out = args.out or Path(f"benchmarks/results/group_scales_{Path(args.optimizer).name}")
+    args.out = args.out or results_folder(args.optimizer, "group_scales_")
     if args.first_seed < 0:
         parser.error(f"--first-seed: {args.first_seed} is negative")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]

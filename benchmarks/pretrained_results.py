@@ -177,6 +177,12 @@ def _section_name(suite: str, steps: int | None, name: str) -> str:
     return f"{suite}{'' if steps is None else f'_{steps}_steps'}_{name}.md"
 
 
+def results_folder(optimizer: str, prefix: str = "") -> Path:
+    """A benchmark's default --out: benchmarks/results/PREFIX + the optimizer's name, so that measuring one
+    optimizer never overwrites another's results."""
+    return Path("benchmarks/results") / f"{prefix}{Path(optimizer).name}"
+
+
 def write_section(directory: Path, suite: str, steps: int | None, name: str, workdir: Path) -> Path:
     """A sweep's summary.md under a heading naming the suite, its training budget where that is not the
     meta-training horizon, and the optimizer."""

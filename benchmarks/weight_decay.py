@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import evaluate
 import lopt
 from lopt import fit_decay
-from benchmarks.pretrained_results import write_section
+from benchmarks.pretrained_results import results_folder, write_section
 from checkpoints.files import write_atomically
 from evaluate.optimizers import REFERENCE_BASELINE
 from evaluate.summary import format_cell
@@ -50,7 +50,7 @@ def arguments(argv):
     parser.add_argument("--sweeps", type=Path, default=Path("weight_decay_sweeps"))
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")
     args = parser.parse_args(argv)
-    args.out = args.out or Path(f"benchmarks/results/weight_decay_{Path(args.optimizer).name}")
+    args.out = args.out or results_folder(args.optimizer, "weight_decay_")
     check_suite(parser, args.suite)
     args.decays = numbers(parser, "--decays", args.decays, positive=True)
     args.fit_gains = numbers(parser, "--fit-gains", args.fit_gains, positive=False)

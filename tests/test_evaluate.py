@@ -582,6 +582,33 @@ def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(
         evaluate.run_suite([learned_checkpoint], suite, tmp_path / "bad", shard="2/2")
 
 
+def test_a_shard_that_sees_another_shards_sweep_file_appear_joins_that_sweep(tmp_path, monkeypatch):
+    """The race CI once lost: shard 1 found no sweep file, then shard 0 renamed its own into place before
+    shard 1 listed the directory. The same sweep is joined; another sweep, or no shard, is still refused."""
+    from evaluate import sweep as sweep_module
+
+    record = {"suite": "tiny", "seeds": [0]}
+    workdir = tmp_path / "work"
+    (workdir / sweep_module.RUNS_DIR).mkdir(parents=True)
+    (workdir / sweep_module.SWEEP_FILE).write_text(json.dumps(record))
+    real_is_file, looks = Path.is_file, []
+
+    def is_file_late(path):  # the first look at the sweep file misses it, as in the race
+        if path.name == sweep_module.SWEEP_FILE:
+            looks.append(path)
+            if len(looks) == 1:
+                return False
+        return real_is_file(path)
+    monkeypatch.setattr(Path, "is_file", is_file_late)
+    sweep_module._check_workdir(workdir, record, force=False, sharded=True)
+    looks.clear()
+    with pytest.raises(evaluate.SweepError, match="holds another sweep"):
+        sweep_module._check_workdir(workdir, {**record, "seeds": [1]}, force=False, sharded=True)
+    looks.clear()
+    with pytest.raises(evaluate.SweepError, match="is not empty and holds no sweep"):
+        sweep_module._check_workdir(workdir, record, force=False, sharded=False)
+
+
 def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(learned_checkpoint, tiny_suite, tmp_path):
     plain, halved = evaluate.resolve(str(learned_checkpoint)), evaluate.resolve(f"mine={learned_checkpoint}@0.5")
     assert halved.name == "mine" and [c.label for c in halved.candidates] == ["theta x0.5"]

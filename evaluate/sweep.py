@@ -235,13 +235,10 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool, sharded: 
     directory that holds no sweep is never written into, except, for a shard, one that holds only
     what the other shards of a sweep are starting to write."""
     path = workdir / SWEEP_FILE
-    if not path.is_file() and workdir.exists():
-        foreign = [entry.name for entry in workdir.iterdir() if not (sharded and _written_by_a_shard(entry.name))]
-        # A shard that looked just before another shard renamed its sweep file into place sees the file
-        # only now: it is judged as a sweep like any other (resumed if it is this one).
-        if foreign and not (sharded and foreign == [SWEEP_FILE]):
-            raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
-                             "(use an empty or new directory)")
+    foreign = [] if path.is_file() or not workdir.exists() else [
+        entry.name for entry in workdir.iterdir() if not (sharded and _written_by_a_shard(entry.name))]
+    # Looked at again after the listing: another shard may have renamed its sweep file into place
+    # between the two looks, and that file is judged as a sweep like any other.
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != record and not force:
@@ -253,6 +250,9 @@ def _check_workdir(workdir: Path, record: dict[str, Any], force: bool, sharded: 
                 (workdir / derived).unlink(missing_ok=True)
             for derived in (report.plots.PLOTS_DIR, report.TENSORBOARD_DIR, SHARDS_DIR):
                 shutil.rmtree(workdir / derived, ignore_errors=True)
+    elif foreign:
+        raise SweepError(f"{workdir} is not empty and holds no sweep; refusing to write into it "
+                         "(use an empty or new directory)")
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2, sort_keys=True))
 

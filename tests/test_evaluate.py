@@ -584,7 +584,8 @@ def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(
 
 def test_a_shard_that_sees_another_shards_sweep_file_appear_joins_that_sweep(tmp_path, monkeypatch):
     """The race CI once lost: shard 1 found no sweep file, then shard 0 renamed its own into place before
-    shard 1 listed the directory. The same sweep is joined; another sweep, or no shard, is still refused."""
+    shard 1 listed the directory. The same sweep is joined, another refused; what only shards write is
+    no sweep to a process without a shard."""
     from evaluate import sweep as sweep_module
 
     record = {"suite": "tiny", "seeds": [0]}
@@ -604,9 +605,13 @@ def test_a_shard_that_sees_another_shards_sweep_file_appear_joins_that_sweep(tmp
     looks.clear()
     with pytest.raises(evaluate.SweepError, match="holds another sweep"):
         sweep_module._check_workdir(workdir, {**record, "seeds": [1]}, force=False, sharded=True)
-    looks.clear()
+    monkeypatch.undo()
+    starting = tmp_path / "starting"
+    (starting / sweep_module.RUNS_DIR).mkdir(parents=True)
     with pytest.raises(evaluate.SweepError, match="is not empty and holds no sweep"):
-        sweep_module._check_workdir(workdir, record, force=False, sharded=False)
+        sweep_module._check_workdir(starting, record, force=False, sharded=False)
+    sweep_module._check_workdir(starting, record, force=False, sharded=True)
+    assert json.loads((starting / sweep_module.SWEEP_FILE).read_text()) == record
 
 
 def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(learned_checkpoint, tiny_suite, tmp_path):

@@ -5,8 +5,9 @@ README's results for it, reproduced with one command.
         [--suites ood,in_distribution,stability] [--out benchmarks/results/NAME] [--sweeps default_sweeps]
 
 Runs `evaluate` sweeps (each in SWEEPS/<suite>/ with its runs, summary and plots): `ood` against every
-tuned baseline, with the --also optimizers beside it (the ingredient measurements); `in_distribution`
-(held-out configs of the meta-training family) against tuned Adam, warmup-cosine AdamW and Muon; and
+tuned baseline and `in_distribution` (held-out configs of the meta-training family) against tuned Adam,
+AdamW and Muon with warmup and cosine or linear decay, each with the --also optimizers beside it (the
+ingredient measurements); and
 `benchmarks/suites/stability.json` (32x the meta-training width, 10x its horizon) against tuned Adam and
 warmup-cosine AdamW. Each sweep's summary goes to OUT/sections/, OUT/results.md gathers them, and the
 plots go beside it: final validation loss on every ood task as a ratio to tuned Adam's, final losses
@@ -32,7 +33,7 @@ from benchmarks.pretrained_results import results_folder, write_results, write_s
 from evaluate.plots import slug
 
 STABILITY_SUITE = Path(__file__).parent / "suites" / "stability.json"
-COMPARED = ("adam", "adamw_cosine", "muon")
+COMPARED = ("adam", "adamw_cosine", "adamw_linear", "muon", "muon_linear")
 # (name, suite, seeds, baselines)
 SUITES = (
     ("ood", "ood", 3, evaluate.DEFAULT_BASELINES),
@@ -46,7 +47,7 @@ def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.default_results", description=__doc__.split("\n\n")[0])
     parser.add_argument("--optimizer", default=lopt.DEFAULT, help="the optimizer (shipped name or checkpoint)")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
-                        help="another learned optimizer to show beside it on ood (repeatable)")
+                        help="another learned optimizer to show beside it on ood and in distribution (repeatable)")
     parser.add_argument("--out", default=None,
                         help="results folder (default: benchmarks/results/NAME, NAME the optimizer's)")
     parser.add_argument("--sweeps", default="default_sweeps")
@@ -100,7 +101,7 @@ def main(argv=None) -> Path:
     for suite_name, suite, seeds, baselines in SUITES:
         if suite_name not in args.suites:
             continue
-        compared = [main_optimizer] + (args.also if suite_name == "ood" else [])
+        compared = [main_optimizer] + (args.also if suite_name in ("ood", "in_distribution") else [])
         workdir = sweeps / suite_name
         evaluate.run_suite(compared, suite, workdir, seeds=seeds, baselines=baselines, cache_dir=args.cache,
                            force=True)

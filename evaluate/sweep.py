@@ -31,7 +31,7 @@ from evaluate.store import DEFAULT_CACHE, CacheAndWorkdir, RunStore, run_key
 from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask, build
 from evaluate.summary import Table, summarize
 
-DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "muon", "muadam", "sgdm")
+DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "adamw_linear", "muon", "muon_linear", "muadam", "sgdm")
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 SHARDS_DIR = "shards"  # one file per finished shard of a sharded sweep

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from lopt.hand_designed import Adam
-from lopt.harness import WARMUP_FRACTION, muon_dimension_numbers, warmup_cosine
+from lopt.harness import WARMUP_FRACTION, muon_dimension_numbers, warmup_decay
 
 # Learning-rate grids, half a decade apart (8 each), wide enough that the best value lies inside on
 # the registered tasks; a best value at either end is flagged in the results.
@@ -30,10 +30,28 @@ MUON_CONSISTENT_RMS = 0.2
 
 
 
-def _muon(rate, num_steps, roles):
-    return optax.contrib.muon(warmup_cosine(rate, num_steps), weight_decay=ADAMW_WEIGHT_DECAY,
-                              adam_weight_decay=ADAMW_WEIGHT_DECAY, consistent_rms=MUON_CONSISTENT_RMS,
-                              muon_weight_dimension_numbers=muon_dimension_numbers(roles))
+def _adamw(shape):
+    return lambda rate, num_steps, roles: optax.adamw(warmup_decay(shape, rate, num_steps),
+                                                      weight_decay=ADAMW_WEIGHT_DECAY)
+
+
+def _muon(shape):
+    def make(rate, num_steps, roles):
+        return optax.contrib.muon(warmup_decay(shape, rate, num_steps), weight_decay=ADAMW_WEIGHT_DECAY,
+                                  adam_weight_decay=ADAMW_WEIGHT_DECAY, consistent_rms=MUON_CONSISTENT_RMS,
+                                  muon_weight_dimension_numbers=muon_dimension_numbers(roles))
+    return make
+
+
+def _muon_setting(shape):
+    return (f"optax.contrib.muon(beta=0.95, nesterov, ns_steps=5, consistent_rms={MUON_CONSISTENT_RMS!r}, "
+            f"weight_decay={ADAMW_WEIGHT_DECAY!r}, adam_weight_decay={ADAMW_WEIGHT_DECAY!r}) on hidden "
+            f"matrices, warmup {WARMUP_FRACTION!r} then {shape} to 0")
+
+
+def _adamw_setting(shape):
+    return (f"optax.adamw(b1=0.9, b2=0.999, eps=1e-8, weight_decay={ADAMW_WEIGHT_DECAY!r}), "
+            f"warmup {WARMUP_FRACTION!r} then {shape} to 0")
 
 
 def _muadam(hyper, num_steps, roles):
@@ -48,14 +66,10 @@ BASELINES: dict[str, tuple[Callable, tuple[float, ...], str, str]] = {
              "optax.adam(b1=0.9, b2=0.999, eps=1e-8)"),
     "adamw": (lambda rate, num_steps, roles: optax.adamw(rate, weight_decay=ADAMW_WEIGHT_DECAY),
               ADAM_LEARNING_RATES, "sp", f"optax.adamw(b1=0.9, b2=0.999, eps=1e-8, weight_decay={ADAMW_WEIGHT_DECAY!r})"),
-    "adamw_cosine": (lambda rate, num_steps, roles: optax.adamw(warmup_cosine(rate, num_steps),
-                                                                weight_decay=ADAMW_WEIGHT_DECAY),
-                     ADAM_LEARNING_RATES, "sp", f"optax.adamw(b1=0.9, b2=0.999, eps=1e-8, weight_decay="
-                     f"{ADAMW_WEIGHT_DECAY!r}), warmup {WARMUP_FRACTION!r} then cosine to 0"),
-    "muon": (_muon, MUON_LEARNING_RATES, "sp",
-             f"optax.contrib.muon(beta=0.95, nesterov, ns_steps=5, consistent_rms={MUON_CONSISTENT_RMS!r}, "
-             f"weight_decay={ADAMW_WEIGHT_DECAY!r}, adam_weight_decay={ADAMW_WEIGHT_DECAY!r}) on hidden "
-             f"matrices, warmup {WARMUP_FRACTION!r} then cosine to 0"),
+    "adamw_cosine": (_adamw("cosine"), ADAM_LEARNING_RATES, "sp", _adamw_setting("cosine")),
+    "adamw_linear": (_adamw("linear"), ADAM_LEARNING_RATES, "sp", _adamw_setting("linear")),
+    "muon": (_muon("cosine"), MUON_LEARNING_RATES, "sp", _muon_setting("cosine")),
+    "muon_linear": (_muon("linear"), MUON_LEARNING_RATES, "sp", _muon_setting("linear")),
     "muadam": (_muadam, MUADAM_LEARNING_RATES, "mup", json.dumps(Adam(parameterization="mup").spec(),
                                                                   sort_keys=True)),
     "sgdm": (lambda rate, num_steps, roles: optax.sgd(rate, momentum=SGD_MOMENTUM), SGD_LEARNING_RATES, "sp",
@@ -67,8 +81,10 @@ BASELINE_DESCRIPTIONS = {
     "adamw": f"AdamW (weight decay {ADAMW_WEIGHT_DECAY:g}), the same grid as Adam",
     "adamw_cosine": f"AdamW (weight decay {ADAMW_WEIGHT_DECAY:g}), linear warmup over {WARMUP_FRACTION:.0%} of "
                     "the run, cosine decay to 0; the same grid as Adam",
+    "adamw_linear": "adamw_cosine with linear decay to 0 in place of cosine",
     "muon": f"Muon (optax.contrib.muon) on the hidden matrices, AdamW on the rest, warmup-cosine; "
             f"{len(MUON_LEARNING_RATES)} values {MUON_LEARNING_RATES[0]:g}-{MUON_LEARNING_RATES[-1]:g}",
+    "muon_linear": "muon with linear decay to 0 in place of cosine",
     "muadam": f"muAdam (Adam with hidden steps / fan_in), {len(MUADAM_LEARNING_RATES)} values "
               f"{MUADAM_LEARNING_RATES[0]:g}-{MUADAM_LEARNING_RATES[-1]:g}",
     "sgdm": f"SGD with momentum {SGD_MOMENTUM:g}, {len(SGD_LEARNING_RATES)} values "

@@ -1,6 +1,6 @@
 """The pieces a practitioner's optimizer is built from around its update rule, shared by the learned rules
-and evaluate's tuned baselines so that both use one definition: the warmup-cosine learning-rate schedule
-and which tensors count as hidden matrices (the ones Muon orthogonalizes).
+and evaluate's tuned baselines so that both use one definition: the warmup-then-decay learning-rate
+schedules and which tensors count as hidden matrices (the ones Muon orthogonalizes).
 """
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-WARMUP_FRACTION = 0.05  # of the run: linear warmup from 0, then cosine decay to 0 at the last step
+WARMUP_FRACTION = 0.05  # of the run: linear warmup from 0, then decay to 0 at the last step
+# The decay's shape after warmup. Both are written in jnp because meta-training traces the peak (a learned
+# theta) and num_steps (each worker's run length), where optax's schedules branch on them in Python;
+# their values are optax's (tests hold them equal).
+SCHEDULES = ("cosine", "linear")
 
 
-def warmup_cosine(peak: Any, num_steps: int | jax.Array) -> optax.Schedule:
-    """Linear warmup from 0 over the first WARMUP_FRACTION of the run (at least one step), then cosine
-    decay to exactly 0 at the run's last step (count num_steps - 1).
-
-    The values are optax.warmup_cosine_decay_schedule's (a test holds them equal); it is written in jnp
-    because meta-training traces both the peak (a learned theta) and num_steps (each worker's run length),
-    and optax's schedule branches on them in Python.
-    """
+def warmup_decay(shape: str, peak: Any, num_steps: int | jax.Array) -> optax.Schedule:
+    """Linear warmup from 0 over the first WARMUP_FRACTION of the run (at least one step), then a decay of
+    the given shape ("cosine" or "linear") to exactly 0 at the run's last step (count num_steps - 1):
+    optax.warmup_cosine_decay_schedule's values, or optax.join_schedules of two linear_schedules."""
+    if shape not in SCHEDULES:
+        raise ValueError(f"schedule={shape!r}: one of {', '.join(SCHEDULES)}")
     num_steps = jnp.asarray(num_steps, jnp.float32)
     warmup = jnp.maximum(1.0, jnp.round(WARMUP_FRACTION * num_steps))
     decay_end = jnp.maximum(num_steps - 1.0, warmup + 1.0)
@@ -30,10 +32,15 @@ def warmup_cosine(peak: Any, num_steps: int | jax.Array) -> optax.Schedule:
         count = jnp.asarray(count, jnp.float32)
         rising = count / warmup
         progress = jnp.clip((count - warmup) / (decay_end - warmup), 0.0, 1.0)
-        falling = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        falling = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if shape == "cosine" else 1.0 - progress
         return peak * jnp.where(count < warmup, rising, falling)
 
     return schedule
+
+
+def warmup_cosine(peak: Any, num_steps: int | jax.Array) -> optax.Schedule:
+    """warmup_decay("cosine", ...): the schedule of the tuned AdamW and Muon baselines."""
+    return warmup_decay("cosine", peak, num_steps)
 
 
 def is_hidden_matrix(role: str | None, leaf: Any) -> bool:

@@ -6,10 +6,11 @@ step comes from the harness's learning-rate schedule, as for Adam or Muon:
 
     optax.chain(optimizer.rule(theta, num_steps, roles),         # the learned direction of every tensor
                 optax.add_decayed_weights(weight_decay),
-                optax.scale_by_learning_rate(warmup_cosine(peak, num_steps)))
+                optax.scale_by_learning_rate(warmup_decay(schedule, peak, num_steps)))
 
 which is what `transform` returns, with the peak learning rate and the weight decay that meta-training
-learned (theta holds them). The rule, with optax.partition by tensor kind:
+learned (theta holds them) and the decay that `schedule` names (cosine or linear to 0, after a warmup).
+The rule, with optax.partition by tensor kind:
 - matrices (every tensor of at least 2 dimensions): a small ReLU MLP reads 8 features of each entry
   (gradient, parameter, momentum at 3 decays, momentum / sqrt(second moment) at those decays, put on
   one scale per tensor: each by its own RMS, estimated on a sample of the tensor's entries with
@@ -121,6 +122,9 @@ class NormalizedMLPLOpt(LearnedOptimizer):
     # (see the module docstring). A setting of the spec, not theta: chosen on the meta-training family.
     conv_step: float = 1.0
     embedding_step: float = 1.0
+    # The learning rate's decay to 0 after warmup (harness.SCHEDULES): "cosine", as meta-training ran it,
+    # or "linear". A setting of the spec, not theta: the peak theta holds stays what it was.
+    schedule: str = "cosine"
 
     def __post_init__(self):
         check_parameterization(self)
@@ -136,6 +140,8 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         if self.feature_normalization not in FEATURE_NORMALIZATIONS:
             raise ValueError(f"NormalizedMLPLOpt.feature_normalization={self.feature_normalization!r}: "
                              f"one of {', '.join(FEATURE_NORMALIZATIONS)}")
+        if self.schedule not in harness.SCHEDULES:
+            raise ValueError(f"NormalizedMLPLOpt.schedule={self.schedule!r}: one of {', '.join(harness.SCHEDULES)}")
         for field in ("orthogonalize", "width_scaling", "tensor_magnitude", "snr_inputs", "fit_decay"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"NormalizedMLPLOpt.{field}={getattr(self, field)!r}: must be True or False")
@@ -181,7 +187,7 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         return WIDTH_GROUPS if self.width_scaling else GROUPS
 
     def learning_rate(self, theta) -> jax.Array:
-        """The peak of the warmup-cosine schedule that meta-training learned."""
+        """The peak of the learning-rate schedule that meta-training learned."""
         return jnp.exp(jnp.asarray(theta["log_learning_rate"]))
 
     def weight_decay(self, theta) -> jax.Array:
@@ -298,13 +304,14 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         return 1.0
 
     def transform(self, theta, num_steps, roles=None) -> optax.GradientTransformationExtraArgs:
-        """The rule with the weight decay and warmup-cosine peak learning rate that theta holds: the
+        """The rule with the weight decay and the schedule's peak learning rate that theta holds: the
         optimizer meta-training trains and users load."""
         weight_decay = self.weight_decay(theta)
         decay = (fit.fit_decayed_weights(weight_decay, *jnp.asarray(theta["fit_decay"])) if self.fit_decay
                  else optax.add_decayed_weights(weight_decay))
         chain = optax.chain(self.rule(theta, num_steps, roles), decay,
-                            optax.scale_by_learning_rate(harness.warmup_cosine(self.learning_rate(theta), num_steps)))
+                            optax.scale_by_learning_rate(harness.warmup_decay(self.schedule, self.learning_rate(theta),
+                                                                              num_steps)))
         return self.as_optax(chain.init, lambda grads, state, params, loss: chain.update(grads, state, params, loss=loss),
                              roles)
 

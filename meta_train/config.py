@@ -57,9 +57,10 @@ class MetaTrainConfig:
     initial_fit_gain: float = 0.0  # normalized_mlp, fit_decay: the decay's gain theta starts from (then learned)
     conv_step: float = 1.0  # normalized_mlp: convolution kernels' steps times this, on top of their role's
     embedding_step: float = 1.0  # normalized_mlp: embedding tables' steps times this, on top of their role's
+    schedule: str = "cosine"  # normalized_mlp: the learning rate's decay to 0 after warmup, "cosine" or "linear"
     # --- where theta starts, and which of it is meta-trained ---
     init_from: str = ""  # a shipped optimizer's name or a saved optimizer's directory: theta starts as its
-    # theta (the same architecture and settings, but for conv_step and embedding_step, fixed factors outside
+    # theta (the same architecture and settings, but for conv_step, embedding_step and schedule, settings outside
     # theta; entries this config's optimizer adds, such as fit_decay's, at their initial values); "": the
     # architecture's own start
     meta_train_only: str = ""  # comma-separated theta entries (top-level names) meta-trained; the rest stay as
@@ -147,6 +148,8 @@ class MetaTrainConfig:
             refuse("reparam", f"must be one of {', '.join(tasks.REPARAM_LEVELS)}")
         if self.feature_normalization not in lopt.normalized_mlp.FEATURE_NORMALIZATIONS:
             refuse("feature_normalization", f"must be one of {', '.join(lopt.normalized_mlp.FEATURE_NORMALIZATIONS)}")
+        if self.schedule not in lopt.harness.SCHEDULES:
+            refuse("schedule", f"must be one of {', '.join(lopt.harness.SCHEDULES)}")
         for field in ("reparam_max", "loss_scale_max"):
             if not 1 <= getattr(self, field) < float("inf"):
                 refuse(field, "must be at least 1 and finite")
@@ -191,7 +194,7 @@ class MetaTrainConfig:
                             tensor_magnitude=self.tensor_magnitude, feature_normalization=self.feature_normalization,
                             feature_sample=self.feature_sample, snr_inputs=self.snr_inputs,
                             fit_decay=self.fit_decay, initial_fit_gain=self.initial_fit_gain, conv_step=self.conv_step,
-                            embedding_step=self.embedding_step)
+                            embedding_step=self.embedding_step, schedule=self.schedule)
         elif self.architecture == "lstm_lopt":
             settings.update(mlp_hidden_size=self.hidden_size, lstm_hidden_size=self.lstm_hidden_size)
         return lopt.ARCHITECTURES[self.architecture](**settings)
@@ -215,7 +218,7 @@ ARCHITECTURE_FIELDS = {
     "mlp_lopt": ("step_mult", "horizon_schedule", "init_rule", "role_scales"),
     "normalized_mlp": ("orthogonalize", "initial_learning_rate", "width_scaling", "tensor_magnitude",
                        "feature_normalization", "feature_sample", "snr_inputs", "fit_decay", "initial_fit_gain",
-                       "conv_step", "embedding_step"),
+                       "conv_step", "embedding_step", "schedule"),
 }
 
 # Fields that change what is logged, kept or shown, never theta: a resumed run may change them.

@@ -55,8 +55,8 @@ def initial_theta(config: MetaTrainConfig):
 
 # Settings in which a warm start may differ from the optimizer it starts from: fit_decay only adds theta
 # entries, which start at their initial values (initial_fit_gain, when the source has none of its own);
-# conv_step and embedding_step are fixed factors outside theta, so its theta means what it meant.
-WARM_START_FREE = ("fit_decay", "initial_fit_gain", "conv_step", "embedding_step")
+# conv_step, embedding_step and the schedule's shape are settings outside theta, so its theta means what it meant.
+WARM_START_FREE = ("fit_decay", "initial_fit_gain", "conv_step", "embedding_step", "schedule")
 
 
 def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_theta):

@@ -453,6 +453,23 @@ def test_muon_orthogonalizes_only_the_hidden_matrices():
             np.testing.assert_allclose(updates[layer][name], adam_updates[layer][name], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("cosine_name, linear_name", [("adamw_cosine", "adamw_linear"), ("muon", "muon_linear")])
+def test_the_linear_decay_baselines_are_their_cosine_twins_with_the_rate_decayed_linearly(cosine_name, linear_name):
+    task = tasks.get_task("mlp_digits_8x8", width=16, depth=2, parameterization="sp")
+    params = task.init(jax.random.key(0))
+    grads = jax.tree.map(lambda leaf: jax.numpy.full_like(leaf, 0.1), params)
+    updates = {}
+    for shape, name in (("cosine", cosine_name), ("linear", linear_name)):
+        chosen = evaluate.baseline(f"{name}@0.01")
+        transform = chosen.make(chosen.candidates[0].hyper, 5, task.roles(params))
+        state = transform.init(params)
+        for _ in range(3):  # a 5-step run: 1 step of warmup, then at step 2 cosine's 0.75 of the peak, linear's 2/3
+            step, state = transform.update(grads, state, params)
+        updates[shape] = step
+    for cosine, linear in zip(jax.tree.leaves(updates["cosine"]), jax.tree.leaves(updates["linear"])):
+        np.testing.assert_allclose(linear, cosine * (2 / 3) / 0.75, rtol=1e-5, atol=1e-12)
+
+
 def test_validation_is_the_same_fixed_held_out_set_for_every_optimizer(sweep):
     result, _, _ = sweep
     unit = next(u for u in result.units if u.optimizer.name == "adam" and u.task.label == "digits width 16")

@@ -199,6 +199,9 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert with_overrides(preset("default"), ["feature_normalization=shared"]).optimizer().feature_normalization == "shared"
     with pytest.raises(ConfigError, match="feature_normalization='rms': must be one of feature, shared"):
         with_overrides(preset("default"), ["feature_normalization=rms"])
+    assert with_overrides(preset("default"), ["schedule=linear"]).optimizer().schedule == "linear"
+    with pytest.raises(ConfigError, match="schedule='step': must be one of cosine, linear"):
+        with_overrides(preset("default"), ["schedule=step"])
     assert with_overrides(preset("default"), ["snr_inputs=true"]).optimizer().snr_inputs is True
     shipped_rule = preset("default").optimizer()  # the main job meta-trains the shipped default's rule
     assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 5.0, True)

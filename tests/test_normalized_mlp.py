@@ -10,7 +10,7 @@ import pytest
 import lopt
 import tasks
 from lopt import normalized_mlp
-from lopt.harness import warmup_cosine
+from lopt.harness import warmup_cosine, warmup_decay
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +93,15 @@ def test_an_untrained_theta_steps_along_per_tensor_normalized_adam(mlp):
     np.testing.assert_allclose(directions["hidden_1"]["kernel"], expected, rtol=2e-3, atol=2e-3)
 
 
-def test_the_default_transform_is_the_rule_in_an_ordinary_optax_chain(mlp):
+@pytest.mark.parametrize("shape", ["cosine", "linear"])
+def test_the_default_transform_is_the_rule_in_an_ordinary_optax_chain(mlp, shape):
     _, params, roles, grads = mlp
-    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4)
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, schedule=shape)
     theta = optimizer.init(jax.random.key(0))
-    ours = optimizer.transform(theta, 50, roles)
-    composed = optax.chain(optimizer.rule(theta, 50, roles), optax.add_decayed_weights(optimizer.weight_decay(theta)),
-                           optax.scale_by_learning_rate(warmup_cosine(optimizer.learning_rate(theta), 50)))
+    # A 5-step run: a 1-step warmup, then at step 2 cosine's 0.75 of the peak and linear's 2/3.
+    ours = optimizer.transform(theta, 5, roles)
+    composed = optax.chain(optimizer.rule(theta, 5, roles), optax.add_decayed_weights(optimizer.weight_decay(theta)),
+                           optax.scale_by_learning_rate(warmup_decay(shape, optimizer.learning_rate(theta), 5)))
     ours_state, composed_state = ours.init(params), composed.init(params)
     for step in range(3):
         a, ours_state = ours.update(grads, ours_state, params, loss=jnp.float32(1.0))
@@ -137,6 +139,8 @@ def test_invalid_settings_name_the_field():
         lopt.NormalizedMLPLOpt(initial_learning_rate=0.0)
     with pytest.raises(ValueError, match="feature_normalization='tensor': one of feature, shared"):
         lopt.NormalizedMLPLOpt(feature_normalization="tensor")
+    with pytest.raises(ValueError, match="schedule='step': one of cosine, linear"):
+        lopt.NormalizedMLPLOpt(schedule="step")
 
 
 @pytest.mark.parametrize("num_steps", [1, 2, 20, 200, 1001])
@@ -146,6 +150,17 @@ def test_the_schedule_is_optaxs_warmup_cosine_and_takes_a_traced_horizon(num_ste
                                                    decay_steps=max(num_steps - 1, warmup + 1), end_value=0.0)
     counts = np.arange(num_steps + 2)
     ours = jax.jit(lambda n: jax.vmap(warmup_cosine(0.3, n))(counts))(jnp.int32(num_steps))
+    np.testing.assert_allclose(ours, [float(reference(c)) for c in counts], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 20, 1001])
+def test_the_linear_schedule_is_optaxs_two_joined_linear_schedules_and_takes_a_traced_horizon(num_steps):
+    warmup = max(1, round(0.05 * num_steps))
+    reference = optax.join_schedules([optax.linear_schedule(0.0, 0.3, warmup),
+                                      optax.linear_schedule(0.3, 0.0, max(num_steps - 1, warmup + 1) - warmup)],
+                                     [warmup])
+    counts = np.arange(num_steps + 2)
+    ours = jax.jit(lambda n: jax.vmap(warmup_decay("linear", 0.3, n))(counts))(jnp.int32(num_steps))
     np.testing.assert_allclose(ours, [float(reference(c)) for c in counts], rtol=1e-5, atol=1e-7)
 
 

@@ -134,7 +134,8 @@ def test_save_refuses_a_theta_that_does_not_fit(tmp_path):
 def test_shipped_optimizers_are_listed_with_their_records():
     shipped = {info.name: info for info in lopt.list_pretrained()}
     assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp",
-            "orthogonal_mixed_fit": "sp", "orthogonal_mixed_kinds": "sp"} == {name: info.parameterization for name, info in shipped.items()}
+            "orthogonal_mixed_fit": "sp", "orthogonal_mixed_kinds": "sp", "orthogonal_mixed_linear": "sp"
+            } == {name: info.parameterization for name, info in shipped.items()}
     # The one default: shipped, the Quickstart's, and the rule the main job's preset meta-trains.
     assert lopt.DEFAULT in shipped and f'lopt.load("{lopt.DEFAULT}"' in (Path(__file__).parents[1] / "README.md").read_text()
     for name, info in shipped.items():

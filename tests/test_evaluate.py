@@ -548,6 +548,17 @@ def test_the_ood_suite_holds_six_models_outside_the_image_mlp_family():
     assert all(task.num_steps == 500 for task in suite.tasks if task is not wide)
 
 
+def test_the_deciding_suite_file_holds_the_ood_suites_own_transformer_lstm_and_conv_net():
+    """benchmarks/suites/deciding.json spells three ood tasks out: they stay the ones ood builds."""
+    scope = evaluate.MetaTrainingScope(family="mixed_sp", horizon=1000)
+    ood = {task.label: task for task in evaluate.build_suite("ood", scope).tasks}
+    deciding = evaluate.build_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "deciding.json", scope)
+    assert [task.label for task in deciding.tasks] == ["transformer shakespeare", "lstm shakespeare", "conv mnist 8x8"]
+    for task in deciding.tasks:
+        assert task.config == ood[task.label].config.replace(parameterization="sp")
+        assert task.num_steps == ood[task.label].num_steps
+
+
 def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
     from evaluate.__main__ import main
 

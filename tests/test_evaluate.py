@@ -559,6 +559,19 @@ def test_the_deciding_suite_file_holds_the_ood_suites_own_transformer_lstm_and_c
         assert task.num_steps == ood[task.label].num_steps
 
 
+def test_the_conv_widths_suite_file_is_the_ood_conv_net_at_three_widths():
+    """benchmarks/suites/conv_widths.json: the ood conv net itself at width 16, and only its width
+    changed in the other two."""
+    scope = evaluate.MetaTrainingScope(family="mixed_sp", horizon=1000)
+    conv = {task.label: task for task in evaluate.build_suite("ood", scope).tasks}["conv mnist 8x8"]
+    widths = evaluate.build_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "conv_widths.json", scope)
+    assert [task.config.width for task in widths.tasks] == [8, 16, 32]
+    for task in widths.tasks:
+        assert task.config == conv.config.replace(parameterization="sp", width=task.config.width)
+        assert task.num_steps == conv.num_steps
+    assert widths.tasks[1].label == conv.label
+
+
 def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
     from evaluate.__main__ import main
 

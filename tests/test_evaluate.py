@@ -548,11 +548,16 @@ def test_the_ood_suite_holds_six_models_outside_the_image_mlp_family():
     assert all(task.num_steps == 500 for task in suite.tasks if task is not wide)
 
 
-def test_the_deciding_suite_file_holds_the_ood_suites_own_transformer_lstm_and_conv_net():
-    """benchmarks/suites/deciding.json spells three ood tasks out: they stay the ones ood builds."""
+def _ood_tasks_and_suite_file(name: str):
+    """The ood suite's tasks by label, and benchmarks/suites/NAME built in the same scope."""
     scope = evaluate.MetaTrainingScope(family="mixed_sp", horizon=1000)
     ood = {task.label: task for task in evaluate.build_suite("ood", scope).tasks}
-    deciding = evaluate.build_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "deciding.json", scope)
+    return ood, evaluate.build_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / name, scope)
+
+
+def test_the_deciding_suite_file_holds_the_ood_suites_own_transformer_lstm_and_conv_net():
+    """benchmarks/suites/deciding.json spells three ood tasks out: they stay the ones ood builds."""
+    ood, deciding = _ood_tasks_and_suite_file("deciding.json")
     assert [task.label for task in deciding.tasks] == ["transformer shakespeare", "lstm shakespeare", "conv mnist 8x8"]
     for task in deciding.tasks:
         assert task.config == ood[task.label].config.replace(parameterization="sp")
@@ -562,9 +567,8 @@ def test_the_deciding_suite_file_holds_the_ood_suites_own_transformer_lstm_and_c
 def test_the_conv_widths_suite_file_is_the_ood_conv_net_at_three_widths():
     """benchmarks/suites/conv_widths.json: the ood conv net itself at width 16, and only its width
     changed in the other two."""
-    scope = evaluate.MetaTrainingScope(family="mixed_sp", horizon=1000)
-    conv = {task.label: task for task in evaluate.build_suite("ood", scope).tasks}["conv mnist 8x8"]
-    widths = evaluate.build_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "conv_widths.json", scope)
+    ood, widths = _ood_tasks_and_suite_file("conv_widths.json")
+    conv = ood["conv mnist 8x8"]
     assert [task.config.width for task in widths.tasks] == [8, 16, 32]
     for task in widths.tasks:
         assert task.config == conv.config.replace(parameterization="sp", width=task.config.width)

@@ -73,6 +73,22 @@ MIXED_CPU_SP_TABULAR = MixedFamily(buckets=MIXED_CPU_SP.buckets + (
     (TabularClassificationConfig(dataset="wine", width=64, depth=2, parameterization="sp"),),
 ))
 
+# Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): the
+# shipped direction, meta-trained further on mixed_sp, gets its family's MLPs better and the `ood` conv net
+# and language models no better, so this family weights toward what those decide. None of its models is
+# an `ood` suite model (those are width 16 conv, width 32 depth 2 transformer, width 64 LSTM).
+MIXED_CPU_SP_BROAD = MixedFamily(buckets=tuple(tuple(config.replace(parameterization="sp") for config in bucket)
+                                               for bucket in (
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=32, depth=2, batch_size=64)),
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=128, depth=2, batch_size=32)),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=8, depth=2, batch_size=32)),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=24, depth=2, batch_size=32)),
+    (LanguageModelConfig(width=16, depth=1, head_dim=8, sequence_length=16, batch_size=16),),
+    (LanguageModelConfig(width=24, depth=2, head_dim=8, sequence_length=24, batch_size=16),),
+    (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
+    (RecurrentLMConfig(width=48, depth=1, sequence_length=24, batch_size=16),),
+)))
+
 # Its accelerator twin: the same buckets at muLO-like widths.
 MIXED_WIDE = MixedFamily(buckets=(
     _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=256, depth=2, batch_size=128)),
@@ -102,6 +118,7 @@ FAMILIES: dict[str, TaskFamily] = {
     "mixed": MIXED_CPU,
     "mixed_sp": MIXED_CPU_SP,
     "mixed_sp_tabular": MIXED_CPU_SP_TABULAR,
+    "mixed_sp_broad": MIXED_CPU_SP_BROAD,
     "mixed_wide": MIXED_WIDE,
     "mixed_tiny": MIXED_TINY,
 }

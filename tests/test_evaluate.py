@@ -576,6 +576,25 @@ def test_the_conv_widths_suite_file_is_the_ood_conv_net_at_three_widths():
     assert widths.tasks[1].label == conv.label
 
 
+def test_the_broad_family_holds_none_of_the_ood_suites_models():
+    """mixed_sp_broad adds conv nets and language models of other sizes; the ood ones stay held out (the
+    same model on another data set or batch size would still be the model)."""
+    ood, _ = _ood_tasks_and_suite_file("deciding.json")
+
+    def model(config):
+        return {key: value for key, value in config.to_dict().items()
+                if key not in ("dataset", "batch_size", "parameterization")}
+
+    held_out = [model(task.config) for task in ood.values()]
+    family = tasks.get_family("mixed_sp_broad")
+    configs = [config for bucket in family.buckets for config in bucket]
+    assert {config.kind for config in configs} == {"image_mlp", "image_conv", "language_model", "recurrent_lm"}
+    assert sorted(config.width for config in configs if config.kind == "image_conv") == [8, 8, 24, 24]
+    assert not [config for config in configs if model(config) in held_out]
+    # The check can fail: the ood conv net's width put in the family is caught.
+    assert model(configs[4].replace(width=16)) in held_out
+
+
 def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
     from evaluate.__main__ import main
 

@@ -1,0 +1,113 @@
+"""Does a text task's held-out sample rank optimizers as its whole validation split does?
+
+    python -m benchmarks.text_valid_sample [--task lstm_shakespeare] [--optimizer orthogonal_mixed_linear]
+        [--baseline muon_linear@0.03] [--steps 1000] [--seeds 3] [--out FILE]
+
+Evaluation's validation loss on a text task is the mean over tasks.datasets.arrays.HELD_OUT_WINDOWS evenly
+spaced windows of the validation split (2,112 characters at the `ood` LSTM's window). A gap of 1% between
+two optimizers on it could be the sample's. This trains the learned optimizer and one baseline at a fixed
+rate on the task, in standard parameterization, and scores each final model on that sample and on every
+non-overlapping window of the split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lopt
+import tasks
+from lopt.baselines import BASELINES
+from tasks.datasets import arrays
+from tasks.train import held_out_metrics, train_step
+
+CHUNK = 100  # steps a jitted scan
+SCORE_BATCH = 1024  # windows scored at once
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.text_valid_sample",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="lstm_shakespeare", help="a registered text task")
+    parser.add_argument("--optimizer", default="orthogonal_mixed_linear", help="a shipped learned optimizer")
+    parser.add_argument("--baseline", default="muon_linear@0.03", help="BASELINE@RATE")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write the table here too (markdown)")
+    args = parser.parse_args(argv)
+    name, _, rate = args.baseline.partition("@")
+    if name not in BASELINES or not rate:
+        parser.error(f"--baseline {args.baseline!r}: give BASELINE@RATE with BASELINE one of {', '.join(BASELINES)}")
+    if args.steps <= 0 or args.steps % CHUNK:
+        parser.error(f"--steps {args.steps}: must be a positive multiple of {CHUNK}")
+    return args
+
+
+def final_params(task, optimizer, steps: int, seed: int):
+    key_init, key_train = jax.random.split(jax.random.key(seed))
+    params = task.init(key_init)
+    state = optimizer.init(params)
+
+    @jax.jit
+    def chunk(params, state, key):
+        def one(carry, step_key):
+            params, state, loss = train_step(task, optimizer, *carry, task.data, step_key)
+            return (params, state), loss
+        (params, state), losses = jax.lax.scan(one, (params, state), jax.random.split(key, CHUNK))
+        return params, state, losses.mean()
+
+    for index in range(steps // CHUNK):
+        params, state, train_loss = chunk(params, state, jax.random.fold_in(key_train, index))
+    return params, float(train_loss)
+
+
+def whole_split_loss(task, params) -> tuple[float, int]:
+    """Mean loss over every non-overlapping window of the validation split, and their number."""
+    length = task.config.sequence_length + 1
+    tokens = np.asarray(task.data["valid"]["tokens"])
+    windows = jnp.asarray(tokens[:tokens.shape[0] // length * length].reshape(-1, length))
+    score = jax.jit(lambda p, w: task.loss_and_aux(p, {"tokens": w}, jax.random.key(0))[0])
+    total = sum(float(score(params, windows[i:i + SCORE_BATCH])) * windows[i:i + SCORE_BATCH].shape[0]
+                for i in range(0, windows.shape[0], SCORE_BATCH))
+    return total / windows.shape[0], windows.shape[0]
+
+
+def main(argv=None):
+    args = arguments(argv)
+    task = tasks.get_task(args.task, parameterization="sp")
+    roles = task.roles(task.init(jax.random.key(0)))
+    name, _, rate = args.baseline.partition("@")
+    optimizers = {args.optimizer: lopt.load(args.optimizer, num_steps=args.steps, roles=roles),
+                  args.baseline: BASELINES[name][0](float(rate), args.steps, roles)}
+    sample = jax.jit(lambda p: held_out_metrics(task, p, task.data)[0])
+    lines = [f"{args.task} (sp), {args.steps} steps, seeds 0-{args.seeds - 1}: final training loss (last "
+             f"{CHUNK} steps), validation loss on evaluation's {arrays.HELD_OUT_WINDOWS} windows and on the "
+             "whole split", "", "| optimizer | seed | train | valid, sample | valid, whole split |",
+             "| --- | --- | --- | --- | --- |"]
+    means = {}
+    for label, optimizer in optimizers.items():
+        scores = []
+        for seed in range(args.seeds):
+            params, train_loss = final_params(task, optimizer, args.steps, seed)
+            whole, count = whole_split_loss(task, params)
+            scores.append((train_loss, float(sample(params)), whole))
+            lines.append(f"| {label} | {seed} | {train_loss:.4f} | {scores[-1][1]:.4f} | {whole:.4f} |")
+            print(lines[-1], flush=True)
+        means[label] = [statistics.mean(column) for column in zip(*scores)]
+    for label, (train_loss, sampled, whole) in means.items():
+        lines.append(f"| {label} | mean | {train_loss:.4f} | {sampled:.4f} | {whole:.4f} |")
+    lines += ["", f"The whole split: {count} windows of {task.config.sequence_length + 1} tokens."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

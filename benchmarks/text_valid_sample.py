@@ -28,6 +28,7 @@ from tasks.train import held_out_metrics, train_step
 
 CHUNK = 100  # steps a jitted scan
 SCORE_BATCH = 1024  # windows scored at once
+TEXT_KINDS = ("language_model", "recurrent_lm")
 
 
 def arguments(argv):
@@ -43,6 +44,12 @@ def arguments(argv):
     name, _, rate = args.baseline.partition("@")
     if name not in BASELINES or not rate:
         parser.error(f"--baseline {args.baseline!r}: give BASELINE@RATE with BASELINE one of {', '.join(BASELINES)}")
+    if args.task not in tasks.TASKS or tasks.TASKS[args.task].kind not in TEXT_KINDS:
+        parser.error(f"--task {args.task!r}: give a registered text task "
+                     f"({', '.join(n for n, c in tasks.TASKS.items() if c.kind in TEXT_KINDS)})")
+    shipped = [info.name for info in lopt.list_pretrained()]
+    if args.optimizer not in shipped:
+        parser.error(f"--optimizer {args.optimizer!r}: give a shipped learned optimizer ({', '.join(shipped)})")
     if args.steps <= 0 or args.steps % CHUNK:
         parser.error(f"--steps {args.steps}: must be a positive multiple of {CHUNK}")
     return args

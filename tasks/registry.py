@@ -75,7 +75,8 @@ MIXED_CPU_SP_TABULAR = MixedFamily(buckets=MIXED_CPU_SP.buckets + (
 
 # Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): the
 # shipped direction, meta-trained further on mixed_sp, gets its family's MLPs better and the `ood` conv net
-# and language models no better, so this family weights toward what those decide. None of its models is
+# and language models no better, so this family weights toward what those decide (it moved the conv net and
+# transformer and lost the wide MLP: benchmarks/results/deciding/broad_family.md). None of its models is
 # an `ood` suite model (those are width 16 conv, width 32 depth 2 transformer, width 64 LSTM).
 MIXED_CPU_SP_BROAD = MixedFamily(buckets=tuple(tuple(config.replace(parameterization="sp") for config in bucket)
                                                for bucket in (

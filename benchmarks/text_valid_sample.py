@@ -4,8 +4,8 @@
         [--baseline muon_linear@0.03] [--steps 1000] [--seeds 3] [--out FILE]
 
 Evaluation's validation loss on a text task is the mean over tasks.datasets.arrays.HELD_OUT_WINDOWS evenly
-spaced windows of the validation split (2,112 characters at the `ood` LSTM's window). A gap of 1% between
-two optimizers on it could be the sample's. This trains the learned optimizer and one baseline at a fixed
+spaced windows of the validation split, a few thousand characters. A gap of 1% between two optimizers on
+it could be the sample's. This trains the learned optimizer and one baseline at a fixed
 rate on the task, in standard parameterization, and scores each final model on that sample and on every
 non-overlapping window of the split.
 """
@@ -42,8 +42,11 @@ def arguments(argv):
     parser.add_argument("--out", type=Path, default=None, help="write the table here too (markdown)")
     args = parser.parse_args(argv)
     name, _, rate = args.baseline.partition("@")
-    if name not in BASELINES or not rate:
-        parser.error(f"--baseline {args.baseline!r}: give BASELINE@RATE with BASELINE one of {', '.join(BASELINES)}")
+    if name not in BASELINES or not _positive(rate):
+        parser.error(f"--baseline {args.baseline!r}: give BASELINE@RATE, BASELINE one of {', '.join(BASELINES)} "
+                     "and RATE a positive number")
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: must be at least 1")
     if args.task not in tasks.TASKS or tasks.TASKS[args.task].kind not in TEXT_KINDS:
         parser.error(f"--task {args.task!r}: give a registered text task "
                      f"({', '.join(n for n, c in tasks.TASKS.items() if c.kind in TEXT_KINDS)})")
@@ -55,11 +58,15 @@ def arguments(argv):
     return args
 
 
-def final_params(task, optimizer, steps: int, seed: int):
-    key_init, key_train = jax.random.split(jax.random.key(seed))
-    params = task.init(key_init)
-    state = optimizer.init(params)
+def _positive(text: str) -> bool:
+    try:
+        return 0 < float(text) < float("inf")
+    except ValueError:
+        return False
 
+
+def trainer(task, optimizer, steps: int):
+    """seed -> (final params, mean training loss of the last CHUNK steps); compiled once for every seed."""
     @jax.jit
     def chunk(params, state, key):
         def one(carry, step_key):
@@ -68,20 +75,39 @@ def final_params(task, optimizer, steps: int, seed: int):
         (params, state), losses = jax.lax.scan(one, (params, state), jax.random.split(key, CHUNK))
         return params, state, losses.mean()
 
-    for index in range(steps // CHUNK):
-        params, state, train_loss = chunk(params, state, jax.random.fold_in(key_train, index))
-    return params, float(train_loss)
+    def train(seed: int):
+        key_init, key_train = jax.random.split(jax.random.key(seed))
+        params = task.init(key_init)
+        state = optimizer.init(params)
+        for index in range(steps // CHUNK):
+            params, state, train_loss = chunk(params, state, jax.random.fold_in(key_train, index))
+        return params, float(train_loss)
+
+    return train
 
 
-def whole_split_loss(task, params) -> tuple[float, int]:
-    """Mean loss over every non-overlapping window of the validation split, and their number."""
+def whole_split_scorer(task):
+    """params -> mean loss over every non-overlapping window of the validation split, and their count.
+    Scored in SCORE_BATCH windows at a time, the last batch padded by repeating windows and those left out
+    of the mean, so it compiles once."""
     length = task.config.sequence_length + 1
     tokens = np.asarray(task.data["valid"]["tokens"])
-    windows = jnp.asarray(tokens[:tokens.shape[0] // length * length].reshape(-1, length))
-    score = jax.jit(lambda p, w: task.loss_and_aux(p, {"tokens": w}, jax.random.key(0))[0])
-    total = sum(float(score(params, windows[i:i + SCORE_BATCH])) * windows[i:i + SCORE_BATCH].shape[0]
-                for i in range(0, windows.shape[0], SCORE_BATCH))
-    return total / windows.shape[0], windows.shape[0]
+    windows = tokens[:tokens.shape[0] // length * length].reshape(-1, length)
+    count = windows.shape[0]
+    padded = jnp.asarray(np.resize(windows, (-(-count // SCORE_BATCH) * SCORE_BATCH, length)))
+    weights = jnp.asarray(np.arange(padded.shape[0]) < count, jnp.float32).reshape(-1, SCORE_BATCH)
+
+    @jax.jit
+    def batch_loss(params, batch):  # per window: the task's loss on a batch of one
+        return jax.vmap(lambda window: task.loss_and_aux(params, {"tokens": window[None]},
+                                                         jax.random.key(0))[0])(batch)
+
+    def score(params):
+        total = sum(float(jnp.sum(batch_loss(params, padded[i * SCORE_BATCH:(i + 1) * SCORE_BATCH]) * weights[i]))
+                    for i in range(weights.shape[0]))
+        return total / count
+
+    return score, count
 
 
 def main(argv=None):
@@ -92,18 +118,19 @@ def main(argv=None):
     optimizers = {args.optimizer: lopt.load(args.optimizer, num_steps=args.steps, roles=roles),
                   args.baseline: BASELINES[name][0](float(rate), args.steps, roles)}
     sample = jax.jit(lambda p: held_out_metrics(task, p, task.data)[0])
+    whole_split, count = whole_split_scorer(task)
     lines = [f"{args.task} (sp), {args.steps} steps, seeds 0-{args.seeds - 1}: final training loss (last "
              f"{CHUNK} steps), validation loss on evaluation's {arrays.HELD_OUT_WINDOWS} windows and on the "
              "whole split", "", "| optimizer | seed | train | valid, sample | valid, whole split |",
              "| --- | --- | --- | --- | --- |"]
     means = {}
     for label, optimizer in optimizers.items():
+        train = trainer(task, optimizer, args.steps)
         scores = []
         for seed in range(args.seeds):
-            params, train_loss = final_params(task, optimizer, args.steps, seed)
-            whole, count = whole_split_loss(task, params)
-            scores.append((train_loss, float(sample(params)), whole))
-            lines.append(f"| {label} | {seed} | {train_loss:.4f} | {scores[-1][1]:.4f} | {whole:.4f} |")
+            params, train_loss = train(seed)
+            scores.append((train_loss, float(sample(params)), whole_split(params)))
+            lines.append(f"| {label} | {seed} | {train_loss:.4f} | {scores[-1][1]:.4f} | {scores[-1][2]:.4f} |")
             print(lines[-1], flush=True)
         means[label] = [statistics.mean(column) for column in zip(*scores)]
     for label, (train_loss, sampled, whole) in means.items():

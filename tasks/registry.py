@@ -40,6 +40,11 @@ TASKS: dict[str, TaskConfig] = {
 }
 
 
+def _in_sp(buckets):
+    """The buckets' models in standard parameterization."""
+    return tuple(tuple(config.replace(parameterization="sp") for config in bucket) for bucket in buckets)
+
+
 def _on_digits_and_mnist(config: TaskConfig) -> tuple[TaskConfig, ...]:
     """A bucket of the model on the two offline 8x8 image sets."""
     return config.replace(dataset="digits"), config.replace(dataset="mnist")
@@ -61,8 +66,7 @@ MIXED_CPU = MixedFamily(buckets=(
 
 # The same models in standard parameterization: what a practitioner's own model looks like, and what the
 # standard-parameterization rules (normalized_mlp) meta-train on.
-MIXED_CPU_SP = MixedFamily(buckets=tuple(tuple(config.replace(parameterization="sp") for config in bucket)
-                                         for bucket in MIXED_CPU.buckets))
+MIXED_CPU_SP = MixedFamily(buckets=_in_sp(MIXED_CPU.buckets))
 
 # With two tabular classifiers that overfit within a few hundred steps (breast cancer: 455 training
 # examples; wine: 142), where the best held-out loss needs small or early-decayed steps: the tuned
@@ -73,23 +77,6 @@ MIXED_CPU_SP_TABULAR = MixedFamily(buckets=MIXED_CPU_SP.buckets + (
     (TabularClassificationConfig(dataset="wine", width=64, depth=2, parameterization="sp"),),
 ))
 
-# Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): the
-# shipped direction, meta-trained further on mixed_sp, gets its family's MLPs better and the `ood` conv net
-# and language models no better, so this family weights toward what those decide (it moved the conv net and
-# transformer and lost the wide MLP: benchmarks/results/deciding/broad_family.md). None of its models is
-# an `ood` suite model (those are width 16 conv, width 32 depth 2 transformer, width 64 LSTM).
-MIXED_CPU_SP_BROAD = MixedFamily(buckets=tuple(tuple(config.replace(parameterization="sp") for config in bucket)
-                                               for bucket in (
-    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=32, depth=2, batch_size=64)),
-    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=128, depth=2, batch_size=32)),
-    _on_digits_and_mnist(ConvConfig(image_size=8, width=8, depth=2, batch_size=32)),
-    _on_digits_and_mnist(ConvConfig(image_size=8, width=24, depth=2, batch_size=32)),
-    (LanguageModelConfig(width=16, depth=1, head_dim=8, sequence_length=16, batch_size=16),),
-    (LanguageModelConfig(width=24, depth=2, head_dim=8, sequence_length=24, batch_size=16),),
-    (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
-    (RecurrentLMConfig(width=48, depth=1, sequence_length=24, batch_size=16),),
-)))
-
 # Its accelerator twin: the same buckets at muLO-like widths.
 MIXED_WIDE = MixedFamily(buckets=(
     _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=256, depth=2, batch_size=128)),
@@ -99,6 +86,21 @@ MIXED_WIDE = MixedFamily(buckets=(
     (LanguageModelConfig(width=128, depth=2, head_dim=16, sequence_length=64, batch_size=32),),
     (RecurrentLMConfig(width=128, depth=1, sequence_length=32, batch_size=32),),
 ))
+
+# Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): more
+# meta-training on mixed_sp moved its MLPs and not the `ood` conv net and language models, so this family
+# weights toward what those decide (benchmarks/results/deciding/broad_family.md). None of its models is
+# an `ood` suite model (those are width 16 conv, width 32 depth 2 transformer, width 64 LSTM).
+MIXED_CPU_SP_BROAD = MixedFamily(buckets=_in_sp((
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=32, depth=2, batch_size=64)),
+    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=128, depth=2, batch_size=32)),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=8, depth=2, batch_size=32)),
+    _on_digits_and_mnist(ConvConfig(image_size=8, width=24, depth=2, batch_size=32)),
+    (LanguageModelConfig(width=16, depth=1, head_dim=8, sequence_length=16, batch_size=16),),
+    (LanguageModelConfig(width=24, depth=2, head_dim=8, sequence_length=24, batch_size=16),),
+    (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
+    (RecurrentLMConfig(width=48, depth=1, sequence_length=24, batch_size=16),),
+)))
 
 # Seconds: two buckets of tiny models (an MLP on either 8x8 set, a transformer LM), for tests and for
 # trying the mixed machinery.

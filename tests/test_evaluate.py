@@ -577,22 +577,29 @@ def test_the_conv_widths_suite_file_is_the_ood_conv_net_at_three_widths():
 
 
 def test_the_broad_family_holds_none_of_the_ood_suites_models():
-    """mixed_sp_broad adds conv nets and language models of other sizes; the ood ones stay held out (the
-    same model on another data set or batch size would still be the model)."""
-    ood, _ = _ood_tasks_and_suite_file("deciding.json")
+    """mixed_sp_broad adds conv nets and language models of other sizes; the ood ones stay held out. A
+    model is its weights' shapes and its function: the same on other data, batches or windows is the
+    same model."""
+    scope = evaluate.MetaTrainingScope(family="mixed_sp", horizon=1000)
+    ood = evaluate.build_suite("ood", scope).tasks
 
     def model(config):
         return {key: value for key, value in config.to_dict().items()
-                if key not in ("dataset", "batch_size", "parameterization")}
+                if key not in ("dataset", "batch_size", "sequence_length", "parameterization")}
 
-    held_out = [model(task.config) for task in ood.values()]
+    held_out = [model(task.config) for task in ood]
     family = tasks.get_family("mixed_sp_broad")
     configs = [config for bucket in family.buckets for config in bucket]
     assert {config.kind for config in configs} == {"image_mlp", "image_conv", "language_model", "recurrent_lm"}
     assert sorted(config.width for config in configs if config.kind == "image_conv") == [8, 8, 24, 24]
     assert not [config for config in configs if model(config) in held_out]
-    # The check can fail: the ood conv net's width put in the family is caught.
-    assert model(configs[4].replace(width=16)) in held_out
+    # The check can fail: each ood conv net or language model's size put in the family is caught.
+    for task in ood:
+        if task.config.kind in ("image_conv", "language_model", "recurrent_lm"):
+            same_kind = next(config for config in configs if config.kind == task.config.kind)
+            sizes = {key: value for key, value in task.config.to_dict().items()
+                     if key in ("width", "depth", "head_dim", "image_size")}
+            assert model(same_kind.replace(**sizes)) in held_out, task.label
 
 
 def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):

@@ -24,9 +24,11 @@ import lopt
 import tasks
 from lopt.baselines import BASELINES
 from tasks.datasets import arrays
-from tasks.train import held_out_metrics, train_step
+from tasks.train import train
 
-CHUNK = 100  # steps a jitted scan
+from benchmarks.update_cost import write_report
+
+CHUNK = 100  # steps a jitted scan, and the training loss's interval
 SCORE_BATCH = 1024  # windows scored at once
 TEXT_KINDS = ("language_model", "recurrent_lm")
 
@@ -65,27 +67,6 @@ def _positive(text: str) -> bool:
         return False
 
 
-def trainer(task, optimizer, steps: int):
-    """seed -> (final params, mean training loss of the last CHUNK steps); compiled once for every seed."""
-    @jax.jit
-    def chunk(params, state, key):
-        def one(carry, step_key):
-            params, state, loss = train_step(task, optimizer, *carry, task.data, step_key)
-            return (params, state), loss
-        (params, state), losses = jax.lax.scan(one, (params, state), jax.random.split(key, CHUNK))
-        return params, state, losses.mean()
-
-    def train(seed: int):
-        key_init, key_train = jax.random.split(jax.random.key(seed))
-        params = task.init(key_init)
-        state = optimizer.init(params)
-        for index in range(steps // CHUNK):
-            params, state, train_loss = chunk(params, state, jax.random.fold_in(key_train, index))
-        return params, float(train_loss)
-
-    return train
-
-
 def whole_split_scorer(task):
     """params -> mean loss over every non-overlapping window of the validation split, and their count.
     Scored in SCORE_BATCH windows at a time, the last batch padded by repeating windows and those left out
@@ -113,11 +94,10 @@ def whole_split_scorer(task):
 def main(argv=None):
     args = arguments(argv)
     task = tasks.get_task(args.task, parameterization="sp")
-    roles = task.roles(task.init(jax.random.key(0)))
+    roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
     name, _, rate = args.baseline.partition("@")
     optimizers = {args.optimizer: lopt.load(args.optimizer, num_steps=args.steps, roles=roles),
                   args.baseline: BASELINES[name][0](float(rate), args.steps, roles)}
-    sample = jax.jit(lambda p: held_out_metrics(task, p, task.data)[0])
     whole_split, count = whole_split_scorer(task)
     lines = [f"{args.task} (sp), {args.steps} steps, seeds 0-{args.seeds - 1}: final training loss (last "
              f"{CHUNK} steps), validation loss on evaluation's {arrays.HELD_OUT_WINDOWS} windows and on the "
@@ -125,22 +105,20 @@ def main(argv=None):
              "| --- | --- | --- | --- | --- |"]
     means = {}
     for label, optimizer in optimizers.items():
-        train = trainer(task, optimizer, args.steps)
         scores = []
         for seed in range(args.seeds):
-            params, train_loss = train(seed)
-            scores.append((train_loss, float(sample(params)), whole_split(params)))
-            lines.append(f"| {label} | {seed} | {train_loss:.4f} | {scores[-1][1]:.4f} | {scores[-1][2]:.4f} |")
+            result = train(task, optimizer, args.steps, seed=seed, log_every=CHUNK, log=lambda line: None)
+            scores.append((result.train_loss, result.valid_loss, whole_split(result.params)))
+            lines.append(f"| {label} | {seed} | {scores[-1][0]:.4f} | {scores[-1][1]:.4f} | {scores[-1][2]:.4f} |")
             print(lines[-1], flush=True)
         means[label] = [statistics.mean(column) for column in zip(*scores)]
     for label, (train_loss, sampled, whole) in means.items():
         lines.append(f"| {label} | mean | {train_loss:.4f} | {sampled:.4f} | {whole:.4f} |")
     lines += ["", f"The whole split: {count} windows of {task.config.sequence_length + 1} tokens."]
-    text = "\n".join(lines) + "\n"
-    print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_report(args.out, lines)
+    else:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,7 @@ class TrainResult:
     valid_loss: float  # on the validation split's fixed held-out batch (held_out_metrics)
     valid_accuracy: float | None
     steps_per_second: float
+    params: Any = dataclasses.field(default=None, repr=False, compare=False)  # the model at the end
 
 
 def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *, seed: int = 0,
@@ -78,4 +80,4 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
     timed_steps = num_steps - log_every
     return TrainResult(steps=num_steps, train_loss=train_loss, valid_loss=valid_loss,
                        valid_accuracy=None if jnp.isnan(valid_accuracy) else valid_accuracy,
-                       steps_per_second=timed_steps / elapsed if timed_steps else float("nan"))
+                       steps_per_second=timed_steps / elapsed if timed_steps else float("nan"), params=params)

@@ -194,6 +194,9 @@ def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):
     assert np.asarray(params["lstm_0"]["input_gates"]["bias"]).reshape(4, 16).mean(axis=1).tolist() == [0, 1, 0, 0]
     result = tasks.train.train(task, optax.adam(1e-2), 100, log_every=50, log=lambda line: None)
     assert result.train_loss < 0.85 * np.log(task.vocab_size)  # from the uniform guess towards unigram statistics
+    # The result holds the trained model: its held-out loss is the one reported.
+    held_out = tasks.train.held_out_metrics(task, result.params, task.data)[0]
+    np.testing.assert_allclose(float(held_out), result.valid_loss, rtol=1e-5)
 
 
 def test_the_autoencoder_reconstructs_its_input_and_the_tabular_task_is_standardized(key):

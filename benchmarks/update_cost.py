@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import lopt
+from checkpoints.files import write_atomically
 from lopt.baselines import BASELINES
 
 
@@ -147,7 +148,7 @@ def machine() -> str:
 def write_report(path: str, lines: list[str]) -> str:
     report = "\n".join(lines) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(report)
+    write_atomically(path, report)  # a run stopped while writing leaves the previous report whole
     print(report)
     return report
 

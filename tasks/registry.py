@@ -102,6 +102,10 @@ MIXED_CPU_SP_BROAD = MixedFamily(buckets=_in_sp((
     (RecurrentLMConfig(width=48, depth=1, sequence_length=24, batch_size=16),),
 )))
 
+# mixed_sp_broad's conv nets and language models alone: the direction those models ask for, without the
+# memorizing MLPs that pull it the other way (benchmarks/results/deciding/lm_conv_family.md).
+MIXED_CPU_SP_LM_CONV = MixedFamily(buckets=MIXED_CPU_SP_BROAD.buckets[2:])
+
 # Seconds: two buckets of tiny models (an MLP on either 8x8 set, a transformer LM), for tests and for
 # trying the mixed machinery.
 MIXED_TINY = MixedFamily(buckets=(
@@ -122,6 +126,7 @@ FAMILIES: dict[str, TaskFamily] = {
     "mixed_sp": MIXED_CPU_SP,
     "mixed_sp_tabular": MIXED_CPU_SP_TABULAR,
     "mixed_sp_broad": MIXED_CPU_SP_BROAD,
+    "mixed_sp_lm_conv": MIXED_CPU_SP_LM_CONV,
     "mixed_wide": MIXED_WIDE,
     "mixed_tiny": MIXED_TINY,
 }

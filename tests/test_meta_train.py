@@ -300,7 +300,8 @@ def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_
     rest stays exactly as it started, AdamW's weight decay included."""
     source = tiny()
     saved = jax.device_get(MetaTrainer(source).init().theta)
-    saved["log_learning_rate"] = saved["log_learning_rate"] + 1.0  # not the architecture's own start
+    # float32 under numpy 1.x too, whose scalar + Python float is float64 (a theta save refuses)
+    saved["log_learning_rate"] = saved["log_learning_rate"] + np.float32(1.0)  # not the architecture's own start
     lopt.save(tmp_path / "start", source.optimizer(), saved, description="test")
     config = tiny(f"init_from={tmp_path / 'start'}", "fit_decay=true", "conv_step=5", "embedding_step=3",
                   "meta_train_only=fit_decay,log_weight_decay")

@@ -87,6 +87,9 @@ MIXED_WIDE = MixedFamily(buckets=(
     (RecurrentLMConfig(width=128, depth=1, sequence_length=32, batch_size=32),),
 ))
 
+# In standard parameterization: what the standard-parameterization rules (normalized_mlp) meta-train on.
+MIXED_WIDE_SP = MixedFamily(buckets=_in_sp(MIXED_WIDE.buckets))
+
 # Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): more
 # meta-training on mixed_sp moved its MLPs and not the `ood` conv net and language models, so this family
 # weights toward what those decide (benchmarks/results/deciding/broad_family.md). None of its models is
@@ -128,6 +131,7 @@ FAMILIES: dict[str, TaskFamily] = {
     "mixed_sp_broad": MIXED_CPU_SP_BROAD,
     "mixed_sp_lm_conv": MIXED_CPU_SP_LM_CONV,
     "mixed_wide": MIXED_WIDE,
+    "mixed_wide_sp": MIXED_WIDE_SP,
     "mixed_tiny": MIXED_TINY,
 }
 

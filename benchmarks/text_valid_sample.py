@@ -22,7 +22,7 @@ import numpy as np
 
 import lopt
 import tasks
-from lopt.baselines import BASELINES
+from evaluate.optimizers import OptimizerError, baseline
 from tasks.datasets import arrays
 from tasks.train import train
 
@@ -43,10 +43,12 @@ def arguments(argv):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the table here too (markdown)")
     args = parser.parse_args(argv)
-    name, _, rate = args.baseline.partition("@")
-    if name not in BASELINES or not _positive(rate):
-        parser.error(f"--baseline {args.baseline!r}: give BASELINE@RATE, BASELINE one of {', '.join(BASELINES)} "
-                     "and RATE a positive number")
+    try:  # evaluate's own reading of BASELINE@RATE; a name alone would be a tuned grid
+        args.baseline = baseline(args.baseline)
+    except OptimizerError as error:
+        parser.error(f"--baseline: {error}")
+    if args.baseline.tuned:
+        parser.error(f"--baseline {args.baseline.name!r}: give BASELINE@RATE, a fixed learning rate")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: must be at least 1")
     if args.task not in tasks.TASKS or tasks.TASKS[args.task].kind not in TEXT_KINDS:
@@ -58,13 +60,6 @@ def arguments(argv):
     if args.steps <= 0 or args.steps % CHUNK:
         parser.error(f"--steps {args.steps}: must be a positive multiple of {CHUNK}")
     return args
-
-
-def _positive(text: str) -> bool:
-    try:
-        return 0 < float(text) < float("inf")
-    except ValueError:
-        return False
 
 
 def whole_split_scorer(task):
@@ -95,9 +90,9 @@ def main(argv=None):
     args = arguments(argv)
     task = tasks.get_task(args.task, parameterization="sp")
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
-    name, _, rate = args.baseline.partition("@")
+    fixed = args.baseline
     optimizers = {args.optimizer: lopt.load(args.optimizer, num_steps=args.steps, roles=roles),
-                  args.baseline: BASELINES[name][0](float(rate), args.steps, roles)}
+                  fixed.name: fixed.make(fixed.candidates[0].hyper, args.steps, roles)}
     whole_split, count = whole_split_scorer(task)
     lines = [f"{args.task} (sp), {args.steps} steps, seeds 0-{args.seeds - 1}: final training loss (last "
              f"{CHUNK} steps), validation loss on evaluation's {arrays.HELD_OUT_WINDOWS} windows and on the "

@@ -107,7 +107,8 @@ MIXED_CPU_SP_BROAD = MixedFamily(buckets=_in_sp((
 
 # mixed_sp_broad's conv nets and language models alone: the direction those models ask for, without the
 # memorizing MLPs that pull it the other way (benchmarks/results/deciding/lm_conv_family.md).
-MIXED_CPU_SP_LM_CONV = MixedFamily(buckets=MIXED_CPU_SP_BROAD.buckets[2:])
+MIXED_CPU_SP_LM_CONV = MixedFamily(buckets=tuple(bucket for bucket in MIXED_CPU_SP_BROAD.buckets
+                                                 if bucket[0].kind != "image_mlp"))
 
 # Seconds: two buckets of tiny models (an MLP on either 8x8 set, a transformer LM), for tests and for
 # trying the mixed machinery.

@@ -5,9 +5,8 @@ and the time to trace and compile the outer step.
 
 Cases: (a) 8 tasks x 10-step truncations on a 10-d quadratic with a hidden-32 per-parameter MLP
 optimizer, the setting whose learned_optimization figure (180-220 meta-steps/s, about 6 s to compile on
-a 2-core CPU) is the one to beat; (b) the default preset of `python -m meta_train`; (c) the mixed_cpu
-preset, six shape buckets (MLPs, a conv net, a transformer and an LSTM LM) in one step; (d) the same with
-the regret curriculum (its tuned-Adam curves replaced by zeros here: the step's cost is the same). Each case
+a 2-core CPU) is the one to beat; (b) the default preset of `python -m meta_train`, six shape buckets
+(MLPs, a conv net, a transformer and an LSTM LM) in one step; (c) the same with the regret curriculum (its tuned-Adam curves replaced by zeros here: the step's cost is the same). Each case
 builds a fresh MetaTrainer (a cold compile), then times `repeats` windows of steps and reports the median.
 """
 
@@ -28,11 +27,10 @@ from meta_train.trainer import MetaTrainer
 QUADRATIC = "(a) quadratic 10-d, 8 tasks x 10 steps, MLP hidden 32"  # small_fc_lopt's MLP, as learned_optimization's
 CASES = {
     QUADRATIC: (
-        "quadratic", ["architecture=mlp_lopt", "parameterization=mup", "hidden_size=32", "num_tasks=8",
+        "quadratic", ["optimizer=mlp_lopt", "optimizer.hidden_size=32", "workers_per_config=8",
                       "truncation_length=10"], 100),
-    "(b) default preset": ("default", [], 10),
-    "(c) mixed_cpu preset: 6 shape buckets (MLPs, conv, transformer, LSTM)": ("mixed_cpu", [], 10),
-    "(d) mixed_cpu, regret curriculum": ("mixed_cpu", ["curriculum=regret"], 10),
+    "(b) default preset: 6 shape buckets (MLPs, conv, transformer, LSTM)": ("default", [], 10),
+    "(c) default preset, regret curriculum": ("default", ["curriculum=regret"], 10),
 }
 
 

@@ -1,7 +1,7 @@
 """The shipped optimizers against per-task tuned baselines: the README's results, reproduced with one
 command.
 
-    python -m benchmarks.pretrained_results [--mup mulo_small_fc] [--sp sp_small_fc] [--suites ood,...]
+    python -m benchmarks.pretrained_results [--mup mulo] [--sp former/sp_small_fc] [--suites ood,...]
         [--out benchmarks/results/pretrained] [--sweeps pretrained_sweeps]
 
 Runs `evaluate` suites (each in SWEEPS/<suite>[_<steps>_steps]_<optimizer>/, with its own summary.md,
@@ -54,8 +54,8 @@ SUITES = (
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pretrained_results",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mup", default="mulo_small_fc", help="the muP optimizer (name or checkpoint)")
-    parser.add_argument("--sp", default="sp_small_fc", help="its standard-parameterization twin")
+    parser.add_argument("--mup", default="mulo", help="the muP optimizer (name or checkpoint)")
+    parser.add_argument("--sp", default="former/sp_small_fc", help="its standard-parameterization twin")
     parser.add_argument("--out", default="benchmarks/results/pretrained", help="where results.md and the plots go")
     parser.add_argument("--sweeps", default="pretrained_sweeps", help="where the evaluate sweeps run")
     parser.add_argument("--cache", default=None, help="baseline cache (default: evaluate's)")

@@ -102,16 +102,14 @@ def main(argv=None) -> str:
         "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
         "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
         "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
-        "NormalizedMLPLOpt hidden 8, orthogonalized, fit decay, kind steps (orthogonal_mixed_kinds)": lambda params: _normalized(
+        "NormalizedMLPLOpt hidden 8, orthogonalized, fit decay, kind steps (orthogonal_mlp)": lambda params: _normalized(
             params, orthogonalize=True, fit_decay=True, conv_step=5.0, embedding_step=5.0),
-        "NormalizedMLPLOpt hidden 8, orthogonalized (orthogonal_mixed)": lambda params: _normalized(params, orthogonalize=True),
+        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(params, orthogonalize=True),
         "NormalizedMLPLOpt hidden 8, every entry's features (as meta-trained)": lambda params: _normalized(params),
         "NormalizedMLPLOpt hidden 8, sampled features (normalized_mixed)": lambda params: _normalized(
             params, feature_sample=16384),
         "NormalizedMLPLOpt hidden 4, sampled features": lambda params: _normalized(
             params, hidden_size=4, feature_sample=16384),
-        "NormalizedMLPLOpt hidden 4, shared normalization": lambda params: _normalized(
-            params, hidden_size=4, feature_normalization="shared"),
         "MLPLOpt hidden 4": lambda params: _mlp(4, params),
         "MLPLOpt hidden 32": lambda params: _mlp(32, params),
         "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),

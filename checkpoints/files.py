@@ -1,6 +1,6 @@
 """Files a run writes beside its checkpoints: whole-or-nothing text files, TensorBoard scalars
-(written with the tensorboard package alone; TensorFlow is not a dependency), and the on-disk cache
-of compiled programs that the command lines use."""
+(written with the tensorboard package alone, imported when a writer is made: `lopt[train]`; TensorFlow
+is not a dependency), and the on-disk cache of compiled programs that the command lines use."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import jax
-from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from checkpoints.optional import require
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
@@ -37,11 +36,15 @@ class ScalarWriter:
     """Appends scalar summaries to an event file in logdir, readable by TensorBoard."""
 
     def __init__(self, logdir: str | os.PathLike):
-        self._writer = EventFileWriter(str(logdir))
+        what = "writing TensorBoard events"
+        self._event = require("tensorboard.compat.proto.event_pb2", what, "train").Event
+        self._summary = require("tensorboard.compat.proto.summary_pb2", what, "train").Summary
+        writer = require("tensorboard.summary.writer.event_file_writer", what, "train").EventFileWriter
+        self._writer = writer(str(logdir))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
-        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
+        values = [self._summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        self._writer.add_event(self._event(wall_time=time.time(), step=step, summary=self._summary(value=values)))
         self._writer.flush()
 
     def close(self) -> None:

@@ -9,14 +9,23 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from checkpoints.optional import require
 from evaluate.optimizers import REFERENCE_BASELINE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOTS_DIR = "plots"
 _LOSS_FLOOR = 1e-8  # losses are drawn on log axes
+
+
+def _figure(**options) -> Figure:
+    """A new matplotlib Figure; matplotlib (`lopt[eval]`) is imported at the first plot."""
+    return require("matplotlib.figure", "plotting a sweep", "eval").Figure(**options)
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -35,7 +44,7 @@ def _finite(values) -> np.ndarray:
 def loss_curves(unit_group, title: str, path: Path) -> Path:
     """Training and validation loss of every optimizer (mean over seeds, with the seeds' range shaded); a
     tuned baseline at its best setting on the panel's metric."""
-    figure = Figure(figsize=(10, 4))
+    figure = _figure(figsize=(10, 4))
     figure.subplots_adjust(wspace=0.3)  # room for the right panel's axis label
     for axes, metric, name in zip(figure.subplots(1, 2), ("train_loss", "valid_loss"), ("training", "validation")):
         for unit in unit_group:
@@ -59,7 +68,7 @@ def loss_curves(unit_group, title: str, path: Path) -> Path:
 def final_against_axis(rows, axis: str, kind: str, path: Path) -> Path:
     """Final training and validation loss against the swept value, one line per optimizer, log-log; a
     diverged run is drawn as a cross at the top of its panel."""
-    figure = Figure(figsize=(11, 4.5))
+    figure = _figure(figsize=(11, 4.5))
     figure.subplots_adjust(wspace=0.3)
     for axes, field, name in zip(figure.subplots(1, 2), ("final_train_loss", "final_valid_loss"),
                                  ("training", "validation")):
@@ -92,7 +101,7 @@ def speedups(rows, path: Path) -> Path:
     """Speedup over tuned Adam per task and optimizer (log scale; 1 is parity)."""
     optimizers = [name for name in dict.fromkeys(row["optimizer"] for row in rows) if name != REFERENCE_BASELINE]
     tasks = list(dict.fromkeys(row["task"] for row in rows))
-    figure = Figure(figsize=(8, 0.5 + 0.35 * len(tasks) * max(len(optimizers), 1)))
+    figure = _figure(figsize=(8, 0.5 + 0.35 * len(tasks) * max(len(optimizers), 1)))
     axes = figure.subplots()
     height = 0.8 / max(len(optimizers), 1)
     for k, optimizer in enumerate(optimizers):

@@ -1,15 +1,16 @@
 """Learned optimizers: architectures, muP rules, hand-designed baselines and the Optax adapter.
 
-    tx = lopt.load(lopt.DEFAULT, num_steps=1000, roles=task.roles(params))  # or "path/or/name"
+    tx = lopt.load(lopt.DEFAULT, num_steps=1000)  # a shipped name or a checkpoint directory
     opt_state = tx.init(params)
     updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+    params = optax.apply_updates(params, updates)
 """
 
 from lopt import baselines, harness
-from lopt.base import LearnedOptimizer
+from lopt.base import LearnedOptimizer, StepRule
 from lopt.hand_designed import Adam
-from lopt.loading import (DEFAULT, PretrainedInfo, check_theta, convert_learned_optimization, list_pretrained, load,
-                          load_optimizer, load_rule, save)
+from lopt.loading import (DEFAULT, FORMER_NAMES, PretrainedInfo, check_theta, convert_learned_optimization,
+                          list_pretrained, load, load_optimizer, load_rule, refit_theta, save)
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
 from lopt.momentum_mlp_lopt import MomentumMLPLOpt

@@ -21,35 +21,35 @@ from lopt import mup
 from lopt.types import PARAMETERIZATIONS, MetaParams, Params, PRNGKey, Roles
 
 
+class SpecError(ValueError):
+    """A spec or setting that names no architecture we have, or settings it does not take."""
+
+
 class LearnedOptimizer(abc.ABC):
-    """An optimizer whose update rule has meta-parameters theta. Subclasses are final dataclasses of
-    JSON-serializable settings (so a checkpoint's spec rebuilds them) and implement the four methods."""
+    """An optimizer whose update rule has meta-parameters theta.
+
+    What an architecture implements: `init(key) -> theta` and `transform(theta, num_steps, roles)`, the
+    Optax transform that meta-training unrolls, evaluation runs and `lopt.load` returns. Rules written as
+    one step function derive from `StepRule` instead, which builds `transform` from `init_state` and
+    `step`. What it inherits: `settings()` and `spec()` (a checkpoint rebuilds the optimizer from them),
+    `with_settings()` (a variant of the same theta), and `as_optax` (the checks every transform shares).
+
+    Subclasses are final frozen dataclasses of JSON-serializable settings that validate themselves in
+    `__post_init__`: a setting is declared and checked there once, and the meta-training config, the
+    command line's `--set optimizer.FIELD=...` and `lopt.load(..., FIELD=...)` all read that declaration.
+    """
 
     architecture: ClassVar[str]  # the name a checkpoint's spec records
     parameterization: str  # "mup": hidden updates are divided by fan_in; "sp": nothing is rescaled
+    # Settings outside theta that change the harness around the learned rule, not what theta means (a
+    # schedule's shape, a fixed step factor): `lopt.load` and a warm start may change them freely.
+    harness_settings: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def init(self, key: PRNGKey) -> MetaParams:
         """Fresh meta-parameters."""
 
     @abc.abstractmethod
-    def init_state(self, theta: MetaParams, params: Params, num_steps: int | jax.Array) -> Any:
-        """The optimizer state for params (a NamedTuple of arrays; never the params themselves)."""
-
-    @abc.abstractmethod
-    def step(self, theta: MetaParams, grads: Params, state: Any, params: Params,
-             loss: jax.Array | None) -> tuple[Params, Any]:
-        """Updates to add to params before the muP rescaling, and the next state."""
-
-    def role_multipliers(self, theta: MetaParams) -> dict[str, jax.Array] | None:
-        """A learned step multiplier per muP role, applied after the muP rule; None for none."""
-        del theta
-        return None
-
-    def settings(self) -> dict[str, Any]:
-        """The constructor arguments, JSON-serializable (the dataclass fields)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
     def transform(self, theta: MetaParams, num_steps: int | jax.Array, roles: Roles | None = None
                   ) -> optax.GradientTransformationExtraArgs:
         """This optimizer with meta-parameters theta as an Optax transform.
@@ -57,11 +57,25 @@ class LearnedOptimizer(abc.ABC):
         `num_steps` is the length of the training run (learned optimizers condition on it). `roles` is a
         pytree like params of "input" | "hidden" | "output"; a muP optimizer requires it.
         """
-        def update(grads, state, params, loss):
-            updates, state = self.step(theta, grads, state, params, loss)
-            return mup.scale_updates(updates, roles, self.parameterization, self.role_multipliers(theta)), state
 
-        return self.as_optax(lambda params: self.init_state(theta, params, num_steps), update, roles)
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serializable (the dataclass fields)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def with_settings(self, **changes: Any) -> "LearnedOptimizer":
+        """The same architecture with some harness settings changed (validated as at construction);
+        a setting that would change what theta means is refused in one line."""
+        fixed = sorted(set(changes) - set(self.harness_settings))
+        if fixed:
+            known = {field.name for field in dataclasses.fields(self)}
+            unknown = [name for name in fixed if name not in known]
+            if unknown:
+                raise SpecError(f"{self.architecture} has no setting {', '.join(unknown)}; "
+                                    f"settings that may change: {', '.join(self.harness_settings) or 'none'}")
+            raise SpecError(f"{self.architecture}'s {', '.join(fixed)} shape{'s' if len(fixed) == 1 else ''} theta, "
+                            f"fixed by the checkpoint; settings that may change: "
+                            f"{', '.join(self.harness_settings) or 'none'}")
+        return dataclasses.replace(self, **changes)
 
     def as_optax(self, init: Callable[[Params], Any], update: Callable[..., tuple[Params, Any]],
                  roles: Roles | None) -> optax.GradientTransformationExtraArgs:
@@ -93,6 +107,27 @@ class LearnedOptimizer(abc.ABC):
     def spec(self) -> dict[str, Any]:
         return {"architecture": self.architecture, "settings": self.settings(),
                 "parameterization": self.parameterization}
+
+
+class StepRule(LearnedOptimizer):
+    """A learned optimizer written as one step function over all tensors. Implement `init`,
+    `init_state` and `step`; `transform` is built from them, with muP's rescaling of the step's updates by role."""
+
+    @abc.abstractmethod
+    def init_state(self, theta: MetaParams, params: Params, num_steps: int | jax.Array) -> Any:
+        """The optimizer state for params (a NamedTuple of arrays; never the params themselves)."""
+
+    @abc.abstractmethod
+    def step(self, theta: MetaParams, grads: Params, state: Any, params: Params,
+             loss: jax.Array | None) -> tuple[Params, Any]:
+        """Updates to add to params before the muP rescaling, and the next state."""
+
+    def transform(self, theta, num_steps, roles=None):
+        def update(grads, state, params, loss):
+            updates, state = self.step(theta, grads, state, params, loss)
+            return mup.scale_updates(updates, roles, self.parameterization), state
+
+        return self.as_optax(lambda params: self.init_state(theta, params, num_steps), update, roles)
 
 
 def check_parameterization(optimizer: LearnedOptimizer) -> None:

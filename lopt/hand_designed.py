@@ -12,11 +12,11 @@ import math
 import jax.numpy as jnp
 import optax
 
-from lopt.base import LearnedOptimizer, check_parameterization
+from lopt.base import StepRule, check_parameterization
 
 
 @dataclasses.dataclass(frozen=True)
-class Adam(LearnedOptimizer):
+class Adam(StepRule):
     """Adam with a learnable log learning rate and betas (as log(1 - beta), so they stay below 1)."""
 
     architecture = "adam"

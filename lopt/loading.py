@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,19 @@ from lopt.types import MetaParams, Roles
 
 
 # The shipped optimizer the Quickstart and the main job use, and what the benchmarks measure by default.
-DEFAULT = "orthogonal_mixed_kinds"
+DEFAULT = "orthogonal_mlp"
+
+# Names shipped before, each now a shipped checkpoint (or one kept under former/) with load-time
+# settings: what they loaded, they still load.
+FORMER_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "orthogonal_mixed_kinds": ("orthogonal_mlp", {}),
+    "orthogonal_mixed_linear": ("orthogonal_mlp", {"schedule": "linear"}),
+    "orthogonal_mixed_fit": ("orthogonal_mlp", {"conv_step": 1.0, "embedding_step": 1.0}),
+    "orthogonal_mixed": ("orthogonal_mlp", {"conv_step": 1.0, "embedding_step": 1.0, "fit_decay": False}),
+    "mulo_small_fc": ("mulo", {}),
+    "normalized_mixed": ("former/normalized_mixed", {}),
+    "sp_small_fc": ("former/sp_small_fc", {}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +69,41 @@ def save(directory: str | os.PathLike, optimizer: LearnedOptimizer, theta: MetaP
     return checkpoints.save(directory, theta, spec)
 
 
-def load_optimizer(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, MetaParams, dict[str, Any]]:
+def load_optimizer(name_or_path: str | os.PathLike, **settings: Any
+                   ) -> tuple[LearnedOptimizer, MetaParams, dict[str, Any]]:
     """(architecture, theta, full spec) of a shipped optimizer's name, a checkpoint directory, or a
-    learned_optimization checkpoint (its `params` file or their directory, with `config.gin` beside it)."""
+    learned_optimization checkpoint (its `params` file or their directory, with `config.gin` beside it),
+    with harness settings changed (see `load`)."""
+    name = str(name_or_path)
+    if name in FORMER_NAMES:
+        name, former_settings = FORMER_NAMES[name]
+        setting_text = ", ".join(f"{key}={value!r}" for key, value in former_settings.items())
+        warnings.warn(f"{name_or_path!r} is now lopt.load({name!r}{', ' if setting_text else ''}{setting_text})",
+                      FutureWarning, stacklevel=3)
+        settings = {**former_settings, **settings}
+    optimizer, theta, spec = _read(name)
+    if settings:
+        optimizer = optimizer.with_settings(**settings)
+        theta = refit_theta(optimizer, theta)
+        spec = {**spec, "optimizer": optimizer.spec()}
+    return optimizer, theta, spec
+
+
+def _read(name_or_path: str) -> tuple[LearnedOptimizer, MetaParams, dict[str, Any]]:
     shipped = {info.name: info.directory for info in list_pretrained()}
-    if str(name_or_path) in shipped:
-        directory = shipped[str(name_or_path)]
+    shipped.update((name, checkpoints.PRETRAINED_DIRECTORY / target) for name, (target, _) in FORMER_NAMES.items()
+                   if target.startswith("former/"))
+    if name_or_path in shipped:
+        directory = shipped[name_or_path]
+    elif name_or_path.startswith("former/"):
+        directory = checkpoints.PRETRAINED_DIRECTORY / name_or_path
     else:
         directory = Path(name_or_path)
         if not directory.exists():
             raise checkpoints.CheckpointError(
                 f"{name_or_path!r} is neither a shipped learned optimizer (shipped: "
-                f"{', '.join(sorted(shipped)) or 'none yet'}) nor an existing checkpoint directory "
-                "(ours, or learned_optimization's params and config.gin)")
+                f"{', '.join(sorted(info.name for info in list_pretrained())) or 'none yet'}) nor an existing "
+                "checkpoint directory (ours, or learned_optimization's params and config.gin)")
         if learned_optimization.is_checkpoint(directory):
             optimizer, theta, provenance = learned_optimization.read_checkpoint(directory)
             check_theta(optimizer, theta, where=str(directory))
@@ -82,19 +117,47 @@ def load_optimizer(name_or_path: str | os.PathLike) -> tuple[LearnedOptimizer, M
     return optimizer, jax.tree.map(jnp.asarray, theta), spec
 
 
-def load(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None = None
-         ) -> optax.GradientTransformationExtraArgs:
-    """A learned optimizer as an Optax transform, to use in place of `optax.adam`.
+def refit_theta(optimizer: LearnedOptimizer, theta: MetaParams, key: jax.Array | None = None) -> MetaParams:
+    """theta for optimizer after a change of settings: its entries as they are, entries the optimizer
+    does not use dropped, and entries it adds (fit_decay's) at their initial values. An entry whose shape
+    no longer fits raises SpecError."""
+    fresh = optimizer.init(jax.random.key(0) if key is None else key)
+    refit = {name: theta.get(name, value) for name, value in fresh.items()}
+    check_theta(optimizer, refit)
+    return refit
 
-    num_steps: the length of the training run (the optimizer's time features depend on it).
-    roles: for muP optimizers, each parameter tensor's role ("input" | "hidden" | "output"), from
-        `task.roles(params)` or `lopt.infer_roles(params_at_width_a, params_at_width_b)`.
+
+def load(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None = None, **settings: Any
+         ) -> optax.GradientTransformationExtraArgs:
+    """A learned optimizer as an Optax transform, to use in place of `optax.adamw` or `optax.contrib.muon`.
+
+        tx = lopt.load(lopt.DEFAULT, num_steps=1000)             # or a checkpoint directory
+        opt_state = tx.init(params)
+        updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+        params = optax.apply_updates(params, updates)
+
+    num_steps: the length of the training run. The learned optimizers condition on the fraction of it
+        done, and the default's learning rate warms up and decays to 0 at step num_steps - 1; past it the
+        rate stays 0 (training stops moving): build a new transform for a longer run.
+    roles: each parameter tensor's muP role ("input" | "hidden" | "output"), a pytree like params, from
+        `task.roles(params)` or `lopt.infer_roles(params_at_width_a, params_at_width_b)`. A muP optimizer
+        (`mulo`) requires it. The default uses it to tell hidden matrices (orthogonalized) from input
+        and output ones; without it every tensor of 2 or more axes counts as hidden, as in
+        optax.contrib.muon without dimension numbers.
+    loss: the default's update needs the training loss of the step (`loss=`, as optax passes extra
+        arguments through `optax.chain`): its weight decay reads how far the loss has fallen. Pass
+        `fit_decay=False` to use it without.
+    **settings: the harness around the learned rule, with the meta-trained values as defaults, e.g. for
+        the default: schedule ("cosine" | "linear"), learning_rate_scale (times the learned peak),
+        weight_decay (in place of the learned one), fit_decay, conv_step, embedding_step (convolution
+        kernels' and embedding tables' step factors), feature_sample. A setting that would change what
+        theta means is refused, naming those that may change.
     """
-    optimizer, theta, _ = load_optimizer(name_or_path)
+    optimizer, theta, _ = load_optimizer(name_or_path, **settings)
     return optimizer.transform(theta, num_steps, roles)
 
 
-def load_rule(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None = None
+def load_rule(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles | None = None, **settings: Any
               ) -> optax.GradientTransformation:
     """The learned update direction alone, without the learning rate and weight decay that `load` adds,
     for a chain of your own:
@@ -102,10 +165,10 @@ def load_rule(name_or_path: str | os.PathLike, *, num_steps: int, roles: Roles |
         optax.chain(lopt.load_rule(name, num_steps=T, roles=roles), optax.add_decayed_weights(1e-2),
                     optax.scale_by_learning_rate(my_schedule))
 
-    Only rules that leave the step size to a schedule have one (normalized_mlp); the others set their
-    own step sizes, and `load` is the way to use them.
+    Only rules that leave the step size to a schedule have one (the default's architecture,
+    normalized_mlp); the others set their own step sizes, and `load` is the way to use them.
     """
-    optimizer, theta, _ = load_optimizer(name_or_path)
+    optimizer, theta, _ = load_optimizer(name_or_path, **settings)
     if not hasattr(optimizer, "rule"):
         raise SpecError(f"{name_or_path}: a {optimizer.architecture} optimizer sets its own step sizes and has no "
                         "separate rule to chain with a schedule; use lopt.load")

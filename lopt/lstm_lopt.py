@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lopt.base import LearnedOptimizer, check_parameterization
+from lopt.declare import setting
+from lopt.base import StepRule, check_parameterization
 from lopt.mlp_lopt import (NUM_TENSOR_FEATURES, StatisticsDecaySettings, advance_statistics, init_statistics,
                            per_parameter_mlp, statistics_decays)
 
@@ -52,17 +53,17 @@ def tensor_statistics(param, grad, stats, fraction_done, loss_features) -> jax.A
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTMLOpt(StatisticsDecaySettings, LearnedOptimizer):
+class LSTMLOpt(StatisticsDecaySettings, StepRule):
     """A per-tensor LSTM that mixes a bank of per-parameter MLPs (VeLO's design, our own sizes)."""
 
     architecture = "lstm_lopt"
-    lstm_hidden_size: int = 32  # VeLO: 512
-    num_mlps: int = 8  # size of the per-parameter MLP bank (VeLO: 256)
-    mlp_hidden_size: int = 4  # hidden units of each per-parameter MLP (VeLO: 4)
-    param_scale: bool = False  # multiply each step by the tensor's RMS (VeLO: True; muLO: False)
-    parameterization: str = "mup"
-    exp_mult: float = 0.001
-    step_mult: float = 0.001
+    lstm_hidden_size: int = setting(32, "units of the per-tensor LSTM (VeLO: 512)")
+    num_mlps: int = setting(8, "size of the per-parameter MLP bank (VeLO: 256)")
+    mlp_hidden_size: int = setting(4, "hidden units of each per-parameter MLP (VeLO: 4)")
+    param_scale: bool = setting(False, "each step times the tensor's RMS (VeLO: True; muLO: False)")
+    parameterization: str = setting("mup", "'mup': hidden updates divided by fan_in; 'sp': none")
+    exp_mult: float = setting(0.001, "c in the step d * exp(m * c) * step_mult")
+    step_mult: float = setting(0.001, "the step's scale")
 
     def __post_init__(self):
         check_parameterization(self)

@@ -15,11 +15,7 @@ defaults are small_fc_lopt's architecture):
 - `time_feature_horizon=H`: a run longer than H steps reads its time features at t * H / T, so they never
   leave the range that meta-training runs of at most H steps showed the optimizer (runs of at most H
   steps are unchanged). Without it, time features past the meta-training horizon are inputs the MLP never
-  saw (the README's Results measure what that does at 10x the horizon).
-- `role_scales` (muP only): each muP role's steps (input, hidden, output) are multiplied by a learned
-  exp(s_role). muP fixes how a role's step scales with width but not the constant in front of it, and the
-  MLP cannot set roles apart itself: it is shared by every tensor and reads features normalized per
-  tensor (the README's Results measure the readout's constant on `mulo_small_fc`).
+  saw.
 - `init_rule="adam"`: theta starts as Adam with each tensor's update normalized (two hidden units carry
   the momentum / sqrt(second moment) feature; the others start with small output weights) and, with the
   schedule, a cosine decay to 2% over the run: meta-training refines a good optimizer instead of first
@@ -35,8 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from lopt import accumulators as acc
-from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
-from lopt.types import ROLES
+from lopt.declare import setting
+from lopt.base import StepRule, check_parameterization, check_positive_integers
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
 NUM_TENSOR_FEATURES = 28
@@ -90,9 +86,9 @@ class StatisticsDecaySettings:
     1 second moment, 3 Adafactor factorizations. The settings of MLPLOpt, LSTMLOpt and VeLO, whose
     __post_init__ calls `settle_statistics_decays`."""
 
-    momentum_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
-    second_moment_decays: tuple[float, ...] = (0.999,)
-    adafactor_decays: tuple[float, ...] = (0.9, 0.99, 0.999)
+    momentum_decays: tuple[float, ...] = setting((0.9, 0.99, 0.999), "initial momentum decays (meta-learned offsets)")
+    second_moment_decays: tuple[float, ...] = setting((0.999,), "initial second-moment decay (meta-learned offset)")
+    adafactor_decays: tuple[float, ...] = setting((0.9, 0.99, 0.999), "initial Adafactor decays (meta-learned offsets)")
 
     def settle_statistics_decays(self) -> None:
         """Stores the decays as tuples (a spec read back from JSON gives lists; settings stay hashable),
@@ -105,21 +101,19 @@ class StatisticsDecaySettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPLOpt(StatisticsDecaySettings, LearnedOptimizer):
+class MLPLOpt(StatisticsDecaySettings, StepRule):
     """small_fc_lopt: a per-parameter MLP on Adafactor-style features."""
 
     architecture = "mlp_lopt"
-    hidden_size: int = 32  # units of each hidden layer (4 in small_fc_lopt, 32 in muLO)
-    hidden_layers: int = 2  # ReLU hidden layers
-    parameterization: str = "mup"  # "mup": hidden updates / fan_in; "sp": none
-    exp_mult: float = 0.001  # c in d * exp(m * c) * c: keeps the initial steps small
-    step_mult: float = 0.001
-    # (momentum_decays, second_moment_decays, adafactor_decays: StatisticsDecaySettings', the initial
-    # decays, meta-learned as offsets)
-    horizon_schedule: bool = False  # multiply steps by a learned schedule over the fraction of the run done
-    init_rule: str = "random"  # "random", or "adam": theta starts as per-tensor normalized Adam
-    time_feature_horizon: int = 0  # > 0: longer runs read time features at t * this / T; 0: absolute t
-    role_scales: bool = False  # muP: a learned step multiplier for each role (input, hidden, output)
+    hidden_size: int = setting(32, "units of each hidden layer (4 in small_fc_lopt, 32 in muLO)")
+    hidden_layers: int = setting(2, "ReLU hidden layers")
+    parameterization: str = setting("mup", "'mup': hidden updates divided by fan_in; 'sp': none")
+    exp_mult: float = setting(0.001, "c in the step d * exp(m * c) * step_mult: keeps the initial steps small")
+    step_mult: float = setting(0.001, "the step's scale, d * exp(m * exp_mult) * step_mult")
+    horizon_schedule: bool = setting(False, "steps times a learned schedule over the fraction of the run done")
+    init_rule: str = setting("random", "theta starts 'random', or as per-tensor normalized 'adam'")
+    # Without it a run longer than any meta-training run shows the MLP time features it never saw.
+    time_feature_horizon: int = setting(0, "> 0: longer runs read time features at t * this / T; 0: absolute t")
 
     def __post_init__(self):
         check_parameterization(self)
@@ -131,10 +125,6 @@ class MLPLOpt(StatisticsDecaySettings, LearnedOptimizer):
             raise ValueError(f"MLPLOpt.init_rule={self.init_rule!r}: must be one of {', '.join(INIT_RULES)}")
         if not isinstance(self.time_feature_horizon, int) or self.time_feature_horizon < 0:
             raise ValueError(f"MLPLOpt.time_feature_horizon={self.time_feature_horizon!r}: must be an integer >= 0")
-        if not isinstance(self.role_scales, bool):
-            raise ValueError(f"MLPLOpt.role_scales={self.role_scales!r}: must be True or False")
-        if self.role_scales and self.parameterization != "mup":
-            raise ValueError("MLPLOpt.role_scales=True needs parameterization='mup' (the roles come with muP)")
         if self.init_rule == "adam" and self.hidden_size < 2:
             raise ValueError("MLPLOpt.init_rule='adam' needs hidden_size >= 2 (two units carry Adam's direction)")
 
@@ -150,14 +140,7 @@ class MLPLOpt(StatisticsDecaySettings, LearnedOptimizer):
                  "adafactor_decays": jnp.zeros((3,)), "mlp": layers}
         if self.horizon_schedule:  # log step multipliers at the knots
             theta["schedule"] = cosine_log_multipliers() if self.init_rule == "adam" else jnp.zeros((SCHEDULE_KNOTS,))
-        if self.role_scales:  # log multipliers of the input, hidden and output steps, starting at 1
-            theta["role_scales"] = jnp.zeros((len(ROLES),))
         return theta
-
-    def role_multipliers(self, theta):
-        if not self.role_scales:
-            return None
-        return {role: jnp.exp(theta["role_scales"][index]) for index, role in enumerate(ROLES)}
 
     def init_state(self, theta, params, num_steps):
         del theta

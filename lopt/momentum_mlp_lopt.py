@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt import accumulators as acc
-from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
+from lopt.base import StepRule, check_parameterization, check_positive_integers
 from lopt.mlp_lopt import TIMESCALES, init_mlp, time_conditioned_mlp_updates
 
 MOMENTUM_DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -29,7 +29,7 @@ class MomentumMLPLOptState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MomentumMLPLOpt(LearnedOptimizer):
+class MomentumMLPLOpt(StepRule):
     """A per-parameter MLP on gradient, parameter and six momenta (learned_optimization's MLPLOpt)."""
 
     architecture = "momentum_mlp_lopt"

@@ -46,20 +46,15 @@ def check_roles(roles: Roles, params: Params) -> None:
             raise RolesError(f"role of {_path_name(path)} is {role!r}; expected one of {', '.join(ROLES)}")
 
 
-def scale_updates(updates: Params, roles: Roles | None, parameterization: str,
-                  role_multipliers: dict[str, jax.Array] | None = None) -> Params:
-    """Applies the muP rule (hidden updates / fan_in) when parameterization is "mup", and then, when
-    given, one multiplier per role: muP fixes how each role's step scales with width, but leaves the
-    constant in front of it to be tuned (the mup package's per-layer multipliers)."""
+def scale_updates(updates: Params, roles: Roles | None, parameterization: str) -> Params:
+    """Applies the muP rule (hidden updates / fan_in) when parameterization is "mup"."""
     if parameterization == "sp":
         return updates
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
 
     def scale(update, role):
-        if role == "hidden":
-            update = update / fan_in(update)
-        return update if role_multipliers is None else update * role_multipliers[role]
+        return update / fan_in(update) if role == "hidden" else update
 
     return jax.tree.map(scale, updates, roles)
 

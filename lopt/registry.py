@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lopt.base import LearnedOptimizer
+from lopt.base import LearnedOptimizer, SpecError
 from lopt.hand_designed import Adam
 from lopt.lstm_lopt import LSTMLOpt
 from lopt.mlp_lopt import MLPLOpt
@@ -14,10 +14,6 @@ from lopt.velo import VeLO
 
 ARCHITECTURES: dict[str, type[LearnedOptimizer]] = {
     cls.architecture: cls for cls in (MLPLOpt, LSTMLOpt, Adam, MomentumMLPLOpt, VeLO, NormalizedMLPLOpt)}
-
-
-class SpecError(ValueError):
-    """A spec that names no architecture we have, or settings it does not take."""
 
 
 def from_spec(spec: dict[str, Any]) -> LearnedOptimizer:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lopt import velo_features as features
-from lopt.base import LearnedOptimizer, check_parameterization, check_positive_integers
+from lopt.base import StepRule, check_parameterization, check_positive_integers
 from lopt.lstm_lopt import lstm_cell
 from lopt.mlp_lopt import (StatisticsDecaySettings, advance_statistics, init_dense, init_mlp, init_statistics,
                            mlp_outputs)
@@ -42,7 +42,7 @@ class VeLOState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class VeLO(StatisticsDecaySettings, LearnedOptimizer):  # its decays are fixed, not meta-learned
+class VeLO(StatisticsDecaySettings, StepRule):  # its decays are fixed, not meta-learned
     """A per-tensor LSTM hypernetwork over a bank of per-parameter MLPs; defaults are the released VeLO's."""
 
     architecture = "velo"

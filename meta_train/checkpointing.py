@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from checkpoints.files import write_atomically
 from meta_train import distributed
-from meta_train.config import BOOKKEEPING_FIELDS, MetaTrainConfig, recorded_config
+from meta_train.config import BOOKKEEPING_FIELDS, ConfigError, MetaTrainConfig
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -183,10 +183,11 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
     if force:
         return
     try:
-        saved = recorded_config(json.loads(config_path.read_text()))
-    except json.JSONDecodeError as error:
-        raise WorkdirError(f"{config_path} is corrupt ({error}); use --force to start over") from None
-    current = dataclasses.asdict(config)
+        saved = MetaTrainConfig.from_record(json.loads(config_path.read_text())).to_record()
+    except (json.JSONDecodeError, ConfigError, TypeError) as error:
+        raise WorkdirError(f"{config_path} is corrupt or of no config this version reads ({error}); "
+                           "use --force to start over") from None
+    current = config.to_record()
     changed = sorted(name for name in saved.keys() | current.keys()
                      if saved.get(name) != current.get(name) and name not in BOOKKEEPING_FIELDS)
     if changed:

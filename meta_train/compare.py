@@ -15,6 +15,7 @@ import jax
 import lopt
 import tasks
 from lopt.baselines import BASELINES
+from meta_train.config import resolve_eval_task
 from tasks.train import train
 
 # Constant-rate Adam, and what practitioners tune today: warmup-cosine AdamW and Muon.
@@ -31,7 +32,11 @@ class ComparisonRow:
 
 
 def held_out_task(task_name: str, parameterization: str | None) -> tasks.Task:
-    """The named task, in the meta-training family's parameterization where the task has one."""
+    """The named task, in the meta-training family's parameterization where the task has one; the
+    user's own as it is, for an import path."""
+    own = resolve_eval_task(task_name)
+    if own is not None:
+        return own
     config = tasks.task_config(task_name)
     if parameterization is not None and hasattr(config, "parameterization"):
         config = config.replace(parameterization=parameterization)

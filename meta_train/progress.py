@@ -6,7 +6,9 @@ from __future__ import annotations
 import sys
 import time
 
-from tqdm import tqdm
+from checkpoints.optional import require
+
+tqdm = require("tqdm", "meta-training's progress bar", "train").tqdm
 
 
 class Progress:

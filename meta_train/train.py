@@ -77,8 +77,8 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     checkpointing.check_workdir(workdir, config, resume=resume, force=force)
     trainer = MetaTrainer(config, mesh)
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    log(f"meta-training {trainer.optimizer.architecture} ({config.parameterization}, hidden {config.hidden_size}) "
-        f"with {config.estimator} on {trainer.describe()}; {config.num_tasks} workers per task over "
+    log(f"meta-training {trainer.optimizer.architecture} ({config.optimizer.parameterization}) "
+        f"with {config.estimator} on {trainer.describe()}; {config.workers_per_config} workers per task over "
         f"{trainer.mesh.size} {jax.devices()[0].platform} device(s){processes}")
     # Every process has judged the workdir before any of them writes to it.
     distributed.barrier("meta_train: workdir checked")
@@ -86,12 +86,12 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         workdir.mkdir(parents=True, exist_ok=True)
     distributed.barrier("meta_train: workdir made")
     if config.curriculum == "regret":
-        rates = curriculum.BASELINE_LEARNING_RATES[config.parameterization]
+        rates = curriculum.BASELINE_LEARNING_RATES[config.optimizer.parameterization]
         log(f"the regret curriculum measures tuned Adam on its {len(trainer.cell_configs)} configs "
             f"({config.max_inner_length} steps, {len(rates)} rates; kept in {workdir / curriculum.BASELINES_FILE})")
         trainer.set_baselines(curriculum.baseline_curves(
             [estimator.unroller for estimator in trainer.estimators], trainer.cell_names(), trainer.cell_configs,
-            config.parameterization, config.max_inner_length, config.seed, workdir, log))
+            config.optimizer.parameterization, config.max_inner_length, config.seed, workdir, log))
     started = time.perf_counter()
     state = trainer.init()
     initial_theta = jax.tree.map(lambda x: x.copy(), state.theta)
@@ -183,10 +183,10 @@ def save_optimizer(directory: Path, config: MetaTrainConfig, theta: Any, outer_s
                    seconds: float | None, preset: str | None = None) -> Path:
     """theta in the format `lopt.load` reads, with what produced it as provenance (the config is what
     `python -m evaluate` builds its suites around)."""
-    return lopt.save(directory, config.optimizer(), theta, preset=preset, task_family=config.task_family,
+    return lopt.save(directory, config.optimizer, theta, preset=preset, task_family=config.task_family,
                      estimator=config.estimator, outer_steps=outer_steps,
                      machine=_machine(num_devices),
-                     wall_seconds_last_invocation=seconds, config=json.loads(config.to_json()))
+                     wall_seconds_last_invocation=seconds, config=config.to_record())
 
 
 def _machine(num_devices: int) -> str:
@@ -202,7 +202,7 @@ def export_checkpoint(workdir: str | Path, step: int | None = None, destination:
     WORKDIR/optimizer_step_N: a run in progress can be evaluated without stopping it."""
     workdir = Path(workdir).absolute()
     try:
-        config = MetaTrainConfig(**json.loads((workdir / checkpointing.CONFIG_FILE).read_text()))
+        config = MetaTrainConfig.from_record(json.loads((workdir / checkpointing.CONFIG_FILE).read_text()))
     except FileNotFoundError:
         raise checkpointing.WorkdirError(f"{workdir} holds no meta-training run "
                                          f"({checkpointing.CONFIG_FILE} is missing)") from None

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 import lopt
 import tasks
-from meta_train.config import ConfigError, MetaTrainConfig
+from meta_train.config import ConfigError, MetaTrainConfig, resolve_family
 from meta_train.curriculum import Curriculum, CurriculumState
 from meta_train.estimators import ESTIMATORS, PER_VARIANT_METRICS, Estimator
 from meta_train.sharding import replicated, split_over_tasks, task_mesh
@@ -48,19 +48,14 @@ def _init_keys(config: MetaTrainConfig):
 def initial_theta(config: MetaTrainConfig):
     """The theta a run of this config starts from (what `meta_train` compares its result with): the
     architecture's own start, or with init_from the theta of that optimizer."""
-    optimizer = config.optimizer()
+    optimizer = config.optimizer
     theta = optimizer.init(_init_keys(config)[0])
     return warm_start(config, optimizer, theta) if config.init_from else theta
 
 
-# Settings in which a warm start may differ from the optimizer it starts from: fit_decay only adds theta
-# entries, which start at their initial values (initial_fit_gain, when the source has none of its own);
-# conv_step, embedding_step and the schedule's shape are settings outside theta, so its theta means what it meant.
-WARM_START_FREE = ("fit_decay", "initial_fit_gain", "conv_step", "embedding_step", "schedule")
-
-
 def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_theta):
-    """fresh_theta with every entry that config.init_from's optimizer has replaced by its value."""
+    """The theta of config.init_from's optimizer, fitted to this config's (which may differ from it in
+    harness settings only): entries it lacks, such as fit_decay's, start as in fresh_theta."""
     try:
         source, theta, _ = lopt.load_optimizer(config.init_from)
     except (FileNotFoundError, KeyError, ValueError) as error:
@@ -69,19 +64,16 @@ def warm_start(config: MetaTrainConfig, optimizer: lopt.LearnedOptimizer, fresh_
         raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} is a {source.architecture} optimizer; "
                           f"this config trains {optimizer.architecture}")
     theirs, ours = source.settings(), optimizer.settings()
-    differing = sorted(name for name in ours if name not in WARM_START_FREE and theirs.get(name) != ours[name])
+    differing = sorted(name for name in ours if name not in optimizer.harness_settings and theirs.get(name) != ours[name])
     if differing:
         raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r} differs in "
-                          + ", ".join(f"{name} (it has {theirs.get(name)!r}, this config {ours[name]!r})"
+                          + ", ".join(f"optimizer.{name} (it has {theirs.get(name)!r}, this config {ours[name]!r})"
                                       for name in differing))
-    merged = dict(fresh_theta)
-    for name, value in theta.items():
-        if jax.tree.structure(value) != jax.tree.structure(fresh_theta.get(name)) or any(
-                jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(fresh_theta[name]))):
-            raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r}: its theta[{name!r}] does not fit "
-                              "this config's optimizer")
-        merged[name] = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), value)
-    return merged
+    try:
+        merged = lopt.refit_theta(optimizer, {**fresh_theta, **theta})
+    except ValueError as error:
+        raise ConfigError(f"MetaTrainConfig.init_from={config.init_from!r}: {error}") from None
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), merged)
 
 
 def trainable_mask(config: MetaTrainConfig, theta) -> jax.Array | None:
@@ -102,14 +94,14 @@ def trainable_mask(config: MetaTrainConfig, theta) -> jax.Array | None:
 def meta_optimizer(config: MetaTrainConfig) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
     """AdamW with linear warmup and cosine decay, after global-norm clipping of the meta-gradient."""
     schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate,
-        warmup_steps=min(config.warmup_steps, config.outer_steps - 1), decay_steps=config.outer_steps,
-        end_value=config.final_learning_rate)
+        init_value=0.0, peak_value=config.outer_learning_rate,
+        warmup_steps=min(config.outer_warmup_steps, config.outer_steps - 1), decay_steps=config.outer_steps,
+        end_value=config.outer_final_learning_rate)
     # A non-finite meta-gradient (an estimate that met a numerical accident) skips the step, so theta
     # never becomes NaN; the outer loop stops after MAX_CONSECUTIVE_SKIPS of them in a row.
     optimizer = optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                    optax.adamw(schedule, weight_decay=config.weight_decay)),
+        optax.chain(optax.clip_by_global_norm(config.outer_clip_norm),
+                    optax.adamw(schedule, weight_decay=config.outer_weight_decay)),
         max_consecutive_errors=2 ** 30)
     return optimizer, schedule
 
@@ -127,8 +119,8 @@ def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optim
                         augmentation=config.augmentation(), time_power=config.meta_loss_time_power)
     options = {"worker_sharding": split_over_tasks(mesh), "perturbation_mask": mask}
     if config.estimator == "tbptt":
-        return ESTIMATORS["tbptt"](unroller, config.num_tasks, truncation, **options)
-    return ESTIMATORS[config.estimator](unroller, config.num_tasks, truncation, config.sigma, **options)
+        return ESTIMATORS["tbptt"](unroller, config.workers_per_config, truncation, **options)
+    return ESTIMATORS[config.estimator](unroller, config.workers_per_config, truncation, config.sigma, **options)
 
 
 class MetaTrainer:
@@ -139,13 +131,13 @@ class MetaTrainer:
 
     def __init__(self, config: MetaTrainConfig, mesh: Mesh | None = None):
         self.config = config
-        self.optimizer = config.optimizer()
-        family = tasks.get_family(config.task_family)
+        self.optimizer = config.optimizer
+        family = resolve_family(config.task_family)
         family_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.buckets = family.sample_buckets(family_key, config.num_task_configs)
         self.cell_configs = [task_config for bucket in self.buckets for task_config in bucket]
         self.task_configs = [bucket[0] for bucket in self.buckets]  # each bucket's model
-        self.mesh = task_mesh(config.num_tasks) if mesh is None else mesh
+        self.mesh = task_mesh(config.workers_per_config) if mesh is None else mesh
         self.start_theta = jax.device_get(initial_theta(config))
         self.mask = trainable_mask(config, self.start_theta)
         self.estimators = [estimator_for(config, tuple(family.task(c) for c in bucket), self.optimizer, self.mesh,
@@ -229,7 +221,7 @@ class MetaTrainer:
 
     def inner_steps_per_outer_step(self) -> int:
         """Inner training steps one outer step takes, over every worker and particle."""
-        return sum(self.config.num_tasks * estimator.unroller.num_particles * estimator.truncation_length
+        return sum(self.config.workers_per_config * estimator.unroller.num_particles * estimator.truncation_length
                    for estimator in self.estimators)
 
     def describe(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import optax
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
     trainer.add_argument("--learning-rate", type=float, default=1e-3)
     trainer.add_argument("--steps", type=int, default=2000)
-    trainer.add_argument("--log-every", type=int, default=200)
+    trainer.add_argument("--log-every", type=int, default=200,
+                         help="log the training loss every this many steps, and at the last")
     trainer.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -48,19 +50,25 @@ def main(argv: list[str] | None = None) -> int:
         for name, family in tasks.FAMILIES.items():
             print(f"family {name:19s} {family}")
         return 0
-    if args.steps < 1 or args.log_every < 1 or args.steps % args.log_every:
-        parser.exit(2, f"error: --steps {args.steps} must be a positive multiple of --log-every {args.log_every}\n")
+    for flag, value in (("--steps", args.steps), ("--log-every", args.log_every)):
+        if value < 1:
+            parser.exit(2, f"error: {flag} {value} must be a positive integer\n")
     try:
         task = tasks.get_task(args.task, **dict(args.changes))
-        task.data  # loaded now, so that a missing or unreadable data file is reported here, in one line
-    except (KeyError, ValueError, OSError) as error:
+        # Loaded now, so that a missing or unreadable data file, or a dataset's package that is not
+        # installed, is reported here, in one line.
+        task.data
+    except (KeyError, ValueError, OSError, ModuleNotFoundError) as error:
         parser.exit(2, f"error: {error.args[0] if isinstance(error, KeyError) else error}\n")
     optimizer: optax.GradientTransformation = OPTIMIZERS[args.optimizer](args.learning_rate)
     print(f"training {task.config} with {args.optimizer} (learning rate {args.learning_rate})")
     result = train(task, optimizer, args.steps, seed=args.seed, log_every=args.log_every)
     accuracy = "" if result.valid_accuracy is None else f", validation accuracy {result.valid_accuracy:.3f}"
+    # No throughput where every chunk compiled its program (a run of one or two logging intervals).
+    rate = "" if math.isnan(result.steps_per_second) else \
+        f" ({result.steps_per_second:.0f} steps/s after compiling)"
     print(f"after {result.steps} steps: training loss {result.train_loss:.4f}, validation loss "
-          f"{result.valid_loss:.4f}{accuracy} ({result.steps_per_second:.0f} steps/s after compiling)")
+          f"{result.valid_loss:.4f}{accuracy}{rate}")
     return 0
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
+from tasks.custom_task import CustomTaskConfig
 from tasks.families import ImageMLPFamily, MixedFamily, QuadraticFamily
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, RecurrentLMConfig
@@ -19,7 +20,8 @@ from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 CONFIG_TYPES: dict[str, type[TaskConfig]] = {
     config_type.kind: config_type
     for config_type in (ImageMLPConfig, ConvConfig, ImageAutoencoderConfig, LanguageModelConfig, RecurrentLMConfig,
-                        TabularRegressionConfig, TabularClassificationConfig, QuadraticConfig, TeacherStudentConfig)
+                        TabularRegressionConfig, TabularClassificationConfig, QuadraticConfig, TeacherStudentConfig,
+                        CustomTaskConfig)  # a user's task: recorded and read back, rebuilt by its family
 }
 
 TASKS: dict[str, TaskConfig] = {
@@ -68,15 +70,6 @@ MIXED_CPU = MixedFamily(buckets=(
 # standard-parameterization rules (normalized_mlp) meta-train on.
 MIXED_CPU_SP = MixedFamily(buckets=_in_sp(MIXED_CPU.buckets))
 
-# With two tabular classifiers that overfit within a few hundred steps (breast cancer: 455 training
-# examples; wine: 142), where the best held-out loss needs small or early-decayed steps: the tuned
-# baselines' validation rates on such tasks are 10-30x below their training ones. A bucket each (their
-# feature counts differ). The `ood` suite's tabular task is a regression on another dataset.
-MIXED_CPU_SP_TABULAR = MixedFamily(buckets=MIXED_CPU_SP.buckets + (
-    (TabularClassificationConfig(dataset="breast_cancer", width=64, depth=2, parameterization="sp"),),
-    (TabularClassificationConfig(dataset="wine", width=64, depth=2, parameterization="sp"),),
-))
-
 # Its accelerator twin: the same buckets at muLO-like widths.
 MIXED_WIDE = MixedFamily(buckets=(
     _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=256, depth=2, batch_size=128)),
@@ -89,26 +82,6 @@ MIXED_WIDE = MixedFamily(buckets=(
 
 # In standard parameterization: what the standard-parameterization rules (normalized_mlp) meta-train on.
 MIXED_WIDE_SP = MixedFamily(buckets=_in_sp(MIXED_WIDE.buckets))
-
-# Conv nets and language models at two sizes each, beside two image-MLP buckets (one that memorizes): more
-# meta-training on mixed_sp moved its MLPs and not the `ood` conv net and language models, so this family
-# weights toward what those decide (benchmarks/results/deciding/broad_family.md). None of its models is
-# an `ood` suite model (those are width 16 conv, width 32 depth 2 transformer, width 64 LSTM).
-MIXED_CPU_SP_BROAD = MixedFamily(buckets=_in_sp((
-    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=32, depth=2, batch_size=64)),
-    _on_digits_and_mnist(ImageMLPConfig(image_size=8, width=128, depth=2, batch_size=32)),
-    _on_digits_and_mnist(ConvConfig(image_size=8, width=8, depth=2, batch_size=32)),
-    _on_digits_and_mnist(ConvConfig(image_size=8, width=24, depth=2, batch_size=32)),
-    (LanguageModelConfig(width=16, depth=1, head_dim=8, sequence_length=16, batch_size=16),),
-    (LanguageModelConfig(width=24, depth=2, head_dim=8, sequence_length=24, batch_size=16),),
-    (RecurrentLMConfig(width=32, depth=1, sequence_length=16, batch_size=16),),
-    (RecurrentLMConfig(width=48, depth=1, sequence_length=24, batch_size=16),),
-)))
-
-# mixed_sp_broad's conv nets and language models alone: the direction those models ask for, without the
-# memorizing MLPs that pull it the other way (benchmarks/results/deciding/lm_conv_family.md).
-MIXED_CPU_SP_LM_CONV = MixedFamily(buckets=tuple(bucket for bucket in MIXED_CPU_SP_BROAD.buckets
-                                                 if bucket[0].kind != "image_mlp"))
 
 # Seconds: two buckets of tiny models (an MLP on either 8x8 set, a transformer LM), for tests and for
 # trying the mixed machinery.
@@ -125,13 +98,9 @@ FAMILIES: dict[str, TaskFamily] = {
     # muLO's meta-training widths, for accelerators.
     "mlp_images_wide": ImageMLPFamily(widths=(128, 512, 1024)),
     "quadratics": QuadraticFamily(),
-    # MLPs, conv nets, transformer and LSTM language models together (meta_train's mixed presets).
-    "mixed": MIXED_CPU,
+    # MLPs, conv nets, transformer and LSTM language models together, in standard parameterization (the
+    # default's meta-training family), and at muLO-like widths for accelerators.
     "mixed_sp": MIXED_CPU_SP,
-    "mixed_sp_tabular": MIXED_CPU_SP_TABULAR,
-    "mixed_sp_broad": MIXED_CPU_SP_BROAD,
-    "mixed_sp_lm_conv": MIXED_CPU_SP_LM_CONV,
-    "mixed_wide": MIXED_WIDE,
     "mixed_wide_sp": MIXED_WIDE_SP,
     "mixed_tiny": MIXED_TINY,
 }

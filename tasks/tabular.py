@@ -17,11 +17,13 @@ from tasks.supervised import SupervisedTask, classification_loss_scale
 
 
 def _sklearn(name: str):
-    """A loader of (features, targets) from scikit-learn's bundled datasets."""
+    """A loader of (features, targets) from scikit-learn's bundled datasets (scikit-learn, imported only
+    when a dataset is loaded, comes with `pip install 'lopt[train]'`)."""
     def load() -> tuple[np.ndarray, np.ndarray]:
-        import sklearn.datasets
+        from checkpoints.optional import require  # here: the checkpoints package brings orbax
 
-        return getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+        datasets = require("sklearn.datasets", f"the {name!r} dataset", "train")
+        return getattr(datasets, f"load_{name}")(return_X_y=True)
     return load
 
 

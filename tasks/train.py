@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -42,7 +43,7 @@ def held_out_metrics(task: Task, params, data, split: str = "valid"):
 @dataclasses.dataclass
 class TrainResult:
     steps: int
-    train_loss: float  # mean over the last logging interval
+    train_loss: float  # mean over the last logging interval (the remainder, where shorter)
     valid_loss: float  # on the validation split's fixed held-out batch (held_out_metrics)
     valid_accuracy: float | None
     steps_per_second: float
@@ -51,33 +52,38 @@ class TrainResult:
 
 def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *, seed: int = 0,
           log_every: int = 100, log=print) -> TrainResult:
-    """Trains from a fresh init; the inner loop is a jitted `lax.scan` of `log_every` steps."""
+    """Trains from a fresh init for any positive num_steps, logging the mean training loss at every
+    multiple of `log_every` and at the last step. The inner loop is a jitted `lax.scan` of `log_every`
+    steps (the last chunk is shorter where log_every does not divide num_steps)."""
+    if num_steps < 1 or log_every < 1:
+        raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be positive")
     key_init, key_train = jax.random.split(jax.random.key(seed))
     params = task.init(key_init)
     opt_state = optimizer.init(params)
 
-    @jax.jit
-    def run_chunk(params, opt_state, data, key):
+    @functools.partial(jax.jit, static_argnames="length")
+    def run_chunk(params, opt_state, data, key, length):
         def one_step(carry, key):
             params, opt_state, loss = train_step(task, optimizer, *carry, data, key)
             return (params, opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), jax.random.split(key, log_every))
+        (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), jax.random.split(key, length))
         return params, opt_state, losses.mean()
 
-    if num_steps <= 0 or num_steps % log_every:
-        raise ValueError(f"num_steps={num_steps} must be a positive multiple of log_every={log_every}")
     data = task.data
     train_loss = float("nan")
-    for chunk in range(num_steps // log_every):
-        params, opt_state, mean_loss = run_chunk(params, opt_state, data, jax.random.fold_in(key_train, chunk))
+    compiled, timed_steps, elapsed = set(), 0, 0.0
+    for chunk, done in enumerate(range(0, num_steps, log_every)):
+        length = min(log_every, num_steps - done)
+        start = time.perf_counter()
+        params, opt_state, mean_loss = run_chunk(params, opt_state, data, jax.random.fold_in(key_train, chunk),
+                                                 length)
         train_loss = float(mean_loss)
-        if chunk == 0:  # leave the compilation out of the throughput
-            start = time.perf_counter()
-        log(f"step {(chunk + 1) * log_every:6d}  train loss {train_loss:.4f}")
-    elapsed = time.perf_counter() - start
+        if length in compiled:  # a chunk that compiled its program is left out of the throughput
+            timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
+        compiled.add(length)
+        log(f"step {done + length:6d}  train loss {train_loss:.4f}")
     valid_loss, valid_accuracy = map(float, jax.jit(lambda p, d: held_out_metrics(task, p, d))(params, data))
-    timed_steps = num_steps - log_every
     return TrainResult(steps=num_steps, train_loss=train_loss, valid_loss=valid_loss,
                        valid_accuracy=None if jnp.isnan(valid_accuracy) else valid_accuracy,
                        steps_per_second=timed_steps / elapsed if timed_steps else float("nan"), params=params)

@@ -11,7 +11,7 @@ import pytest
 import checkpoints
 import lopt
 import meta_train
-from meta_train.config import recorded_config
+from meta_train.config import MetaTrainConfig
 import tasks
 from checkpoints import store
 from tests.lopt_helpers import EVERY_ARCHITECTURE
@@ -133,9 +133,7 @@ def test_save_refuses_a_theta_that_does_not_fit(tmp_path):
 
 def test_shipped_optimizers_are_listed_with_their_records():
     shipped = {info.name: info for info in lopt.list_pretrained()}
-    assert {"mulo_small_fc": "mup", "sp_small_fc": "sp", "normalized_mixed": "sp", "orthogonal_mixed": "sp",
-            "orthogonal_mixed_fit": "sp", "orthogonal_mixed_kinds": "sp", "orthogonal_mixed_linear": "sp"
-            } == {name: info.parameterization for name, info in shipped.items()}
+    assert {"mulo": "mup", "orthogonal_mlp": "sp"} == {name: info.parameterization for name, info in shipped.items()}
     # The one default: shipped, the Quickstart's, and the rule the main job's preset meta-trains.
     assert lopt.DEFAULT in shipped and f'lopt.load("{lopt.DEFAULT}"' in (Path(__file__).parents[1] / "README.md").read_text()
     for name, info in shipped.items():
@@ -145,12 +143,12 @@ def test_shipped_optimizers_are_listed_with_their_records():
         # What reproduces it and what it cost: the preset, the estimator, the steps, the time and the machine.
         assert provenance["preset"] in meta_train.PRESETS and provenance["estimator"] == "pes"
         # The preset still reproduces it: `python -m meta_train --config PRESET` runs the recorded config.
-        assert json.loads(meta_train.preset(provenance["preset"]).to_json()) == recorded_config(provenance["config"])
+        assert meta_train.preset(provenance["preset"]) == MetaTrainConfig.from_record(provenance["config"])
         assert provenance["outer_steps"] == provenance["config"]["outer_steps"] > 0
         assert provenance["wall_seconds_last_invocation"] > 0 and provenance["machine"]
         task = tasks.get_task("mlp_digits_8x8", width=32, parameterization=info.parameterization)
         params = task.init(jax.random.key(0))
         transform = lopt.load(name, num_steps=100, roles=task.roles(params))
-        # The training loss, as tasks.train_step passes it (orthogonal_mixed_fit's decay reads it).
+        # The training loss, as tasks.train_step passes it (the default's decay reads it).
         updates, _ = transform.update(params, transform.init(params), params, loss=jax.numpy.float32(2.3))
         assert all(bool(jax.numpy.isfinite(u).all()) for u in jax.tree.leaves(updates))

@@ -22,13 +22,13 @@ from meta_train.truncation import ConstantLength
 from meta_train.unroll import Unroller
 
 # Two buckets of tiny models (an MLP on digits or MNIST, a transformer LM), short runs, the regret curriculum.
-MIXED = ["task_family=mixed_tiny", "num_task_configs=2", "num_tasks=2", "truncation_length=4", "min_inner_length=6",
+MIXED = ["task_family=mixed_tiny", "num_task_configs=2", "workers_per_config=2", "truncation_length=4", "min_inner_length=6",
          "max_inner_length=12", "outer_steps=150", "checkpoint_every=25", "log_every=25", "keep_checkpoints=2",
          "curriculum=regret", "curriculum_floor=0.3"]
 
 
 def mixed(*more: str) -> MetaTrainConfig:
-    return with_overrides(preset("mixed_cpu"), MIXED + list(more))
+    return with_overrides(preset("mulo"), MIXED + list(more))
 
 
 def test_the_probabilities_follow_the_regret_and_never_drop_below_the_floor():

@@ -167,7 +167,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
                           (["--scales", "conv=2", "--first-seed", "-1"], "--first-seed: -1 is negative"),
                           (["--scales", "hidden=0"], "'hidden=0' is not GROUP=FACTOR"),
                           (["--scales", "hidden=2", "--baselines", "adam,lion"], "--baselines: lion"),
-                          (["--scales", "hidden=2", "--optimizer", "sp_small_fc"], "no learned group step"),
+                          (["--scales", "hidden=2", "--optimizer", "mulo"], "no learned group step"),
                           (["--scales", "hidden=2", "--baselines", "muon"], "--baselines: must include adam"),
                           (["--scales", "hidden=2,hidden=3"], "names hidden twice"),
                           (["--scales", "hidden=2", "--scales", "hidden=2.0"], "would both be saved as"),
@@ -185,7 +185,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
     ratio = dict(zip(optimizer.groups, np.exp(np.asarray(theta["log_group_scales"])
                                               - np.asarray(original["log_group_scales"]))))
     assert ratio == pytest.approx({"hidden": 1.0, "input": 0.5, "output": 3.0, "vector": 1.0})
-    assert spec["provenance"]["preset"] == "orthogonal_cpu"  # the original's scope, for the suite
+    assert spec["provenance"]["preset"] == "orthogonal_mlp"  # the original's scope, for the suite
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta["mlp"]), jax.tree.leaves(original["mlp"])))
     # conv and embedding are settings of the rule, multiplied; theta stays as it was.
     args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "conv=5,embedding=3"])

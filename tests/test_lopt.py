@@ -73,28 +73,6 @@ def test_mup_divides_exactly_the_hidden_updates_by_fan_in(name, digits):
     assert "hidden" in jax.tree.leaves(roles)
 
 
-def test_role_scales_multiply_each_roles_steps_and_start_at_one(digits):
-    task, params, roles = digits
-    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(2)), None)
-
-    def first_updates(optimizer, theta):
-        transform = optimizer.transform(theta, 100, roles)
-        return transform.update(grads, transform.init(params), params)[0]
-
-    optimizer = lopt.MLPLOpt(hidden_size=4, init_rule="adam", role_scales=True)
-    theta = optimizer.init(jax.random.key(0))
-    reference = first_updates(lopt.MLPLOpt(hidden_size=4, init_rule="adam"),
-                              {key: value for key, value in theta.items() if key != "role_scales"})
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), first_updates(optimizer, theta), reference)
-    multipliers = {"input": 0.5, "hidden": 2.0, "output": 3.0}
-    scaled = first_updates(optimizer, {**theta, "role_scales": jnp.log(jnp.asarray([multipliers[r] for r in ROLES]))})
-    for path, role in jax.tree_util.tree_flatten_with_path(roles)[0]:
-        np.testing.assert_allclose(_at(scaled, path), multipliers[role] * np.asarray(_at(reference, path)),
-                                   rtol=1e-5, err_msg=jax.tree_util.keystr(path))
-    with pytest.raises(ValueError, match=r"role_scales=True needs parameterization='mup'"):
-        lopt.MLPLOpt(parameterization="sp", role_scales=True)
-
-
 def _at(tree, path):
     for entry in path:
         tree = tree[entry.key]

@@ -23,7 +23,7 @@ from meta_train.trainer import MetaTrainer
 from tests.process_helpers import kill_after_first_checkpoint
 
 # Seconds-long runs on 10-d quadratics; every field change below is a --set a user could type.
-TINY = ["hidden_size=4", "num_tasks=4", "truncation_length=5", "min_inner_length=20", "max_inner_length=60",
+TINY = ["optimizer.hidden_size=4", "workers_per_config=4", "truncation_length=5", "min_inner_length=20", "max_inner_length=60",
         "checkpoint_every=50", "log_every=50", "keep_checkpoints=2", "eval_steps=100"]
 
 
@@ -150,12 +150,16 @@ def test_a_workdir_of_another_run_is_refused_and_left_alone(finished_run, tmp_pa
     shutil.rmtree(unfinished / "optimizer")
     with pytest.raises(WorkdirError, match="--resume continues it"):
         meta_train(tiny("outer_steps=600"), unfinished)
-    # A run recorded before a field existed is the same config: the field's default keeps the old behavior.
+    # A run recorded by an earlier version (every setting flat, older names) is the same config.
     older = tmp_path / "older"
     older.mkdir()
     recorded = json.loads((workdir / "config.json").read_text())
-    del recorded["role_scales"]
-    (older / "config.json").write_text(json.dumps(recorded))
+    flat = {**{name: value for name, value in recorded.items() if name != "optimizer"},
+            **recorded["optimizer"]["settings"], "architecture": recorded["optimizer"]["architecture"],
+            "num_tasks": recorded["workers_per_config"], "learning_rate": recorded["outer_learning_rate"],
+            "role_scales": False}
+    del flat["workers_per_config"], flat["outer_learning_rate"], flat["weight_decay"], flat["learning_rate_scale"]
+    (older / "config.json").write_text(json.dumps(flat))
     checkpointing.check_workdir(older, tiny("outer_steps=600"), resume=True, force=False)
 
 
@@ -165,7 +169,7 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
     config = tiny()
     thetas, gradient_norms = [], []
     for devices in (cpus[:1], cpus[:4]):
-        trainer = MetaTrainer(config, task_mesh(config.num_tasks, devices))
+        trainer = MetaTrainer(config, task_mesh(config.workers_per_config, devices))
         state, data = trainer.init(), trainer.data()
         norms = []
         for _ in range(3):
@@ -182,53 +186,53 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
 
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
-    assert "unknown preset 'nope'; known: default, mixed, mixed_cpu, mulo, mulo_cpu, normalized_cpu, orthogonal_cpu, quadratic, small_fc, sp_cpu" in capsys.readouterr().err
+    assert "unknown preset 'nope'; known: default, mulo, orthogonal_mlp, quadratic" in capsys.readouterr().err
     assert main(["--set", "hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown config field 'hiden_size'" in capsys.readouterr().err
+    assert main(["--set", "optimizer.hiden_size=3", "--workdir", str(tmp_path / "a")]) == 2
+    assert "normalized_mlp has no setting 'hiden_size'; its settings: hidden_size," in capsys.readouterr().err
     assert main(["--set", "sigma=big", "--workdir", str(tmp_path / "a")]) == 2
     assert "sigma takes a float, got 'big'" in capsys.readouterr().err
-    assert main(["--set", "horizon_schedule=maybe", "--workdir", str(tmp_path / "a")]) == 2
-    assert "horizon_schedule takes true or false, got 'maybe'" in capsys.readouterr().err
-    assert with_overrides(MetaTrainConfig(), ["horizon_schedule=True"]).horizon_schedule is True
-    with pytest.raises(ConfigError, match="init_rule: step_mult, horizon_schedule, init_rule, role_scales apply to mlp_lopt only"):
-        with_overrides(MetaTrainConfig(), ["architecture=lstm_lopt", "init_rule=adam"])
-    assert with_overrides(preset("default"), ["architecture=lstm_lopt"]).architecture == "lstm_lopt"
-    with pytest.raises(ConfigError, match="role_scales=True: needs parameterization=mup"):
-        with_overrides(MetaTrainConfig(), ["parameterization=sp", "role_scales=true"])
-    assert with_overrides(MetaTrainConfig(), ["role_scales=true"]).optimizer().role_scales is True
-    assert with_overrides(preset("default"), ["feature_normalization=shared"]).optimizer().feature_normalization == "shared"
-    with pytest.raises(ConfigError, match="feature_normalization='rms': must be one of feature, shared"):
-        with_overrides(preset("default"), ["feature_normalization=rms"])
-    assert with_overrides(preset("default"), ["schedule=linear"]).optimizer().schedule == "linear"
-    with pytest.raises(ConfigError, match="schedule='step': must be one of cosine, linear"):
-        with_overrides(preset("default"), ["schedule=step"])
-    assert with_overrides(preset("default"), ["snr_inputs=true"]).optimizer().snr_inputs is True
-    shipped_rule = preset("default").optimizer()  # the main job meta-trains the shipped default's rule
-    assert (shipped_rule.conv_step, shipped_rule.embedding_step, shipped_rule.fit_decay) == (5.0, 5.0, True)
-    shipped_theta = lopt.load_optimizer(lopt.DEFAULT)[1]
+    assert main(["--set", "optimizer=mlp_lopt", "optimizer.horizon_schedule=maybe", "--workdir", str(tmp_path / "a")]) == 2
+    assert "optimizer.horizon_schedule takes true or false, got 'maybe'" in capsys.readouterr().err
+    mlp = with_overrides(MetaTrainConfig(), ["optimizer=mlp_lopt", "optimizer.horizon_schedule=True"])
+    assert mlp.optimizer == lopt.MLPLOpt(horizon_schedule=True)
+    with pytest.raises(ConfigError, match="lstm_lopt has no setting 'init_rule'"):
+        with_overrides(MetaTrainConfig(), ["optimizer=lstm_lopt", "optimizer.init_rule=adam"])
+    with pytest.raises(ConfigError, match="optimizer='sgd': one of adam, lstm_lopt"):
+        with_overrides(MetaTrainConfig(), ["optimizer=sgd"])
+    # Each setting is checked once, by the architecture, whether it comes from --set or from lopt.
+    with pytest.raises(ConfigError, match="NormalizedMLPLOpt: orthogonalize=True sets the hidden steps' size"):
+        with_overrides(preset("default"), ["optimizer.parameterization=mup"])
+    assert with_overrides(preset("default"), ["optimizer.schedule=linear"]).optimizer.schedule == "linear"
+    with pytest.raises(ConfigError, match="schedule='step': one of cosine, linear"):
+        with_overrides(preset("default"), ["optimizer.schedule=step"])
+    assert with_overrides(preset("default"), ["optimizer.weight_decay=none"]).optimizer.weight_decay is None
+    assert with_overrides(preset("default"), ["optimizer.momentum_decays=0.8,0.9,0.95"]).optimizer.momentum_decays == (
+        0.8, 0.9, 0.95)
+    shipped_rule = preset("default").optimizer  # the main job meta-trains the shipped default's rule
+    shipped, shipped_theta, _ = lopt.load_optimizer(lopt.DEFAULT)
+    assert shipped_rule == shipped
     # It meta-trains the rule's step sizes, decays and momenta: every entry of its theta but the MLP's.
     assert set(preset("default").meta_train_only.split(",")) == set(shipped_theta) - {"mlp"}
     np.testing.assert_array_equal(shipped_rule.init(jax.random.key(0))["fit_decay"], shipped_theta["fit_decay"])
-    assert shipped_rule.spec()["settings"] == lopt.load_optimizer(lopt.DEFAULT)[0].spec()["settings"]
-    with pytest.raises(ConfigError, match="initial_fit_gain=nan: must be finite"):
-        with_overrides(preset("default"), ["initial_fit_gain=nan"])
+    with pytest.raises(ConfigError, match="initial_fit_gain=nan: must be a finite number"):
+        with_overrides(preset("default"), ["optimizer.initial_fit_gain=nan"])
     with pytest.raises(ConfigError, match="conv_step=0.0: must be positive and finite"):
-        with_overrides(preset("default"), ["conv_step=0"])
-    assert main(["--set", "snr_inputs=true", "feature_normalization=shared", "--workdir", str(tmp_path / "a")]) == 2
-    assert "snr_inputs=True: reads the ratios' per-tensor RMS" in capsys.readouterr().err
+        with_overrides(preset("default"), ["optimizer.conv_step=0"])
     assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
     assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="num_tasks='8': must be an int"):
-        dataclasses.replace(MetaTrainConfig(), num_tasks="8")
-    with pytest.raises(ConfigError, match="weight_decay=-0.1: must be non-negative"):
-        dataclasses.replace(MetaTrainConfig(), weight_decay=-0.1)
+    with pytest.raises(ConfigError, match="workers_per_config='8': must be an int"):
+        dataclasses.replace(MetaTrainConfig(), workers_per_config="8")
+    with pytest.raises(ConfigError, match="outer_weight_decay=-0.1: must be non-negative"):
+        dataclasses.replace(MetaTrainConfig(), outer_weight_decay=-0.1)
     assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.slow
-def test_the_small_fc_preset_lowers_the_meta_loss_and_beats_its_initialization(tmp_path):
+def test_the_mulo_preset_lowers_the_meta_loss_and_beats_its_initialization(tmp_path):
     """A short budget of the default preset (about two minutes here)."""
-    config = with_overrides(preset("small_fc"), ["outer_steps=400", "log_every=20", "eval_steps=500"])
+    config = with_overrides(preset("mulo"), ["outer_steps=400", "log_every=20", "eval_steps=500"])
     result = meta_train(config, tmp_path, log=lambda line: None)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
@@ -272,13 +276,15 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
 
 
 def test_fields_show_the_chosen_presets_values(capsys):
-    assert main(["--config", "mulo_cpu", "--set", "reparam=tensor", "--fields"]) == 0
+    assert main(["--config", "mulo", "--set", "reparam=tensor", "--fields"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    fields = [line.split(":")[0] for line in lines if not line.startswith("#")]
-    assert fields == [field.name for field in dataclasses.fields(MetaTrainConfig)]  # each once, in order
-    assert "num_task_configs: int = 4 (default 2)  # configs drawn" in "\n".join(lines)
+    fields = [line.split(":")[0].split(" = ")[0] for line in lines]
+    # Generated from the declarations: the optimizer's settings, then each config field once, in order.
+    assert fields == (["optimizer"] + [f"optimizer.{field.name}" for field in dataclasses.fields(lopt.MLPLOpt)]
+                      + [field.name for field in dataclasses.fields(MetaTrainConfig)][1:])
+    assert "num_task_configs: int = 4 (default 6)  # configs drawn" in "\n".join(lines)
     assert "reparam: str = 'tensor' (default 'none')" in "\n".join(lines)
-    assert any(line.startswith("hidden_size: int = 4  #") for line in lines)  # unchanged: no default shown
+    assert "optimizer.hidden_size: int = 4 (default 32)  # units of each hidden layer" in "\n".join(lines)
 
 
 def test_running_a_finished_run_again_prints_its_result(finished_run):
@@ -302,8 +308,9 @@ def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_
     saved = jax.device_get(MetaTrainer(source).init().theta)
     # float32 under numpy 1.x too, whose scalar + Python float is float64 (a theta save refuses)
     saved["log_learning_rate"] = saved["log_learning_rate"] + np.float32(1.0)  # not the architecture's own start
-    lopt.save(tmp_path / "start", source.optimizer(), saved, description="test")
-    config = tiny(f"init_from={tmp_path / 'start'}", "fit_decay=true", "conv_step=5", "embedding_step=3",
+    lopt.save(tmp_path / "start", source.optimizer, saved, description="test")
+    config = tiny(f"init_from={tmp_path / 'start'}", "optimizer.fit_decay=true", "optimizer.conv_step=5",
+                  "optimizer.embedding_step=3",
                   "meta_train_only=fit_decay,log_weight_decay")
     trainer = MetaTrainer(config)
     state, data = trainer.init(), trainer.data()
@@ -317,11 +324,11 @@ def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_
                       {name: saved[name] for name in saved if name != "log_weight_decay"})
     assert np.all(theta["fit_decay"] != 0) and theta["log_weight_decay"] != saved["log_weight_decay"]
     # What does not fit is refused in one line naming it, before anything is written.
-    with pytest.raises(ConfigError, match=r"init_from=.* differs in hidden_size \(it has 4, this config 8\)"):
-        MetaTrainer(with_overrides(config, ["hidden_size=8"]))
+    with pytest.raises(ConfigError, match=r"init_from=.* differs in optimizer.hidden_size \(it has 4, this config 8\)"):
+        MetaTrainer(with_overrides(config, ["optimizer.hidden_size=8"]))
     with pytest.raises(ConfigError, match=r"init_from='nowhere': "):
         MetaTrainer(with_overrides(config, ["init_from=nowhere"]))
     with pytest.raises(ConfigError, match=r"fit_decay not in this optimizer's theta.*--set meta_train_only= meta-trains all"):
-        MetaTrainer(with_overrides(config, ["fit_decay=false", "init_from="]))
+        MetaTrainer(with_overrides(config, ["optimizer.fit_decay=false", "init_from="]))
     with pytest.raises(ConfigError, match=r"meta_train_only='fit_decays': fit_decays not in this optimizer's theta, whose entries are fit_decay, log_group"):
         MetaTrainer(with_overrides(config, ["meta_train_only=fit_decays"]))

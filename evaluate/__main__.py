@@ -1,21 +1,31 @@
 """python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S] [--shard I/N]
+                   [--clear-cache NAME]
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
 TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep. With
 --shard, N such commands (on one machine or several sharing the workdir) split the suite's tasks.
+--optimizer and --suite also take the user's own objects as `module.path:attribute`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from checkpoints.files import enable_compilation_cache
+from checkpoints.imports import ImportPathError, looks_like_import_path, resolve_import_path
 from evaluate.memory import TooLargeError
-from evaluate.optimizers import OptimizerError
-from evaluate.suites import SUITES, SuiteError
+from evaluate.optimizers import EvalOptimizer, OptimizerError
+from evaluate.store import clear_cache
+from evaluate.suites import SUITES, Suite, SuiteError
 from evaluate.sweep import DEFAULT_BASELINES, SweepError, run_suite
+from evaluate.task_objects import is_task_list
 from lopt.baselines import BASELINE_DESCRIPTIONS
+from tasks import ConfigError
+
+SUITE_OBJECT = "an evaluate.Suite, a tasks.Task or a list of them"
+OPTIMIZER_OBJECT = "an evaluate.optimizer(...) or a list of them"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,15 +44,26 @@ def _parser() -> argparse.ArgumentParser:
                "loss against tuned Adam and against the strongest tuned baseline of each task, and the same "
                "on the lowest validation loss over the run (early stopping, baselines tuned on it). The workdir "
                "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
-               "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache).")
+               "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache), as are those of an "
+               "evaluate.optimizer(...), under its name, rates and version (shown in the log and summary.md).")
     parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",
                         help="a shipped learned optimizer or a checkpoint directory (LABEL=PATH names it; "
-                             "@0.1 scales its whole step, @tuned tunes that multiplier per task), or a baseline "
-                             "(adam, or adam@0.001 at one rate) (repeatable)")
-    parser.add_argument("--suite", required=True, help="a suite name or a JSON suite file")
+                             "@0.1 scales its whole step, @tuned tunes that multiplier per task), a baseline "
+                             "(adam, or adam@0.001 at one rate), or module.path:attribute naming "
+                             f"{OPTIMIZER_OBJECT} (or a function returning one) (repeatable)")
+    parser.add_argument("--suite", required=True,
+                        help=f"a suite name, a JSON suite file, or module.path:attribute naming {SUITE_OBJECT} "
+                             "(or a function returning one; task objects run --steps steps, default the horizon "
+                             "the suite is built around)")
+    parser.add_argument("--clear-cache", action="append", default=[], metavar="NAME",
+                        help="first remove the stored runs of the optimizer or task object NAME (an "
+                             "evaluate.optimizer's or a baseline's name, a task object's name) from the cache and "
+                             "--workdir, so they are trained anew: they are stored under their names, rates and "
+                             "versions, not their code (repeatable)")
     parser.add_argument("--workdir", required=True, help="output directory")
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
-                        "(default: the learned optimizer's, else 1000); for a file suite, every task's budget")
+                        "(default: the learned optimizer's, else 1000); for a file suite or task objects, every "
+                        "task's budget")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per optimizer and task (default: %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the first seed (default: %(default)s): another range chooses a setting on seeds "
@@ -57,16 +78,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_suite(value: Any) -> bool:
+    return isinstance(value, Suite) or is_task_list(value)
+
+
+def _is_optimizer_list(value: Any) -> bool:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return bool(items) and all(isinstance(item, EvalOptimizer) for item in items)
+
+
+def _suite(text: str) -> Any:
+    """A suite name or file as given, or the object an import path names."""
+    if text in SUITES or text.endswith(".json") or not looks_like_import_path(text):
+        return text
+    return resolve_import_path(text, SUITE_OBJECT, _is_suite)
+
+
+def _optimizers(texts: list[str]) -> list[Any]:
+    """Names and paths as given (LABEL=PATH among them), and the objects import paths name, a list of them
+    spread out."""
+    chosen = []
+    for text in texts:
+        if "=" in text.partition(":")[0] or not looks_like_import_path(text):
+            chosen.append(text)
+        else:
+            found = resolve_import_path(text, OPTIMIZER_OBJECT, _is_optimizer_list)
+            chosen.extend(found if isinstance(found, (list, tuple)) else [found])
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     enable_compilation_cache()
     baselines = [] if args.baselines == "none" else [name.strip() for name in args.baselines.split(",") if name.strip()]
     try:
-        run_suite(args.optimizer, args.suite, args.workdir, steps=args.steps, seeds=args.seeds,
+        optimizers, suite = _optimizers(args.optimizer), _suite(args.suite)
+        for name in args.clear_cache:
+            removed = (clear_cache(args.workdir, optimizer=name, cache_dir=args.cache)
+                       + clear_cache(args.workdir, task=name, cache_dir=args.cache))
+            print(f"--clear-cache {name}: removed {removed} stored runs", flush=True)
+        run_suite(optimizers, suite, args.workdir, steps=args.steps, seeds=args.seeds,
                   baselines=baselines, cache_dir=args.cache, force=args.force, shard=args.shard,
                   first_seed=args.first_seed,
                   log=lambda line: print(line, flush=True))
-    except (OptimizerError, SuiteError, SweepError, TooLargeError) as error:
+    # ConfigError: a user's task (tasks.from_functions ...) built at import that cannot work, named in one line.
+    except (ConfigError, ImportPathError, OptimizerError, SuiteError, SweepError, TooLargeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,11 @@ Every optimizer is a pure function `make(hyper, num_steps, roles) -> Optax trans
 values to try (the candidates). `hyper` is an argument of the compiled run, not a constant in it, so
 all of a baseline's learning rates share one compilation, and a learned optimizer's theta is passed
 like any other array.
+
+Any Optax optimizer competes as the built-in baselines do, tuned over its learning rates:
+
+    lion = evaluate.optimizer("lion", lambda lr, T: optax.lion(optax.cosine_decay_schedule(lr, T)),
+                              rates=(1e-4, 3e-4, 1e-3))
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +28,8 @@ import numpy as np
 import optax
 
 import lopt
-from lopt.baselines import BASELINES
+import tasks
+from lopt.baselines import ADAM_LEARNING_RATES, BASELINES
 
 class OptimizerError(ValueError):
     """An optimizer name or path that names nothing we can run."""
@@ -47,17 +53,24 @@ class EvalOptimizer:
     parameterization: str | None  # the model parameterization it trains: "mup", "sp", or None (as given)
     baseline: bool  # a hand-designed baseline: results cached across sweeps
     spec: dict[str, Any] | None = None  # a learned optimizer's checkpoint spec (its provenance)
+    user: bool = False  # made by `optimizer`: its cache key is what the user gave, not its code
 
     @property
     def tuned(self) -> bool:
         return len(self.candidates) > 1
 
 
-def _learning_rates(rates) -> tuple[Candidate, ...]:
-    return tuple(Candidate(f"lr={rate!r}", jnp.asarray(rate, jnp.float32)) for rate in rates)
-
-
 REFERENCE_BASELINE = "adam"  # speedups are measured against tuned Adam
+
+
+def _rate_tuned(name: str, make: Callable[[Any, int, Any], optax.GradientTransformation], rates, rule: str,
+                identity: str, parameterization: str | None, user: bool = False) -> EvalOptimizer:
+    """An optimizer tuned over a grid of learning rates: the one construction behind the built-in
+    baselines and the user's (`optimizer`). Each rate is a candidate; a sweep runs them all and reports
+    the best, on each metric."""
+    candidates = tuple(Candidate(f"lr={rate!r}", jnp.asarray(rate, jnp.float32)) for rate in rates)
+    return EvalOptimizer(name=name, make=make, candidates=candidates, rule=rule, identity=identity,
+                         parameterization=parameterization, baseline=True, user=user)
 
 
 def baseline(name: str) -> EvalOptimizer:
@@ -73,8 +86,57 @@ def baseline(name: str) -> EvalOptimizer:
             raise OptimizerError(f"{name!r}: the learning rate after '@' must be a number") from None
         if not (math.isfinite(grid[0]) and grid[0] > 0):
             raise OptimizerError(f"{name!r}: the learning rate must be positive and finite")
-    return EvalOptimizer(name=name, make=make, candidates=_learning_rates(grid), rule=base,
-                         identity=f"{base}: {settings}", parameterization=parameterization, baseline=True)
+    return _rate_tuned(name, make, grid, rule=base, identity=f"{base}: {settings}", parameterization=parameterization)
+
+
+def optimizer(name: str, make: Callable[[Any, int], optax.GradientTransformation], *,
+              rates: Sequence[float] = ADAM_LEARNING_RATES, version: str | None = None,
+              parameterization: str | None = "sp") -> EvalOptimizer:
+    """Any Optax optimizer as a competitor, tuned over `rates` as the built-in baselines are over theirs.
+
+    make(learning_rate, num_steps) -> optax.GradientTransformation(ExtraArgs); learning_rate is a traced
+        float32 scalar (all rates share one compiled program), so use it in arithmetic and schedules,
+        never in Python control flow; num_steps is the run's length, for schedules.
+    rates: the learning rates tried on every task (default: Adam's grid); reported at the best per metric,
+        and flagged where the best is the first or last.
+    parameterization: the model it trains where a suite's task has one ("sp", the practitioner's model,
+        as Adam; "mup"; None: as the suite gives it). Tasks passed as objects are trained as they are.
+
+    Its runs are cached across sweeps, as the baselines' are, under `identity`: the name, the rates and
+    `version`, nothing of make's code (which cannot be hashed reliably). Changing make without changing
+    one of those reuses the old runs: give a new `version`, or clear them (`evaluate.clear_cache(workdir,
+    optimizer=name)`, `python -m evaluate ... --clear-cache NAME`)."""
+    if not (isinstance(name, str) and name.strip() == name and name and ":" not in name):
+        raise OptimizerError(f"optimizer name {name!r}: must be a non-empty string without ':' or surrounding "
+                             "spaces (': ' ends the name in its cache key)")
+    if not callable(make):
+        raise OptimizerError(f"optimizer {name!r}: make must be a function (learning_rate, num_steps) -> "
+                             f"optax.GradientTransformation, not {type(make).__name__}")
+    rates = (rates,) if isinstance(rates, (int, float)) else tuple(rates)
+    if not rates or not all(isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate)
+                            and rate > 0 for rate in rates):
+        raise OptimizerError(f"optimizer {name!r}: rates={rates!r} must be one or more positive finite numbers")
+    rates = tuple(float(rate) for rate in rates)
+    if len(set(rates)) != len(rates):
+        raise OptimizerError(f"optimizer {name!r}: rates={rates!r} repeat a value")
+    if version is not None and not isinstance(version, str):
+        raise OptimizerError(f"optimizer {name!r}: version={version!r} must be a string or None")
+    if parameterization not in (None, *tasks.PARAMETERIZATIONS):
+        raise OptimizerError(f"optimizer {name!r}: parameterization={parameterization!r} must be one of "
+                             f"{', '.join(tasks.PARAMETERIZATIONS)} or None")
+
+    def make_transform(rate, num_steps, roles):
+        transform = make(rate, num_steps)
+        if not isinstance(transform, optax.GradientTransformation):
+            raise OptimizerError(f"optimizer {name!r}: make(learning_rate, num_steps) returned "
+                                 f"{type(transform).__name__}, not an optax.GradientTransformation")
+        return transform
+
+    identity = f"{name}: evaluate.optimizer(rates={list(rates)!r}, version={version!r})"
+    # Runs share a compiled program only with runs of this very make (the program holds it, so its id
+    # is not reused while the program is kept).
+    return _rate_tuned(name, make_transform, rates, rule=f"evaluate.optimizer {name} {id(make):#x}",
+                       identity=identity, parameterization=parameterization, user=True)
 
 
 def theta_digest(theta: Any) -> str:

@@ -53,7 +53,15 @@ def run_records(units) -> list[dict[str, Any]]:
             for unit in units for label, runs in unit.runs.items() for seed, curves in zip(unit.seeds, runs)]
 
 
-def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str) -> str:
+def cache_keys(units) -> list[str]:
+    """What the runs of each optimizer cached across sweeps (baselines, the user's) are stored under, one
+    line each: a user's optimizer is cached under what it was given, not its code, so the key is shown."""
+    optimizers = {unit.optimizer.name: unit.optimizer for unit in units if unit.optimizer.baseline}
+    return [f"- `{name}`: `{optimizer.identity}`" + (f" (clear: `--clear-cache {name}`)" if optimizer.user else "")
+            for name, optimizer in optimizers.items()]
+
+
+def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str, keys: list[str] = ()) -> str:
     compute = sum(row["seconds"] for row in rows)
     lines = [f"# Suite `{suite.name}`: {suite.description}", "",
              f"{len(suite.tasks)} tasks, {len(overall)} optimizers. Training every run took {compute:.0f} s "
@@ -71,6 +79,9 @@ def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str) -> 
              "validation loss at any record point, each baseline at the rate that minimizes it. Speedup is "
              "tuned Adam's steps to reach a training loss both reach over this optimizer's.", "",
              str(rows), "", str(overall)]
+    if keys:
+        lines += ["", "Runs of these optimizers are cached across sweeps under these keys (a changed `make` of an "
+                  "`evaluate.optimizer` with the same key reuses them):", "", *keys]
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +116,7 @@ def write_all(workdir: Path, suite, units, rows, overall, elapsed: float, scope,
              SUMMARY_JSON: json.dumps(_json_safe({"suite": suite.name, "description": suite.description,
                                                   "scope": dataclasses.asdict(scope), "scope_source": scope_source,
                                                   "seconds": elapsed, "rows": rows, "overall": overall}), indent=2),
-             SUMMARY_MD: markdown(suite, rows, overall, elapsed, scope, scope_source)}
+             SUMMARY_MD: markdown(suite, rows, overall, elapsed, scope, scope_source, cache_keys(units))}
     for name, text in files.items():
         write_atomically(workdir / name, text)
     write_tensorboard(workdir / TENSORBOARD_DIR, units)

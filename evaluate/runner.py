@@ -22,6 +22,7 @@ import numpy as np
 
 import tasks
 from evaluate.optimizers import EvalOptimizer
+from evaluate.task_objects import determined_by_config
 from tasks.train import held_out_metrics
 
 MAX_RECORD_POINTS = 50
@@ -68,7 +69,14 @@ def check_stride(num_steps: int, stride: int) -> None:
         raise ValueError(f"stride={stride!r}: must be a positive integer")
 
 
-_INITIAL_POINTS: dict[tasks.TaskConfig, Any] = {}
+def _compiled_under(task: tasks.Task) -> Any:
+    """What a task's compiled programs are kept under: its config where that determines it, so every build
+    of a registered config shares them; the object itself for any other (the user's own task), which the
+    kept program holds, so its id is not reused while the entry lives."""
+    return task.config if determined_by_config(task) else ("object", id(task))
+
+
+_INITIAL_POINTS: dict[Any, Any] = {}
 
 
 def _initial_point(task: tasks.Task):
@@ -79,9 +87,10 @@ def _initial_point(task: tasks.Task):
         params = task.init(init_key)
         train_loss, _ = held_out_metrics(task, params, data, "train")
         return params, train_loss, *held_out_metrics(task, params, data, "valid")
-    if task.config not in _INITIAL_POINTS:
-        _INITIAL_POINTS[task.config] = jax.jit(jax.vmap(one, in_axes=(0, None)))
-    return _INITIAL_POINTS[task.config]
+    key = _compiled_under(task)
+    if key not in _INITIAL_POINTS:
+        _INITIAL_POINTS[key] = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return _INITIAL_POINTS[key]
 
 
 def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
@@ -118,7 +127,7 @@ _PROGRAMS: dict[tuple, Any] = {}
 
 def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
     """The compiled runs, reused for every learning rate and seed of the same task and optimizer."""
-    key = (task.config, optimizer.rule, num_steps, stride)
+    key = (_compiled_under(task), optimizer.rule, num_steps, stride)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = _program(task, optimizer, num_steps, stride)
     return _PROGRAMS[key]

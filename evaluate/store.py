@@ -23,6 +23,7 @@ from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS
 # tests/test_evaluate.py).
 STORE_VERSION = 2
 DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
+RUNS_DIR = "runs"  # a sweep's own runs, in its workdir
 
 
 def data_fingerprint(config: tasks.TaskConfig) -> list | None:
@@ -86,3 +87,39 @@ class CacheAndWorkdir:
         self.cache.put(key, curves)
         if self.mirror:
             self.workdir.put(key, curves)
+
+
+def _matches(key: Any, optimizer: str | None, task: str | None) -> bool:
+    if not isinstance(key, dict):
+        return False
+    # A baseline's or user optimizer's key begins "NAME: " (see EvalOptimizer.identity); a task object's
+    # record holds its name (evaluate.task_objects.ObjectTaskConfig).
+    if optimizer is not None and not str(key.get("optimizer", "")).startswith(f"{optimizer}: "):
+        return False
+    record = key.get("task") if isinstance(key.get("task"), dict) else {}
+    return task is None or (record.get("kind") == "object" and record.get("name") == task)
+
+
+def clear_cache(workdir: str | os.PathLike | None = None, *, optimizer: str | None = None, task: str | None = None,
+                cache_dir: str | os.PathLike | None = None) -> int:
+    """Removes the stored runs of an optimizer (a baseline's name without "@RATE", or an
+    `evaluate.optimizer`'s name: every rate and version of it) and/or of a task passed as an object (its
+    name), from the shared cache (cache_dir, default DEFAULT_CACHE) and from workdir's own runs; given
+    both, only the runs of that optimizer on that task. Returns how many were removed: the next sweep
+    trains them anew. What a run is stored under is what a user can change: the name, and for
+    `evaluate.optimizer` its rates and version; for a task object its name, class, config and parameter
+    shapes, never their code."""
+    if optimizer is None and task is None:
+        raise ValueError("clear_cache: name an optimizer=, a task= or both")
+    directories = [Path(cache_dir or DEFAULT_CACHE)] + ([Path(workdir) / RUNS_DIR] if workdir is not None else [])
+    removed = 0
+    for directory in directories:
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            try:
+                key = json.loads(path.read_text(encoding="utf-8")).get("key")
+            except (OSError, ValueError, AttributeError):
+                continue  # unreadable or not a run: not ours to judge
+            if _matches(key, optimizer, task):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -11,7 +11,8 @@ what the learned optimizer was meta-trained on (its family's widths and depths, 
                      LSTM language model, a conv net, an MLP 16x wider for twice as long, a tabular
                      regression, an MNIST autoencoder
 
-A custom suite is a `Suite` built in Python, or a JSON file:
+A custom suite is a `Suite` built in Python, a list of `tasks.Task` objects (the user's own models,
+trained as they are), or a JSON file:
     {"name": "mine", "tasks": [{"task": "mlp_mnist_14x14", "set": {"width": 256}, "steps": 500}]}
 """
 
@@ -51,6 +52,8 @@ class SuiteTask:
     # False: each optimizer trains the task in its own parameterization (muP optimizers the muP model).
     # True: the config's parameterization is kept for every optimizer (a custom suite that sets it).
     keep_parameterization: bool = False
+    # A task passed as an object (evaluate.task_objects): trained as it is, never rebuilt from `config`.
+    task: tasks.Task | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if (self.axis is None) != (self.x is None):

@@ -1,7 +1,7 @@
 """A generalization sweep: every optimizer on every task of a suite, several seeds vmapped together,
 baselines tuned per task, then metrics, tables and plots in the workdir.
 
-    result = evaluate.run_suite(["mulo_small_fc"], "ood", "runs/ood", seeds=3)
+    result = evaluate.run_suite(["mulo"], "ood", "runs/ood", seeds=3)
     print(result.summary)  # one row per (task, optimizer): both losses, ratios to the baselines, speedup
 
 Each optimizer trains a task in its own parameterization where the task has one (muP learned
@@ -21,19 +21,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tqdm import tqdm
-
 import tasks
 from checkpoints.files import write_atomically
-from evaluate import memory, metrics, report, runner
+from checkpoints.optional import require
+from evaluate import memory, metrics, report, runner, task_objects
 from evaluate.optimizers import EvalOptimizer, OptimizerError, baseline, resolve
-from evaluate.store import DEFAULT_CACHE, CacheAndWorkdir, RunStore, run_key
+from evaluate.store import DEFAULT_CACHE, RUNS_DIR, CacheAndWorkdir, RunStore, run_key
 from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask, build
 from evaluate.summary import Table, summarize
 
+tqdm = require("tqdm", "the evaluation sweep's progress bar", "eval").tqdm
+
 DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "adamw_linear", "muon", "muon_linear", "muadam", "sgdm")
 SWEEP_FILE = "sweep.json"
-RUNS_DIR = "runs"
 SHARDS_DIR = "shards"  # one file per finished shard of a sharded sweep
 
 
@@ -172,10 +172,13 @@ def _fit(plan: _Plan) -> None:
     """Builds the task and checks its memory (before anything is written or compiled): a device that
     cannot hold the planned group runs smaller groups, under keys that say so. A task that cannot be
     built is reported by its label."""
-    try:
-        plan.built = plan.config.build()
-    except (OSError, ValueError) as error:
-        raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
+    if plan.task.task is not None:  # a task passed as an object: run as it is
+        plan.built = plan.task.task
+    else:
+        try:
+            plan.built = plan.config.build()
+        except (OSError, ValueError) as error:
+            raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
     fitting = memory.runs_that_fit(plan.built, plan.optimizer, plan.task.num_steps, plan.parallel, plan.task.label)
     if fitting != plan.parallel:
         plan.parallel = fitting
@@ -261,19 +264,23 @@ def _written_by_a_shard(name: str) -> bool:
     return name in (RUNS_DIR, SHARDS_DIR) or name.startswith(f".{SWEEP_FILE}.")  # the latter: write_atomically's
 
 
-def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: str | os.PathLike | Suite,
-              workdir: str | os.PathLike, *, steps: int | None = None, seeds: int = 3,
+def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
+              suite: str | os.PathLike | Suite | Sequence[tasks.Task], workdir: str | os.PathLike, *,
+              steps: int | None = None, seeds: int = 3,
               baselines: Sequence[str] = DEFAULT_BASELINES, cache_dir: str | os.PathLike | None = None,
               stride: int | None = None, parallel: int | None = None, force: bool = False,
               shard: tuple[int, int] | str | None = None, first_seed: int = 0,
               log: Callable[[str], None] = print) -> SweepResult:
     """Runs a suite and writes its outputs to workdir; returns the results.
 
-    optimizers: learned optimizers (shipped names or checkpoint directories) and/or baselines by name
-        ("adam", "sgdm@0.1"); the tuned `baselines` are added after them.
-    suite: a name from evaluate.SUITES, a JSON suite file, or a Suite.
+    optimizers: learned optimizers (shipped names or checkpoint directories), baselines by name ("adam",
+        "sgdm@0.1") and/or any Optax optimizer as `evaluate.optimizer(name, make, rates=...)`; the tuned
+        `baselines` are added after them.
+    suite: a name from evaluate.SUITES, a JSON suite file, a Suite, or a list of tasks.Task objects (the
+        user's own models, trained as they are; see evaluate.task_objects).
     steps: the meta-training horizon the suite is built around (default: what the first learned
-        optimizer was meta-trained with, else 1000); for a custom suite, every task's budget.
+        optimizer was meta-trained with, else 1000); for a file suite or task objects, every task's budget
+        (default: a file's own, else that horizon).
     seeds: runs per optimizer and task (seeds first_seed..first_seed+seeds-1), vmapped together.
     first_seed: the first of them (another range keeps the seeds a sweep chose a setting on apart from
         the ones it is evaluated on).
@@ -301,6 +308,10 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer], suite: st
     suite, scope, scope_source = _suite_and_scope(chosen, suite, steps)
     log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
         f"{scope.family} and horizon {scope.horizon} ({scope_source})")
+    for optimizer in chosen:
+        if optimizer.user:
+            log(f"{optimizer.name}: runs cached under {optimizer.identity!r}; a changed make with the same name, "
+                f"rates and version reuses them (clear: evaluate.clear_cache or --clear-cache {optimizer.name})")
     workdir = Path(workdir)
     if shard is not None:  # checked whichever form it came in
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
@@ -384,14 +395,20 @@ def _read_back(plans: list[_Plan], mine: list[_Plan], done: list[UnitResult], se
     return units
 
 
-def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite, steps: int | None
-                     ) -> tuple[Suite, MetaTrainingScope, str]:
+def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite | Sequence[tasks.Task],
+                     steps: int | None) -> tuple[Suite, MetaTrainingScope, str]:
     """The suite to run, the scope it is built around, and where that came from. `steps` replaces the
     horizon of a named suite, so the log and the summary name the horizon the suite was built with."""
     scope, scope_source = _scope(optimizers)
-    if steps is not None and not isinstance(suite, Suite) and str(suite) in SUITES:
+    if isinstance(suite, Suite):
+        return suite, scope, scope_source
+    if isinstance(suite, (tasks.Task, list, tuple)):
+        if not task_objects.is_task_list(suite):
+            raise SuiteError("a suite given as a list must hold tasks.Task objects, at least one")
+        return task_objects.from_tasks(suite, steps or scope.horizon), scope, scope_source
+    if steps is not None and str(suite) in SUITES:
         scope, scope_source = dataclasses.replace(scope, horizon=steps), f"{scope_source}; horizon from steps={steps}"
-    return (suite if isinstance(suite, Suite) else build(suite, scope, steps)), scope, scope_source
+    return build(suite, scope, steps), scope, scope_source
 
 
 def _scope(optimizers: Sequence[EvalOptimizer]) -> tuple[MetaTrainingScope, str]:

@@ -1,0 +1,140 @@
+"""A task from a flax.linen module and (inputs, targets) arrays, built on tasks.from_functions."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tasks.custom import check_name_and_sizes, from_functions
+from tasks.custom_roles import Roles
+from tasks.custom_task import CustomTask, TaskError
+
+
+def cross_entropy(outputs, targets):
+    """Softmax cross-entropy of logits (..., classes) against integer class labels (...), and accuracy."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
+    return loss, {"accuracy": jnp.mean(jnp.argmax(outputs, axis=-1) == targets)}
+
+
+def mse(outputs, targets):
+    """Mean squared error, the outputs reshaped as the targets (a (B, 1) output against (B,) targets)."""
+    return jnp.mean(jnp.square(outputs.reshape(targets.shape) - targets)), {}
+
+
+LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaxInit:
+    """key -> the module's params, initialized on zero inputs of the given shapes. A hashable value, not a
+    closure: equal modules give equal inits, which a family puts in one bucket and which compile once."""
+
+    module: nn.Module
+    input_structure: Any  # the pytree structure of a batch of inputs (hashable: a static argument)
+    input_shapes: tuple[jax.ShapeDtypeStruct, ...]  # its leaves
+
+    def zero_inputs(self):
+        return jax.tree.unflatten(self.input_structure,
+                                  [jnp.zeros(shape.shape, shape.dtype) for shape in self.input_shapes])
+
+    def variables(self, key):
+        params_key, dropout_key = jax.random.split(key)
+        return self.module.init({"params": params_key, "dropout": dropout_key}, self.zero_inputs())
+
+    def __call__(self, key):
+        return self.variables(key)["params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaxLoss:
+    """(params, (inputs, targets), key) -> loss and metrics; the key is the module's 'dropout' rng."""
+
+    module: nn.Module
+    loss: str | Callable  # a name in LOSSES, or loss(outputs, batch) -> scalar or (scalar, dict)
+
+    def __call__(self, params, batch, key):
+        inputs, targets = batch
+        outputs = self.module.apply({"params": params}, inputs, rngs={"dropout": key})
+        return self.loss(outputs, batch) if callable(self.loss) else LOSSES[self.loss](outputs, targets)
+
+
+def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable, batch_size: int, name: str,
+              init_input: Any = None, test: Any = None, roles: Roles | Callable[[Any], Roles] | None = None,
+              valid_batch_size: int | None = None, loss_scale: float | None = None) -> CustomTask:
+    """A task that trains a flax.linen module on (inputs, targets) splits (arrays with a leading example
+    axis; inputs may be a pytree).
+
+    loss: "cross_entropy" (logits against integer labels; reports accuracy), "mse", or a callable
+    loss(outputs, batch) -> scalar or (scalar, dict of metrics). init_input: a batch of inputs whose
+    shapes the module is initialized at (on zeros); default: a training batch's. Modules that use dropout
+    get the loss key as their 'dropout' rng. Only the 'params' collection is trained: modules with
+    batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale: as
+    tasks.from_functions, which builds the task.
+    """
+    check_name_and_sizes(name, batch_size, valid_batch_size)
+    if _is_nnx(module):
+        raise TaskError(f"task {name!r}: flax.nnx modules are not supported by from_flax (it re-initializes a "
+                        "linen module per key); use tasks.from_functions with init building the module from "
+                        "nnx.Rngs(key) and returning its nnx.state, and a loss that rebuilds it with nnx.merge")
+    if not isinstance(module, nn.Module):
+        raise TaskError(f"task {name!r}: module must be a flax.linen Module, got {type(module).__name__}")
+    if isinstance(loss, str) and loss not in LOSSES:
+        raise TaskError(f"task {name!r}: unknown loss {loss!r}; known: {', '.join(LOSSES)}, or pass a callable "
+                        "loss(outputs, batch)")
+    if not isinstance(loss, str) and not callable(loss):
+        raise TaskError(f"task {name!r}: loss must be a name ({', '.join(LOSSES)}) or a callable, got {loss!r}")
+    for split, arrays in (("train", train), ("valid", valid), ("test", test)):
+        if arrays is not None and not (isinstance(arrays, (tuple, list)) and len(arrays) == 2):
+            raise TaskError(f"task {name!r}: the {split} split must be a pair (inputs, targets), "
+                            f"got {type(arrays).__name__}")
+    if init_input is None:
+        init_input = jax.tree.map(lambda array: np.asarray(array)[:batch_size], train[0])
+    input_leaves, input_structure = jax.tree.flatten(init_input)
+    init = FlaxInit(module, input_structure, tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.result_type(leaf))
+                                                   for leaf in input_leaves))
+    variables = jax.eval_shape(init.variables, jax.random.key(0))
+    if set(variables) != {"params"}:
+        raise TaskError(f"task {name!r}: the module has variables besides params ({', '.join(sorted(variables))});"
+                        " from_flax trains modules without mutable state (no BatchNorm statistics)")
+    if isinstance(loss, str):
+        _check_targets(name, module, init, loss, train, valid, test)
+    return from_functions(init, FlaxLoss(module, loss), train, valid, batch_size=batch_size, name=name, roles=roles,
+                          test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale)
+
+
+def _is_nnx(module) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # an older flax without nnx
+        return False
+    return isinstance(module, nnx.Module)
+
+
+def _check_targets(name: str, module: nn.Module, init: FlaxInit, loss: str, *splits) -> None:
+    """Targets a named loss can read: integer labels below the logits' count for cross_entropy, as many
+    values an example as the outputs for mse."""
+    outputs = jax.eval_shape(lambda key: module.apply({"params": init(key)}, init.zero_inputs(),
+                                                      rngs={"dropout": key}), jax.random.key(0))
+    if not hasattr(outputs, "shape"):
+        raise TaskError(f"task {name!r}: loss={loss!r} needs the module to return one array, it returns "
+                        f"{type(outputs).__name__}; pass a callable loss")
+    for targets in (np.asarray(split[1]) for split in splits if split is not None):
+        if targets.ndim == 0 or targets.size == 0:
+            continue  # from_functions names what is wrong with such a split
+        if loss == "cross_entropy":
+            if not np.issubdtype(targets.dtype, np.integer):
+                raise TaskError(f"task {name!r}: loss='cross_entropy' takes integer class labels, the targets are "
+                                f"{targets.dtype}")
+            if targets.shape[1:] != outputs.shape[1:-1] or targets.min() < 0 or targets.max() >= outputs.shape[-1]:
+                raise TaskError(f"task {name!r}: loss='cross_entropy' needs labels {outputs.shape[1:-1]} a row in "
+                                f"[0, {outputs.shape[-1]}) for logits {outputs.shape[1:]}; got labels "
+                                f"{targets.shape[1:]} in [{targets.min()}, {targets.max()}]")
+        elif np.prod(targets.shape[1:]) != np.prod(outputs.shape[1:]):
+            raise TaskError(f"task {name!r}: loss='mse' needs as many target values an example as outputs; "
+                            f"outputs {outputs.shape[1:]}, targets {targets.shape[1:]}")

@@ -22,7 +22,9 @@ def help_of(field: dataclasses.Field) -> str:
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The declared type of each dataclass field (class variables such as `architecture` left out)."""
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
 
 
 def type_name(kind: Any) -> str:

@@ -102,4 +102,4 @@ def test_the_default_drops_into_an_optax_training_loop():
     first = float(loss_fn(params))
     for _ in range(30):
         params, state, _ = step(params, state)
-    assert float(loss_fn(params)) < 0.5 * first
+    assert float(loss_fn(params)) < 0.7 * first

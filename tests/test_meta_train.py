@@ -269,7 +269,7 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
     np.testing.assert_allclose(late, plain * 3 * (np.arange(1, 4) / 50) ** 2, rtol=1e-5)
     with pytest.raises(ConfigError, match="meta_loss_time_power=-1.0: must lie in"):
         dataclasses.replace(MetaTrainConfig(), meta_loss_time_power=-1.0)
-    with pytest.raises(ConfigError, match="meta_loss_split='test': must be train, valid or mix"):
+    with pytest.raises(ConfigError, match="meta_loss_split='test': must be one of train, valid, mix"):
         dataclasses.replace(MetaTrainConfig(), meta_loss_split="test")
     with pytest.raises(ConfigError, match="reparam='layer': must be one of none, global, tensor, parameter"):
         dataclasses.replace(MetaTrainConfig(), reparam="layer")

@@ -14,7 +14,8 @@ import shlex
 import sys
 
 from checkpoints.files import enable_compilation_cache
-from meta_train.config import PRESET_DESCRIPTIONS, PRESETS, ConfigError, describe_fields, preset, with_overrides
+from meta_train.config import (PRESET_DESCRIPTIONS, PRESETS, ConfigError, describe_fields, preset, resolve_own_objects,
+                               with_overrides)
 from meta_train import distributed
 from meta_train.checkpointing import WorkdirError
 from meta_train.train import MetaTrainingError, export_checkpoint, meta_train
@@ -77,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         config = with_overrides(preset(args.config), args.assignments)
         layout = distributed.ProcessLayout.from_flags(args.coordinator, args.num_processes, args.process_id,
                                                       args.distributed_timeout)
+        if not layout.several:  # one process: the user's own objects too, before anything is touched
+            resolve_own_objects(config)
     except (ConfigError, WorkdirError, distributed.DistributedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         distributed.join(layout)
+        resolve_own_objects(config)  # a group's processes import the user's module only once joined
         meta_train(config, args.workdir, resume=args.resume, force=args.force, compare=not args.no_compare,
                    preset=args.config)
     except (ConfigError, WorkdirError, MetaTrainingError) as error:

@@ -29,6 +29,7 @@ from meta_train import distributed
 from meta_train.config import BOOKKEEPING_FIELDS, ConfigError, MetaTrainConfig
 
 CONFIG_FILE = "config.json"
+TASKS_FILE = "tasks.json"  # the family's tasks, each bucket's configs in order, as the run trained them
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
 
@@ -198,6 +199,25 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
     if not resume and (workdir / CHECKPOINT_DIR).exists():
         raise WorkdirError(f"{workdir} already holds a run of this config: --resume continues it, "
                            "--force starts over")
+
+
+def check_recorded_tasks(workdir: Path, task_configs) -> None:
+    """Refuses to resume a run whose family now gives other tasks than it recorded (a user's family edited
+    since, or another object under the same name): its checkpoints hold workers of those tasks."""
+    path = workdir / TASKS_FILE
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    now = [config.to_dict() for config in task_configs]
+    if json.loads(json.dumps(now)) != recorded:
+        gone = [record.get("name") or json.dumps(record, sort_keys=True) for record in recorded if record not in now]
+        raise WorkdirError(f"{workdir} holds a run on other tasks than its family gives now (recorded, not given "
+                           f"now: {', '.join(map(str, gone)) or 'their order'}); use another --workdir, or --force "
+                           "to start over there")
+
+
+def write_tasks(workdir: Path, task_configs) -> None:
+    write_atomically(workdir / TASKS_FILE, json.dumps([config.to_dict() for config in task_configs], indent=2))
 
 
 def write_config(workdir: Path, config: MetaTrainConfig) -> None:

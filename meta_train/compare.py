@@ -31,10 +31,10 @@ class ComparisonRow:
     setting: str = ""  # a tuned baseline's learning rates: the best on training and on validation loss
 
 
-def held_out_task(task_name: str, parameterization: str | None) -> tasks.Task:
+def held_out_task(task_name: str | tasks.Task, parameterization: str | None) -> tasks.Task:
     """The named task, in the meta-training family's parameterization where the task has one; the
     user's own as it is, for an import path."""
-    own = resolve_eval_task(task_name)
+    own = task_name if isinstance(task_name, tasks.Task) else resolve_eval_task(task_name)
     if own is not None:
         return own
     config = tasks.task_config(task_name)

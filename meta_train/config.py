@@ -94,14 +94,12 @@ class MetaTrainConfig:
         wrong = check_types(self)
         if wrong:
             raise ConfigError(f"MetaTrainConfig.{wrong}")
-        for field, resolve, registry in (("task_family", resolve_family, tasks.FAMILIES),
-                                         ("eval_task", resolve_eval_task, tasks.TASKS)):
-            if getattr(self, field) not in registry and not looks_like_import_path(getattr(self, field)):
+        # The user's own objects are only named here: importing their module may touch JAX's devices,
+        # which a process of a group must not do before it joins (resolve_own_objects does it after).
+        for field, registry in (("task_family", tasks.FAMILIES), ("eval_task", tasks.TASKS)):
+            name = getattr(self, field)
+            if name not in registry and not is_object_label(name) and not looks_like_import_path(name):
                 refuse(field, f"must be one of {', '.join(sorted(registry))}, or an import path module.path:attribute")
-            try:
-                resolve(getattr(self, field))  # a path that names nothing, or the wrong kind, is refused here
-            except ImportPathError as error:
-                refuse(field, str(error))
         for field, choices in (("estimator", ESTIMATOR_NAMES), ("meta_loss_split", ("train", "valid", "mix")),
                                ("curriculum", CURRICULA), ("reparam", tasks.REPARAM_LEVELS)):
             if getattr(self, field) not in choices:
@@ -159,11 +157,34 @@ class MetaTrainConfig:
         return cls(optimizer=optimizer, **record)
 
 
+def object_label(name: str) -> str:
+    """What task_family or eval_task records for an object given to `meta_train` itself: its name in
+    angle brackets, which no import path or registry name can be."""
+    return f"<{name}>"
+
+
+def is_object_label(text: str) -> bool:
+    return text.startswith("<") and text.endswith(">")
+
+
+def resolve_own_objects(config: MetaTrainConfig) -> None:
+    """Resolves the config's import paths (task_family, eval_task), raising ConfigError in one line for
+    one that names no module or attribute, or the wrong kind of object."""
+    for field, resolve in (("task_family", resolve_family), ("eval_task", resolve_eval_task)):
+        try:
+            resolve(getattr(config, field))
+        except ImportPathError as error:
+            raise ConfigError(f"MetaTrainConfig.{field}={getattr(config, field)!r}: {error}") from None
+
+
 def resolve_family(name: str) -> tasks.TaskFamily:
     """A family by its registered name or by the import path of the user's own (resolved again by every
     process, and on --resume, from the config's record)."""
     if name in tasks.FAMILIES:
         return tasks.FAMILIES[name]
+    if is_object_label(name):
+        raise ConfigError(f"MetaTrainConfig.task_family={name!r} was given as an object: pass it again as "
+                          "meta_train(..., family=...), or name it by import path module.path:attribute")
     return resolve_import_path(name, "a tasks.TaskFamily", lambda found: isinstance(found, tasks.TaskFamily))
 
 
@@ -172,6 +193,9 @@ def resolve_eval_task(name: str) -> tasks.Task | None:
     meta-training family's parameterization)."""
     if name in tasks.TASKS:
         return None
+    if is_object_label(name):
+        raise ConfigError(f"MetaTrainConfig.eval_task={name!r} was given as an object: pass it again as "
+                          "meta_train(..., eval_task=...), or name it by import path module.path:attribute")
     return resolve_import_path(name, "a tasks.Task", lambda found: isinstance(found, tasks.Task))
 
 

@@ -19,11 +19,13 @@ from typing import Any, Callable
 import jax
 
 import lopt
+import tasks
 from checkpoints.files import ScalarWriter, write_atomically
 from meta_train import checkpointing, curriculum, distributed
 from meta_train.compare import (COMPARED_BASELINES, ComparisonRow, compare_with_baselines, comparison_size,
                                 held_out_task, markdown_table)
-from meta_train.config import MetaTrainConfig
+from checkpoints.imports import ImportPathError
+from meta_train.config import ConfigError, MetaTrainConfig, object_label, resolve_eval_task
 from meta_train.progress import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 
@@ -56,8 +58,14 @@ class MetaTrainResult:
 
 def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = False, force: bool = False,
                compare: bool = True, log: Callable[[str], None] = print, mesh=None,
-               preset: str | None = None) -> MetaTrainResult:
+               preset: str | None = None, family: tasks.TaskFamily | None = None,
+               eval_task: tasks.Task | None = None) -> MetaTrainResult:
     """Runs (or with resume, continues) meta-training in workdir.
+
+    family, eval_task: your own objects (tasks.family(...), tasks.from_flax(...)) in place of the config's
+    task_family and eval_task, which record them as "<name>"; resuming such a run takes them again. Named
+    by import path in the config instead (task_family="my_module:FAMILY"), they are rebuilt from the
+    record, by every process and on resume, and the command line can run them.
 
     Writes WORKDIR/config.json, checkpoints/ (orbax, the last `keep_checkpoints`), tensorboard/ (event
     files), optimizer/ (the final theta for `lopt.load`) and comparison.json. With force, a workdir that
@@ -66,6 +74,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     """
     workdir = Path(workdir).absolute()
     log = distributed.main_only(log)  # with several processes, process 0 speaks for all
+    config = with_objects(config, family, eval_task)
     if not (resume or force):
         finished = finished_run(workdir, config, compare)
         if finished is not None:
@@ -75,7 +84,9 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
                 + "\n\n--force starts it over; another --workdir keeps this one")
             return finished
     checkpointing.check_workdir(workdir, config, resume=resume, force=force)
-    trainer = MetaTrainer(config, mesh)
+    trainer = MetaTrainer(config, mesh, family)
+    if not force:  # nothing is written before the family's tasks are known to be the recorded ones
+        checkpointing.check_recorded_tasks(workdir, trainer.cell_configs)
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     log(f"meta-training {trainer.optimizer.architecture} ({config.optimizer.parameterization}) "
         f"with {config.estimator} on {trainer.describe()}; {config.workers_per_config} workers per task over "
@@ -110,6 +121,7 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
                 state = restored
         if distributed.is_main():
             checkpointing.write_config(workdir, config)
+            checkpointing.write_tasks(workdir, trainer.cell_configs)
         state = _outer_loop(trainer, state, manager, workdir, log)
         manager.wait_until_finished()
     except jax.errors.JaxRuntimeError as error:
@@ -132,17 +144,38 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
         log(f"saved the learned optimizer to {optimizer_path}; use it with "
             f"lopt.load({str(optimizer_path)!r}, num_steps=..., roles=...)")
         if compare:
-            table = _compare(config, trainer, theta, jax.device_get(initial_theta), workdir, log)
+            table = _compare(config, trainer, theta, jax.device_get(initial_theta), workdir, log, eval_task)
     # The others wait for process 0's files: a process that left now would wait at JAX's shutdown
     # barrier, which times out.
     distributed.barrier("meta_train: finished")
     return MetaTrainResult(trainer.optimizer, state.theta, optimizer_path, table, seconds)
 
 
-def _compare(config: MetaTrainConfig, trainer: MetaTrainer, theta, initial_theta, workdir: Path, log) -> str:
+def with_objects(config: MetaTrainConfig, family: tasks.TaskFamily | None, eval_task: tasks.Task | None
+                 ) -> MetaTrainConfig:
+    """The config recording the objects given to meta_train by name ("<name>")."""
+    if family is not None:
+        if not isinstance(family, tasks.TaskFamily):
+            raise ConfigError(f"meta_train(family=...) takes a tasks.TaskFamily (e.g. tasks.family([...])), got "
+                              f"{type(family).__name__}")
+        config = dataclasses.replace(config, task_family=object_label(getattr(family, "name", type(family).__name__)))
+    if eval_task is not None:
+        if not isinstance(eval_task, tasks.Task):
+            raise ConfigError(f"meta_train(eval_task=...) takes a tasks.Task, got {type(eval_task).__name__}")
+        config = dataclasses.replace(config, eval_task=object_label(getattr(eval_task, "name", "eval_task")))
+    elif family is not None:
+        try:  # named by import path beside a family object: refused now, not after meta-training
+            resolve_eval_task(config.eval_task)
+        except ImportPathError as error:
+            raise ConfigError(f"MetaTrainConfig.eval_task={config.eval_task!r}: {error}") from None
+    return config
+
+
+def _compare(config: MetaTrainConfig, trainer: MetaTrainer, theta, initial_theta, workdir: Path, log,
+             eval_task: tasks.Task | None = None) -> str:
     """The learned optimizer against its initialization and the tuned baselines on the held-out task;
     writes comparison.json and returns the markdown table."""
-    task = held_out_task(config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
+    task = held_out_task(eval_task or config.eval_task, getattr(trainer.task_configs[0], "parameterization", None))
     log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
         f"optimizer, its initialization and {', '.join(COMPARED_BASELINES.values())} over their learning-rate "
         f"grids ({comparison_size()} runs)")

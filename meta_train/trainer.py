@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 import lopt
 import tasks
-from meta_train.config import ConfigError, MetaTrainConfig, resolve_family
+from meta_train.config import ConfigError, MetaTrainConfig, resolve_family, resolve_own_objects
 from meta_train.curriculum import Curriculum, CurriculumState
 from meta_train.estimators import ESTIMATORS, PER_VARIANT_METRICS, Estimator
 from meta_train.sharding import replicated, split_over_tasks, task_mesh
@@ -25,9 +25,8 @@ from meta_train.unroll import Unroller
 # Non-finite meta-gradients in a row after which the run stops instead of going on without progress.
 MAX_CONSECUTIVE_SKIPS = 20
 
-# XLA options of the outer step on CPU. The step is hundreds of small kernels, and LLVM's -O2 compiles
-# them about a quarter faster than XLA's default -O3 at the same measured step time
-# (benchmarks.meta_train_throughput, both presets of its table).
+# XLA options of the outer step on CPU. The step is hundreds of small kernels, which LLVM's -O2 compiles
+# faster than XLA's default -O3 for the same step time (benchmarks.meta_train_throughput measures both).
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 
 
@@ -129,10 +128,12 @@ class MetaTrainer:
     There is one estimator per shape bucket of the family's configs (see tasks.TaskFamily.sample_buckets);
     `cell_configs` lists every config of every bucket, the cells of the curriculum, in order."""
 
-    def __init__(self, config: MetaTrainConfig, mesh: Mesh | None = None):
+    def __init__(self, config: MetaTrainConfig, mesh: Mesh | None = None, family: tasks.TaskFamily | None = None):
         self.config = config
         self.optimizer = config.optimizer
-        family = resolve_family(config.task_family)
+        if family is None:
+            resolve_own_objects(config)
+            family = resolve_family(config.task_family)
         family_key = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.buckets = family.sample_buckets(family_key, config.num_task_configs)
         self.cell_configs = [task_config for bucket in self.buckets for task_config in bucket]

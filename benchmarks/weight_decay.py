@@ -94,7 +94,7 @@ def save_variants(name: str, loaded, decays: list[float], directory: Path,
     directory."""
     optimizer, theta, spec = loaded
     label = Path(name).name
-    learned = float(optimizer.weight_decay(theta))
+    learned = float(optimizer.decoupled_weight_decay(theta))
     entries = []
     for decay in decays:
         variant = dict(theta, log_weight_decay=jnp.asarray(math.log(decay), jnp.float32))

@@ -157,7 +157,8 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
         "orthogonal_mixed_wd0.3", "orthogonal_mixed_fit-1", "orthogonal_mixed_fit2"]
     optimizer, theta, _ = lopt.load_optimizer(entries[-1].partition("=")[2])
     assert optimizer.fit_decay and theta["fit_decay"].tolist() == [2.0, 0.0]
-    assert float(optimizer.weight_decay(theta)) == pytest.approx(float(args.loaded[0].weight_decay(args.loaded[1])))
+    assert float(optimizer.decoupled_weight_decay(theta)) == pytest.approx(
+        float(args.loaded[0].decoupled_weight_decay(args.loaded[1])))
 
 
 def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad_pairs(tmp_path, capsys):

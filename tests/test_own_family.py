@@ -60,6 +60,7 @@ def json_config(workdir):
     return MetaTrainConfig.from_record(json.loads((workdir / "config.json").read_text()))
 
 
+@pytest.mark.slow  # the machinery is the built-in families' (test_meta_train, test_distributed); this is the user's path
 def test_an_import_path_run_resumes_after_a_kill_to_the_same_theta(by_import_path, tmp_path):
     workdir = tmp_path / "killed"
     command = [sys.executable, "-m", "meta_train", *arguments(workdir, *OWN, "outer_steps=100"), "--no-compare"]
@@ -71,6 +72,7 @@ def test_an_import_path_run_resumes_after_a_kill_to_the_same_theta(by_import_pat
     assert provenance["task_family"] == "tests.own_family:FAMILY"
 
 
+@pytest.mark.slow
 def test_two_processes_run_the_family_named_by_import_path(by_import_path, tmp_path):
     group = tmp_path / "group"
     results = finish(launch_group(arguments(group, *OWN, "outer_steps=100") + ["--no-compare"], 2, 2), timeout=240)

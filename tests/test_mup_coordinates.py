@@ -58,7 +58,8 @@ def layer_output_rms(task_name, width, parameterization):
     return jax.tree.map(float, train_and_measure(params, opt_state))
 
 
-@pytest.mark.parametrize("task_name", sorted(WIDTHS))
+# The transformer's four widths take most of a minute: its case runs with the slow tests.
+@pytest.mark.parametrize("task_name", ["mlp_mnist_8x8", pytest.param("transformer_shakespeare", marks=pytest.mark.slow)])
 def test_coordinates_flat_in_mup_and_growing_in_sp(task_name):
     widths = WIDTHS[task_name]
     mup = {width: layer_output_rms(task_name, width, "mup") for width in widths}

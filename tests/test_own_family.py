@@ -35,7 +35,7 @@ def by_import_path(tmp_path_factory):
 
 def test_objects_given_to_meta_train_are_trained_on_recorded_and_asked_for_again(tmp_path):
     workdir = tmp_path / "objects"
-    result = meta_train(tiny("outer_steps=50", "eval_steps=30"), workdir, family=own_family.FAMILY,
+    result = meta_train(tiny("outer_steps=20", "eval_steps=10"), workdir, family=own_family.FAMILY,
                         eval_task=own_family.HELD_OUT, log=lambda line: None)
     config = json.loads((workdir / "config.json").read_text())
     assert (config["task_family"], config["eval_task"]) == ("<own_regressions>", "<regression_5>")

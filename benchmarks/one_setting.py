@@ -9,6 +9,10 @@ the learned optimizer is: wins on final validation and training loss, on the low
 the run (the early-stopping view, against tuned Adam's own), and the ratio per task. Then, per task, the
 settings that beat tuned Adam on final training and final validation loss at once: where there are none,
 no optimizer run at one setting can win both metrics there.
+
+Only runs on the evaluation seeds are scored, the seeds tuned Adam is reported on. A sweep run with
+`--tuning same-seeds` holds every rate there; under the default ruleset a grid's other rates ran on the
+tuning seeds only, so the tables hold the learned optimizers and any rate chosen on every task.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def settings(sweep: Path) -> tuple[list[str], dict[tuple[str, str], dict[str, di
     """(tasks, {(optimizer, candidate): {task: {metric: mean over seeds}}}, tuned Adam's row per task)."""
     curves = defaultdict(list)
     for record in json.loads((sweep / "runs.json").read_text()):
+        if record.get("split", "evaluation") != "evaluation":  # a tuning seed's run: not comparable
+            continue
         curves[(record["optimizer"], record["candidate"], record["task"])].append(
             (_floats(record["train_loss"]), _floats(record["valid_loss"])))
     rows = json.loads((sweep / "summary.json").read_text())["rows"]
@@ -58,7 +64,8 @@ def settings(sweep: Path) -> tuple[list[str], dict[tuple[str, str], dict[str, di
         valid = np.mean([run[1] for run in runs], axis=0)
         scored[(optimizer, candidate)][task] = {"train": float(train[-1]), "valid": float(valid[-1]),
                                                 "best_valid": float(np.nanmin(valid))}
-    return task_names, scored, adam
+    # A setting scored as one for every task must have run on every task's evaluation seeds.
+    return task_names, {key: by_task for key, by_task in scored.items() if len(by_task) == len(task_names)}, adam
 
 
 def _ratio(mine: float, reference: float) -> float:

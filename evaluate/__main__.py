@@ -1,4 +1,5 @@
-"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S] [--shard I/N]
+"""python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S]
+                   [--tuning external|same-seeds|none] [--tuning-seeds K] [--tuning-first-seed S] [--shard I/N]
                    [--clear-cache NAME]
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
@@ -17,9 +18,11 @@ from checkpoints.files import enable_compilation_cache
 from checkpoints.imports import ImportPathError, looks_like_import_path, resolve_import_path
 from evaluate.memory import TooLargeError
 from evaluate.optimizers import EvalOptimizer, OptimizerError
+from evaluate.protocol import (DEFAULT_TUNING, DEFAULT_TUNING_FIRST_SEED, DEFAULT_TUNING_SEEDS, TUNINGS, TuningError,
+                               protocol)
 from evaluate.store import clear_cache
 from evaluate.suites import SUITES, Suite, SuiteError
-from evaluate.sweep import DEFAULT_BASELINES, SweepError, run_suite
+from evaluate.sweep import DEFAULT_BASELINES, SELF_TUNING_BASELINES, SweepError, run_suite
 from evaluate.task_objects import is_task_list
 from lopt.baselines import BASELINE_DESCRIPTIONS
 from tasks import ConfigError
@@ -40,9 +43,14 @@ def _parser() -> argparse.ArgumentParser:
                "baselines (each tuned per task over its grid: at its best rate on final training loss for the "
                "training figures, on final validation loss for the validation figures; NAME@LR fixes the rate):\n"
                f"{baselines}\n\n"
+               "--tuning external (the default) chooses each grid's rate on --tuning-seeds seeds from "
+               "--tuning-first-seed and reports it on the evaluation seeds; same-seeds chooses on the evaluation "
+               f"seeds themselves; none tunes nothing: {', '.join(SELF_TUNING_BASELINES)} at the settings their "
+               "users start from.\n\n"
                "The summary gives, per optimizer, the wins and median loss ratio on training and on validation "
-               "loss against tuned Adam and against the strongest tuned baseline of each task, and the same "
-               "on the lowest validation loss over the run (early stopping, baselines tuned on it). The workdir "
+               "loss against Adam and against the oracle baseline (the best baseline of each task), the same "
+               "on the lowest validation loss over the run (early stopping, baselines tuned on it), and each "
+               "learned optimizer's wins / ties / losses against Adam, AdamW-cosine and Muon alone. The workdir "
                "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
                "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache), as are those of an "
                "evaluate.optimizer(...), under its name, rates and version (shown in the log and summary.md).")
@@ -64,12 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
                         "(default: the learned optimizer's, else 1000); for a file suite or task objects, every "
                         "task's budget")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per optimizer and task (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="evaluation seeds per optimizer, setting and task (default: %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0,
-                        help="the first seed (default: %(default)s): another range chooses a setting on seeds "
-                             "that evaluation does not use")
-    parser.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
-                        help="comma-separated tuned baselines to add, or 'none' (default: %(default)s)")
+                        help="the first evaluation seed, the seeds every figure reports (default: %(default)s)")
+    parser.add_argument("--tuning", default=DEFAULT_TUNING.replace("_", "-"), metavar="RULESET",
+                        help="how baselines are set: external (rate chosen on tuning seeds, reported on the "
+                             "evaluation seeds), same-seeds (chosen on the evaluation seeds), or none (every "
+                             "baseline at its starting point) (default: %(default)s)")
+    parser.add_argument("--tuning-seeds", type=int, default=DEFAULT_TUNING_SEEDS,
+                        help="seeds a rate is chosen on, under --tuning external (default: %(default)s)")
+    parser.add_argument("--tuning-first-seed", type=int, default=DEFAULT_TUNING_FIRST_SEED,
+                        help="the first of them, apart from the evaluation seeds (default: %(default)s)")
+    parser.add_argument("--baselines", default=None,
+                        help=f"comma-separated baselines to add, or 'none' (default: {','.join(DEFAULT_BASELINES)}; "
+                             f"with --tuning none, {','.join(SELF_TUNING_BASELINES)})")
     parser.add_argument("--cache", help="baseline cache directory")
     parser.add_argument("--force", action="store_true", help="replace another sweep held in --workdir")
     parser.add_argument("--shard", metavar="I/N",
@@ -110,19 +127,24 @@ def _optimizers(texts: list[str]) -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     enable_compilation_cache()
-    baselines = [] if args.baselines == "none" else [name.strip() for name in args.baselines.split(",") if name.strip()]
+    baselines = (None if args.baselines is None else [] if args.baselines == "none"
+                 else [name.strip() for name in args.baselines.split(",") if name.strip()])
     try:
+        tuning = args.tuning.replace("-", "_")
+        if tuning not in TUNINGS:
+            raise TuningError(f"--tuning {args.tuning}: one of external, same-seeds, none")
+        protocol(tuning, args.seeds, args.first_seed, args.tuning_seeds, args.tuning_first_seed)  # before any clearing
         optimizers, suite = _optimizers(args.optimizer), _suite(args.suite)
         for name in args.clear_cache:
             removed = (clear_cache(args.workdir, optimizer=name, cache_dir=args.cache)
                        + clear_cache(args.workdir, task=name, cache_dir=args.cache))
             print(f"--clear-cache {name}: removed {removed} stored runs", flush=True)
         run_suite(optimizers, suite, args.workdir, steps=args.steps, seeds=args.seeds,
-                  baselines=baselines, cache_dir=args.cache, force=args.force, shard=args.shard,
-                  first_seed=args.first_seed,
-                  log=lambda line: print(line, flush=True))
+                  baselines=baselines, tuning=tuning, tuning_seeds=args.tuning_seeds,
+                  tuning_first_seed=args.tuning_first_seed, cache_dir=args.cache, force=args.force, shard=args.shard,
+                  first_seed=args.first_seed, log=lambda line: print(line, flush=True))
     # ConfigError: a user's task (tasks.from_functions ...) built at import that cannot work, named in one line.
-    except (ConfigError, ImportPathError, OptimizerError, SuiteError, SweepError, TooLargeError) as error:
+    except (ConfigError, ImportPathError, OptimizerError, SuiteError, SweepError, TooLargeError, TuningError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

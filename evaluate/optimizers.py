@@ -1,5 +1,6 @@
 """The optimizers a sweep compares: a learned optimizer (a shipped name or a checkpoint directory) or a
-hand-designed baseline tuned over a learning-rate grid.
+hand-designed baseline tuned over a learning-rate grid, or at the one setting its users start from (the
+self-tuning ruleset's `starting_point`).
 
 Every optimizer is a pure function `make(hyper, num_steps, roles) -> Optax transform` plus the hyper
 values to try (the candidates). `hyper` is an argument of the compiled run, not a constant in it, so
@@ -29,7 +30,8 @@ import optax
 
 import lopt
 import tasks
-from lopt.baselines import ADAM_LEARNING_RATES, BASELINES
+from lopt.baselines import ADAM_LEARNING_RATES, ADAMW_WEIGHT_DECAY, BASELINES
+from lopt.harness import warmup_decay
 
 class OptimizerError(ValueError):
     """An optimizer name or path that names nothing we can run."""
@@ -87,6 +89,44 @@ def baseline(name: str) -> EvalOptimizer:
         if not (math.isfinite(grid[0]) and grid[0] > 0):
             raise OptimizerError(f"{name!r}: the learning rate must be positive and finite")
     return _rate_tuned(name, make, grid, rule=base, identity=f"{base}: {settings}", parameterization=parameterization)
+
+
+# The self-tuning ruleset's baselines (tuning="none"), each at the setting its users start from, never
+# tuned: Adam at 1e-3, the default of Keras's and PyTorch's Adam; AdamW with warmup-cosine at 1e-3 and
+# weight decay 0.1, the decay of GPT-3's and Moonshot's recipes; Muon at 1e-3. optax.contrib.muon
+# has no default learning rate; ours rescales its orthogonalized steps to AdamW's RMS (consistent_rms 0.2,
+# which optax recommends), the rule Moonshot published so that AdamW's settings carry over unchanged.
+STARTING_RATES = {"adam": 1e-3, "adamw_cosine": 1e-3, "muon": 1e-3}
+STARTING_WEIGHT_DECAY = 0.1  # AdamW's; Muon keeps its baseline's (lopt.baselines)
+
+
+def adamw_cosine(weight_decay: float) -> Callable[[Any, int, Any], optax.GradientTransformation]:
+    """The adamw_cosine baseline's make at another weight decay (lopt.baselines fixes its own; a test holds
+    the two equal at that decay)."""
+    return lambda rate, num_steps, roles: optax.adamw(warmup_decay("cosine", rate, num_steps),
+                                                      weight_decay=weight_decay)
+
+
+def starting_point(name: str) -> EvalOptimizer:
+    """The baseline `name` (one of STARTING_RATES) at its starting point, under its own name: one
+    candidate, so nothing is tuned. Adam and Muon are their baselines at one rate, and share those runs'
+    cache entries."""
+    if name not in STARTING_RATES:
+        raise OptimizerError(f"baseline {name!r} has no starting point; the self-tuning ruleset runs "
+                             f"{', '.join(STARTING_RATES)}, or any baseline at a rate you give (NAME@RATE)")
+    rate = STARTING_RATES[name]
+    if name != "adamw_cosine":
+        return dataclasses.replace(baseline(f"{name}@{rate!r}"), name=name)
+    settings = BASELINES[name][3]
+    return _rate_tuned(name, adamw_cosine(STARTING_WEIGHT_DECAY), (rate,), rule=f"{name} weight decay "
+                       f"{STARTING_WEIGHT_DECAY!r}", identity=f"{name}: {settings}; weight_decay="
+                       f"{STARTING_WEIGHT_DECAY!r} in place of {ADAMW_WEIGHT_DECAY!r}", parameterization="sp")
+
+
+def starting_points_text() -> str:
+    """The starting points in words, for the summary."""
+    rates = ", ".join(f"{name} {rate:g}" for name, rate in STARTING_RATES.items())
+    return f"learning rates {rates}; AdamW's weight decay {STARTING_WEIGHT_DECAY:g}"
 
 
 def optimizer(name: str, make: Callable[[Any, int], optax.GradientTransformation], *,

@@ -15,6 +15,7 @@ from typing import Any
 
 from checkpoints.files import ScalarWriter, write_atomically
 from evaluate import plots
+from evaluate.counts import RULE, comparisons_table
 from evaluate.plots import slug
 from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS
 
@@ -22,7 +23,9 @@ RUNS_JSON, RUNS_CSV = "runs.json", "runs.csv"
 SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD = "summary.json", "summary.csv", "summary.md"
 TENSORBOARD_DIR = "tensorboard"
 DERIVED_FILES = (RUNS_JSON, RUNS_CSV, SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD)
-RUN_COLUMNS = ("task", "optimizer", "candidate", "seed", "chosen", "chosen_on_valid", "step", "train_loss",
+# A run's split: "evaluation" where it is reported (an evaluation seed), "tuning" where a grid ran only to
+# choose a setting (a tuning seed, under the external ruleset).
+RUN_COLUMNS = ("task", "optimizer", "candidate", "seed", "split", "chosen", "chosen_on_valid", "step", "train_loss",
                "valid_loss", "valid_accuracy")
 
 
@@ -46,11 +49,16 @@ def _json_safe(value):
 
 
 def run_records(units) -> list[dict[str, Any]]:
+    def stages(unit):
+        yield "evaluation", unit.runs, unit.seeds
+        if unit.tuning_runs is not None:
+            yield "tuning", unit.tuning_runs, unit.tuning_seeds
     return [{"task": unit.task.label, "config": unit.config.to_dict(), "optimizer": unit.optimizer.name,
-             "candidate": label, "seed": seed, "chosen": label == unit.chosen,
+             "candidate": label, "seed": seed, "split": split, "chosen": label == unit.chosen,
              "chosen_on_valid": label == unit.chosen_on_valid, "runs_per_group": unit.runs_per_group,
              **curves.to_dict()}
-            for unit in units for label, runs in unit.runs.items() for seed, curves in zip(unit.seeds, runs)]
+            for unit in units for split, stage, seeds in stages(unit)
+            for label, runs in stage.items() for seed, curves in zip(seeds, runs)]
 
 
 def cache_keys(units) -> list[str]:
@@ -61,24 +69,36 @@ def cache_keys(units) -> list[str]:
             for name, optimizer in optimizers.items()]
 
 
-def markdown(suite, rows, overall, elapsed: float, scope, scope_source: str, keys: list[str] = ()) -> str:
+def markdown(suite, tables, elapsed: float, scope, scope_source: str, rules, keys: list[str] = ()) -> str:
+    rows, overall, counts = tables
     compute = sum(row["seconds"] for row in rows)
+    adam = f"{rules.reference} Adam"
     lines = [f"# Suite `{suite.name}`: {suite.description}", "",
-             f"{len(suite.tasks)} tasks, {len(overall)} optimizers. Training every run took {compute:.0f} s "
-             f"(compilation included); this invocation took {elapsed:.0f} s (runs already in the baseline "
-             "cache or left by an interrupted invocation are read back, not retrained). The suite is built around "
-             f"meta-training family `{scope.family}` and horizon {scope.horizon} ({scope_source}).", "",
-             "Training loss is the mean over seeds of the mean minibatch loss of the last record interval. "
-             "Validation loss and accuracy are measured on a fixed held-out set, the same for every optimizer "
-             f"(the whole validation split up to {HELD_OUT_EXAMPLES:,} examples, else a fixed sample of that "
-             f"many; {HELD_OUT_WINDOWS} evenly spaced windows of a text split). Each tuned baseline is reported "
-             "at its best learning rate on the metric of the column: training loss for training figures, "
-             "validation loss for validation figures. Ratios are this optimizer's final loss over the "
-             "reference's (below 1 is better); the strongest baseline is, per task and metric, the best tuned "
-             "baseline (another one, for a baseline's own row). The early-stopping column compares the lowest "
-             "validation loss at any record point, each baseline at the rate that minimizes it. Speedup is "
-             "tuned Adam's steps to reach a training loss both reach over this optimizer's.", "",
-             str(rows), "", str(overall)]
+             f"{len(suite.tasks)} tasks, {len(overall)} optimizers, {sum(row['runs'] for row in rows)} training runs. "
+             f"Training every run took {compute:.0f} s (compilation included); this invocation took {elapsed:.0f} s "
+             "(runs already in the baseline cache or left by an interrupted invocation are read back, not "
+             f"retrained). The suite is built around meta-training family `{scope.family}` and horizon "
+             f"{scope.horizon} ({scope_source}).", "", rules.describe(), "",
+             "Training loss is the mean over the evaluation seeds of the mean minibatch loss of the last record "
+             "interval. Validation loss and accuracy are measured on a fixed held-out set, the same for every "
+             f"optimizer (the whole validation split up to {HELD_OUT_EXAMPLES:,} examples, else a fixed sample of "
+             f"that many; {HELD_OUT_WINDOWS} evenly spaced windows of a text split). A tuned baseline is reported at "
+             "the setting chosen on the metric of the column: training loss for training figures, validation loss "
+             "for validation figures. Ratios are this optimizer's final loss over the reference's (below 1 is "
+             "better). The oracle baseline is, per task and metric, whichever baseline did best there (another "
+             "one, for a baseline's own row): a best of all families after the fact, which no practitioner could "
+             "pick in advance, so wins against it understate an optimizer and the family counts below weigh each "
+             "family alone. The early-stopping column compares the lowest validation loss at any record point, "
+             f"each baseline at the setting chosen on it. Speedup is {adam}'s steps to reach a training loss both "
+             "reach over this optimizer's. `runs` is how many training runs a row cost: a tuned setting's grid on "
+             "the tuning seeds and the chosen settings on the evaluation seeds.", "",
+             str(rows), "", str(overall), "", "## Against each baseline family", ""]
+    if counts:
+        lines += ["Each learned optimizer (and each optimizer of your own) against each family on its own, over the "
+                  f"tasks: {RULE}", "", str(counts), "", "Every task's comparison (mean ± standard error "
+                  "over the evaluation seeds):", "", str(comparisons_table(counts))]
+    else:
+        lines += ["No learned optimizer, or no Adam, AdamW-cosine or Muon baseline on every task, to count."]
     if keys:
         lines += ["", "Runs of these optimizers are cached across sweeps under these keys (a changed `make` of an "
                   "`evaluate.optimizer` with the same key reuses them):", "", *keys]
@@ -104,9 +124,12 @@ def write_tensorboard(directory: Path, units) -> None:
         writer.close()
 
 
-def write_all(workdir: Path, suite, units, rows, overall, elapsed: float, scope, scope_source: str) -> list[Path]:
+def write_all(workdir: Path, suite, units, tables, elapsed: float, scope, scope_source: str, rules) -> list[Path]:
+    """Every output; tables: the summary's (rows, overall, counts)."""
+    rows, overall, family_counts = tables
     records = run_records(units)
-    flat = [{**{key: record[key] for key in ("task", "optimizer", "candidate", "seed", "chosen", "chosen_on_valid")},
+    flat = [{**{key: record[key] for key in ("task", "optimizer", "candidate", "seed", "split", "chosen",
+                                             "chosen_on_valid")},
              "step": step,
              "train_loss": record["train_loss"][i], "valid_loss": record["valid_loss"][i],
              "valid_accuracy": "" if record["valid_accuracy"] is None else record["valid_accuracy"][i]}
@@ -115,8 +138,9 @@ def write_all(workdir: Path, suite, units, rows, overall, elapsed: float, scope,
              SUMMARY_CSV: _csv(rows, rows[0].keys()),
              SUMMARY_JSON: json.dumps(_json_safe({"suite": suite.name, "description": suite.description,
                                                   "scope": dataclasses.asdict(scope), "scope_source": scope_source,
-                                                  "seconds": elapsed, "rows": rows, "overall": overall}), indent=2),
-             SUMMARY_MD: markdown(suite, rows, overall, elapsed, scope, scope_source, cache_keys(units))}
+                                                  "protocol": rules.to_dict(), "seconds": elapsed, "rows": rows,
+                                                  "overall": overall, "counts": family_counts}), indent=2),
+             SUMMARY_MD: markdown(suite, tables, elapsed, scope, scope_source, rules, cache_keys(units))}
     for name, text in files.items():
         write_atomically(workdir / name, text)
     write_tensorboard(workdir / TENSORBOARD_DIR, units)

@@ -1,12 +1,14 @@
 """A sweep's summary: per (task, optimizer) rows and per optimizer rows over the suite, on final training
-loss and on final validation loss, against tuned Adam and against the strongest tuned baseline.
+loss and on final validation loss, against Adam and against the oracle baseline.
 
-A tuned baseline is reported at the learning rate chosen on the metric in question: on training loss for
-the training figures, on validation loss for the validation figures (as a practitioner tunes). The
-strongest baseline of a task is, per metric, the tuned baseline with the lowest final value (for a
-baseline's own row, the strongest of the others). A ratio is this optimizer's final loss over the
-reference's (below 1 is better); a win is a strictly lower final loss. Beside them, the early-stopping
-view: the lowest validation loss over the run, each baseline at the rate that minimizes it.
+A tuned baseline is reported at the setting chosen on the metric in question (evaluate.protocol says on
+which seeds): on training loss for the training figures, on validation loss for the validation figures
+(as a practitioner tunes). The oracle baseline of a task is, per metric, the baseline with the lowest
+final value there (for a baseline's own row, the best of the others): a best of all families per task,
+after the fact, which no practitioner could pick in advance; evaluate.counts weighs each family on its
+own. A ratio is this optimizer's final loss over the reference's (below 1 is better); a win here is a
+strictly lower final loss. Beside them, the early-stopping view: the lowest validation loss over the run,
+each baseline at the setting chosen on it.
 """
 
 from __future__ import annotations
@@ -72,15 +74,18 @@ def _row(task, unit, finals: dict[str, dict[str, float]], ranks: dict[str, dict[
             "axis": task.axis, "x": task.x, "parameterization": getattr(unit.config, "parameterization", None),
             "chosen": unit.chosen, "chosen_at_grid_edge": unit.chosen_at_grid_edge,
             "chosen_on_valid": unit.chosen_on_valid, "chosen_on_valid_at_grid_edge": unit.chosen_on_valid_at_grid_edge,
+            "chosen_on_best_valid": unit.chosen_on_best_valid, "tuning_seeds": list(unit.tuning_seeds),
             "final_train_loss": finals["train"][name], "best_train_loss": metrics.best_loss(train),
             "final_valid_loss": finals["valid"][name], "best_valid_loss": finals["best_valid"][name],
+            "final_train_losses": unit.finals("train_loss"), "final_valid_losses": unit.finals("valid_loss"),
             "final_valid_accuracy": float(unit.curve("valid_accuracy")[-1]) if unit.has_accuracy else None,
             "diverged": metrics.diverged(train), "rank": ranks["train"][name], "valid_rank": ranks["valid"][name],
-            "seconds": unit.compute_seconds, "runs_per_group": unit.runs_per_group}
+            "runs": unit.run_count, "seconds": unit.compute_seconds, "runs_per_group": unit.runs_per_group}
 
 
 def _against(row: dict[str, Any], finals: dict[str, dict[str, float]], tuned_baselines: list[str]) -> None:
-    """Adds the ratios to tuned Adam and to the strongest other tuned baseline, on both metrics."""
+    """Adds the ratios to Adam and to the oracle (the best other baseline of the task), on both metrics;
+    the oracle's fields keep their first name, "strongest"."""
     name = row["optimizer"]
     for metric in COMPARED_METRICS:
         mine = finals[metric][name]
@@ -92,13 +97,17 @@ def _against(row: dict[str, Any], finals: dict[str, dict[str, float]], tuned_bas
         row[f"{metric}_vs_strongest"] = None if strongest is None else ratio(mine, finals[metric][strongest])
 
 
-def summarize(units, suite) -> tuple[Table, Table]:
-    """Per (task, optimizer) rows, and per optimizer rows over the suite."""
+def summarize(units, suite, rules=None) -> tuple[Table, Table]:
+    """Per (task, optimizer) rows, and per optimizer rows over the suite. The oracle is the best of the
+    tuned baselines, or of every baseline under the self-tuning ruleset (`rules`, evaluate.protocol),
+    where none is tuned."""
     by_task: dict[str, dict[str, Any]] = {}
     for unit in units:
         by_task.setdefault(unit.task.label, {})[unit.optimizer.name] = unit
     names = list(dict.fromkeys(unit.optimizer.name for unit in units))
-    tuned_baselines = [unit.optimizer.name for unit in units if unit.optimizer.baseline and unit.optimizer.tuned]
+    untuned = rules is not None and rules.tuning == "none"
+    tuned_baselines = [unit.optimizer.name for unit in units if unit.optimizer.baseline
+                       and (unit.optimizer.tuned or untuned)]
     tuned_baselines = list(dict.fromkeys(tuned_baselines))
     rows = []
     for task in suite.tasks:
@@ -117,7 +126,8 @@ def summarize(units, suite) -> tuple[Table, Table]:
                 row["speedup"] = metrics.speedup(group[name].steps, group[name].curve(), reference.curve())
             rows.append(row)
     overall = [_overall(name, [row for row in rows if row["optimizer"] == name]) for name in names]
-    return Table(rows, task_view), Table(overall, overall_view)
+    adam = f"{rules.reference if rules is not None else 'tuned'} Adam"
+    return (Table(rows, lambda row: task_view(row, adam)), Table(overall, lambda entry: overall_view(entry, adam)))
 
 
 def _setting(row: dict[str, Any]) -> str:
@@ -132,15 +142,15 @@ def _versus(row: dict[str, Any], metric: str) -> str:
     return "" if value is None else f"{format_cell(value, 3)} ({row[f'strongest_{metric}_baseline']})"
 
 
-def task_view(row: dict[str, Any]) -> dict[str, str]:
+def task_view(row: dict[str, Any], adam: str = "tuned Adam") -> dict[str, str]:
     return {"task": row["task"], "optimizer": row["optimizer"],
             "train loss": format_cell(row["final_train_loss"]), "valid loss": format_cell(row["final_valid_loss"]),
             "valid accuracy": format_cell(row["final_valid_accuracy"], 3),
-            "train / tuned Adam": format_cell(row["train_vs_adam"], 3),
-            "valid / tuned Adam": format_cell(row["valid_vs_adam"], 3),
-            "train / strongest baseline": _versus(row, "train"), "valid / strongest baseline": _versus(row, "valid"),
-            "speedup vs tuned Adam": format_cell(row["speedup"], 3), "diverged": format_cell(row["diverged"]),
-            "setting": _setting(row)}
+            f"train / {adam}": format_cell(row["train_vs_adam"], 3),
+            f"valid / {adam}": format_cell(row["valid_vs_adam"], 3),
+            "train / oracle baseline": _versus(row, "train"), "valid / oracle baseline": _versus(row, "valid"),
+            f"speedup vs {adam}": format_cell(row["speedup"], 3), "diverged": format_cell(row["diverged"]),
+            "setting": _setting(row), "runs": str(row["runs"])}
 
 
 def _wins(entry: dict[str, Any], metric: str, reference: str) -> str:
@@ -150,15 +160,15 @@ def _wins(entry: dict[str, Any], metric: str, reference: str) -> str:
     return f"{wins}/{entry['tasks']} ({format_cell(entry[f'median_{metric}_ratio_vs_{reference}'], 3)})"
 
 
-def overall_view(entry: dict[str, Any]) -> dict[str, str]:
+def overall_view(entry: dict[str, Any], adam: str = "tuned Adam") -> dict[str, str]:
     return {"optimizer": entry["optimizer"],
-            "train: wins vs tuned Adam (median ratio)": _wins(entry, "train", "adam"),
-            "valid: wins vs tuned Adam (median ratio)": _wins(entry, "valid", "adam"),
-            "train: wins vs strongest baseline": _wins(entry, "train", "strongest"),
-            "valid: wins vs strongest baseline": _wins(entry, "valid", "strongest"),
-            "best valid (early stopping): wins vs tuned Adam / strongest":
+            f"train: wins vs {adam} (median ratio)": _wins(entry, "train", "adam"),
+            f"valid: wins vs {adam} (median ratio)": _wins(entry, "valid", "adam"),
+            "train: wins vs oracle baseline": _wins(entry, "train", "strongest"),
+            "valid: wins vs oracle baseline": _wins(entry, "valid", "strongest"),
+            f"best valid (early stopping): wins vs {adam} / oracle":
                 f"{_wins(entry, 'best_valid', 'adam') or '-'} / {_wins(entry, 'best_valid', 'strongest')}",
-            "median speedup vs tuned Adam": format_cell(entry["median_speedup"], 3),
+            f"median speedup vs {adam}": format_cell(entry["median_speedup"], 3),
             "mean rank (train / valid)": f"{entry['mean_rank']:.2f} / {entry['mean_valid_rank']:.2f}",
             "diverged": f"{entry['diverged']}/{entry['tasks']}"}
 

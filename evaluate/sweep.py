@@ -1,8 +1,10 @@
 """A generalization sweep: every optimizer on every task of a suite, several seeds vmapped together,
-baselines tuned per task, then metrics, tables and plots in the workdir.
+baselines tuned per task on seeds apart from those reported (or not tuned at all: evaluate.protocol), then
+metrics, tables and plots in the workdir.
 
     result = evaluate.run_suite(["mulo"], "ood", "runs/ood", seeds=3)
     print(result.summary)  # one row per (task, optimizer): both losses, ratios to the baselines, speedup
+    print(result.counts)  # each learned optimizer's wins / ties / losses against each baseline family
 
 Each optimizer trains a task in its own parameterization where the task has one (muP learned
 optimizers and muAdam train the muP model, Adam, AdamW, Muon, SGD and standard-parameterization learned
@@ -24,15 +26,20 @@ from typing import Any, Callable, Sequence
 import tasks
 from checkpoints.files import write_atomically
 from checkpoints.optional import require
-from evaluate import memory, metrics, report, runner, task_objects
-from evaluate.optimizers import EvalOptimizer, OptimizerError, baseline, resolve
-from evaluate.store import DEFAULT_CACHE, RUNS_DIR, CacheAndWorkdir, RunStore, run_key
-from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask, build
+from evaluate import metrics, report, task_objects
+from evaluate.counts import family_counts
+from evaluate.optimizers import STARTING_RATES, EvalOptimizer, OptimizerError, baseline, resolve, starting_point
+from evaluate.protocol import (DEFAULT_TUNING, DEFAULT_TUNING_FIRST_SEED, DEFAULT_TUNING_SEEDS, Protocol,
+                               TuningError, protocol)
+from evaluate.store import DEFAULT_CACHE, RUNS_DIR, CacheAndWorkdir, RunStore
+from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, build
 from evaluate.summary import Table, summarize
+from evaluate.units import Unit, UnitResult
 
 tqdm = require("tqdm", "the evaluation sweep's progress bar", "eval").tqdm
 
 DEFAULT_BASELINES = ("adam", "adamw", "adamw_cosine", "adamw_linear", "muon", "muon_linear", "muadam", "sgdm")
+SELF_TUNING_BASELINES = tuple(STARTING_RATES)  # the self-tuning ruleset's: each at its starting point
 SWEEP_FILE = "sweep.json"
 SHARDS_DIR = "shards"  # one file per finished shard of a sharded sweep
 
@@ -50,52 +57,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @dataclasses.dataclass
-class UnitResult:
-    """One optimizer on one task of the suite: every candidate's runs, and the one chosen."""
-
-    task: SuiteTask
-    config: tasks.TaskConfig  # the task as this optimizer trained it (its parameterization)
-    optimizer: EvalOptimizer
-    runs: dict[str, list[runner.Curves]]  # candidate label -> one Curves per seed
-    seeds: tuple[int, ...]  # the seed of each entry of every runs list
-    chosen: str  # the candidate with the lowest final training loss (mean over seeds)
-    chosen_at_grid_edge: bool  # a tuned baseline whose best learning rate is the grid's first or last
-    chosen_on_valid: str  # the candidate with the lowest final validation loss, as a practitioner tunes
-    chosen_on_valid_at_grid_edge: bool
-    seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
-    reused: int  # runs read back instead of trained
-    runs_per_group: int  # runs vmapped together in one compiled program (part of every run's key)
-
-    @property
-    def compute_seconds(self) -> float:
-        """What all its runs cost when they were trained, now or before."""
-        return sum(curves.seconds for runs in self.runs.values() for curves in runs)
-
-    def choice(self, metric: str) -> str:
-        """The candidate a metric is reported at: training loss at the one chosen on training loss,
-        validation loss and accuracy at the one chosen on validation loss."""
-        return self.chosen if metric == "train_loss" else self.chosen_on_valid
-
-    def curve(self, metric: str = "train_loss", candidate: str | None = None):
-        """The mean over seeds of a metric, at `candidate` or else at the choice for that metric."""
-        label = candidate or self.choice(metric)
-        return metrics.mean_curve([getattr(curves, metric) for curves in self.runs[label]])
-
-    def best_valid_loss(self) -> float:
-        """The lowest validation loss at any record point of any candidate (mean over seeds): what keeping
-        the best checkpoint gives, with the learning rate tuned on that too."""
-        return min(metrics.best_loss(self.curve("valid_loss", label)) for label in self.runs)
-
-    @property
-    def steps(self) -> tuple[int, ...]:
-        return self.runs[self.chosen][0].steps
-
-    @property
-    def has_accuracy(self) -> bool:
-        return self.runs[self.chosen][0].valid_accuracy is not None
-
-
-@dataclasses.dataclass
 class SweepResult:
     suite: Suite
     units: list[UnitResult]
@@ -104,130 +65,19 @@ class SweepResult:
     workdir: Path
     files: list[Path]
     complete: bool = True  # False for a shard that left the summary to the last one
+    # One row per (learned optimizer, baseline family): wins / ties / losses on both metrics (evaluate.counts).
+    counts: Table = dataclasses.field(default_factory=lambda: Table([], dict))
+    protocol: Protocol | None = None  # the ruleset, the evaluation seeds and the tuning seeds
 
     def __str__(self) -> str:
         return (self.workdir / report.SUMMARY_MD).read_text(encoding="utf-8")
 
 
-@dataclasses.dataclass
-class _Plan:
-    """One optimizer on one task, before it runs: its jobs in a fixed order, how many run together, their
-    store keys, and those already done."""
-
-    task: SuiteTask
-    config: tasks.TaskConfig
-    optimizer: EvalOptimizer
-    store: RunStore | CacheAndWorkdir
-    stride: int
-    jobs: list[tuple[int, int]]  # (candidate index, seed), candidate-major
-    parallel: int  # runs vmapped together: all the jobs, unless the device's memory holds fewer
-    keys: dict[tuple[int, int], dict[str, Any]] = dataclasses.field(default_factory=dict)  # job -> store key
-    found: dict[tuple[int, int], runner.Curves | None] = dataclasses.field(default_factory=dict)
-    built: tasks.Task | None = None  # the task, built by the memory check when runs are missing
-
-    def look_up(self) -> None:
-        """Each job's key (which names the group it runs in) and its stored curves, if any."""
-        labels = [candidate.label for candidate in self.optimizer.candidates]
-        self.keys, self.found = {}, {}
-        for group in runner.groups(self.jobs, self.parallel):
-            members = [[labels[index], seed] for index, seed in group]
-            for index, seed in dict.fromkeys(group):
-                self.keys[(index, seed)] = run_key(self.config, self.optimizer, self.optimizer.candidates[index],
-                                                   seed, self.task.num_steps, self.stride, members)
-                self.found[(index, seed)] = self.store.get(self.keys[(index, seed)])
-
-    @property
-    def missing(self) -> list[tuple[int, int]]:
-        return [job for job, curves in self.found.items() if curves is None]
-
-    @property
-    def to_run(self) -> list[list[tuple[int, int]]]:
-        """Every group with a missing run: a group runs whole, so each run is computed in the group its
-        key names."""
-        return [group for group in runner.groups(self.jobs, self.parallel)
-                if any(self.found[job] is None for job in group)]
-
-
-def _config_for(task: SuiteTask, optimizer: EvalOptimizer) -> tasks.TaskConfig:
-    """The task in the optimizer's own parameterization, unless the suite fixes it."""
-    if optimizer.parameterization and hasattr(task.config, "parameterization") and not task.keep_parameterization:
-        return task.config.replace(parameterization=optimizer.parameterization)
-    return task.config
-
-
-def _plan(task: SuiteTask, optimizer: EvalOptimizer, seeds: Sequence[int], store: RunStore,
-          stride: int | None, parallel: int | None) -> _Plan:
-    """The unit's jobs, first looked up as one group (or `parallel` at a time): the grouping a device with
-    the memory for it uses, so a sweep whose runs are all stored never builds a task."""
-    config = _config_for(task, optimizer)
-    stride = stride or runner.default_stride(task.num_steps)
-    runner.check_stride(task.num_steps, stride)
-    jobs = [(i, seed) for i in range(len(optimizer.candidates)) for seed in seeds]
-    plan = _Plan(task, config, optimizer, store, stride, jobs, min(parallel or len(jobs), len(jobs)))
-    plan.look_up()
-    return plan
-
-
-def _fit(plan: _Plan) -> None:
-    """Builds the task and checks its memory (before anything is written or compiled): a device that
-    cannot hold the planned group runs smaller groups, under keys that say so. A task that cannot be
-    built is reported by its label."""
-    if plan.task.task is not None:  # a task passed as an object: run as it is
-        plan.built = plan.task.task
-    else:
-        try:
-            plan.built = plan.config.build()
-        except (OSError, ValueError) as error:
-            raise SuiteError(f"task {plan.task.label!r} cannot be built: {error}") from None
-    fitting = memory.runs_that_fit(plan.built, plan.optimizer, plan.task.num_steps, plan.parallel, plan.task.label)
-    if fitting != plan.parallel:
-        plan.parallel = fitting
-        plan.look_up()
-
-
-def _choose(optimizer: EvalOptimizer, runs: dict[str, list[runner.Curves]], metric: str) -> tuple[str, bool]:
-    """The candidate with the lowest final value of a loss (mean over seeds), and whether a tuned
-    baseline's choice lies at its grid's edge."""
-    def score(label):  # mean_curve makes a diverged seed inf, so diverged candidates sort last
-        return float(metrics.mean_curve([getattr(c, metric) for c in runs[label]])[-1])
-    labels = [candidate.label for candidate in optimizer.candidates]
-    chosen = min(labels, key=score)
-    return chosen, optimizer.tuned and chosen in (labels[0], labels[-1])
-
-
-def _execute(plan: _Plan, seeds: Sequence[int]) -> UnitResult:
-    """Trains the groups with missing runs, each group stored as soon as it finishes, and picks the
-    best candidate on each metric."""
-    start = time.perf_counter()
-    trained = 0  # runs that were in neither store
-
-    def store(job, curves):
-        plan.store.put(plan.keys[job], curves)
-        plan.found[job] = curves
-
-    for group in plan.to_run:
-        # Looked up again: another sweep sharing the cache may have stored the group since this one planned.
-        for job in dict.fromkeys(group):
-            if plan.found[job] is None:
-                plan.found[job] = plan.store.get(plan.keys[job])
-        missing = sum(1 for job in dict.fromkeys(group) if plan.found[job] is None)
-        if missing:
-            runner.run_groups(plan.built, plan.optimizer, [group], plan.task.num_steps, plan.stride, on_result=store)
-            trained += missing
-    reused = len(plan.keys) - trained
-    runs = {candidate.label: [plan.found[(i, seed)] for seed in seeds]
-            for i, candidate in enumerate(plan.optimizer.candidates)}
-    chosen, at_edge = _choose(plan.optimizer, runs, "train_loss")
-    chosen_on_valid, valid_at_edge = _choose(plan.optimizer, runs, "valid_loss")
-    return UnitResult(plan.task, plan.config, plan.optimizer, runs, tuple(seeds), chosen, at_edge,
-                      chosen_on_valid, valid_at_edge, time.perf_counter() - start if trained else 0.0, reused,
-                      plan.parallel)
-
-
-def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], seeds: Sequence[int],
+def _sweep_record(suite: Suite, optimizers: Sequence[EvalOptimizer], rules: Protocol,
                   scope: MetaTrainingScope) -> dict[str, Any]:
     return {"suite": suite.name, "tasks": [task.to_dict() for task in suite.tasks],
-            "optimizers": {optimizer.name: optimizer.identity for optimizer in optimizers}, "seeds": list(seeds),
+            "optimizers": {optimizer.name: optimizer.identity for optimizer in optimizers},
+            "seeds": list(rules.seeds), "tuning": rules.tuning, "tuning_seeds": list(rules.tuning_seeds),
             "scope": dataclasses.asdict(scope)}
 
 
@@ -266,24 +116,30 @@ def _written_by_a_shard(name: str) -> bool:
 
 def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
               suite: str | os.PathLike | Suite | Sequence[tasks.Task], workdir: str | os.PathLike, *,
-              steps: int | None = None, seeds: int = 3,
-              baselines: Sequence[str] = DEFAULT_BASELINES, cache_dir: str | os.PathLike | None = None,
+              steps: int | None = None, seeds: int = 3, baselines: Sequence[str] | None = None,
+              tuning: str = DEFAULT_TUNING, tuning_seeds: int = DEFAULT_TUNING_SEEDS,
+              tuning_first_seed: int = DEFAULT_TUNING_FIRST_SEED, cache_dir: str | os.PathLike | None = None,
               stride: int | None = None, parallel: int | None = None, force: bool = False,
               shard: tuple[int, int] | str | None = None, first_seed: int = 0,
               log: Callable[[str], None] = print) -> SweepResult:
     """Runs a suite and writes its outputs to workdir; returns the results.
 
     optimizers: learned optimizers (shipped names or checkpoint directories), baselines by name ("adam",
-        "sgdm@0.1") and/or any Optax optimizer as `evaluate.optimizer(name, make, rates=...)`; the tuned
+        "sgdm@0.1") and/or any Optax optimizer as `evaluate.optimizer(name, make, rates=...)`; the
         `baselines` are added after them.
     suite: a name from evaluate.SUITES, a JSON suite file, a Suite, or a list of tasks.Task objects (the
         user's own models, trained as they are; see evaluate.task_objects).
     steps: the meta-training horizon the suite is built around (default: what the first learned
         optimizer was meta-trained with, else 1000); for a file suite or task objects, every task's budget
         (default: a file's own, else that horizon).
-    seeds: runs per optimizer and task (seeds first_seed..first_seed+seeds-1), vmapped together.
-    first_seed: the first of them (another range keeps the seeds a sweep chose a setting on apart from
-        the ones it is evaluated on).
+    seeds: the evaluation seeds, first_seed..first_seed+seeds-1, that every figure reports: runs per
+        optimizer, setting and task, vmapped together.
+    baselines: the baselines added (default: DEFAULT_BASELINES, tuned; with tuning="none",
+        SELF_TUNING_BASELINES at their starting points).
+    tuning: the ruleset (evaluate.protocol): "external" (default) chooses a tuned optimizer's setting on
+        `tuning_seeds` seeds from `tuning_first_seed` and reports it on the evaluation seeds;
+        "same_seeds" chooses and reports on the evaluation seeds; "none" tunes nothing (every baseline at
+        its starting point, evaluate.optimizers.starting_point).
     cache_dir: where baseline runs are cached across sweeps (default ~/.cache/lopt/baselines, or
         $LOPT_BASELINE_CACHE).
     shard: (I, N) or "I/N": run only the tasks whose index in the suite is I modulo N, into a workdir
@@ -298,16 +154,11 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     for name, value in (("steps", steps), ("stride", stride), ("parallel", parallel)):
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             raise SweepError(f"{name}={value!r}: must be a positive integer")
-    chosen = [item if isinstance(item, EvalOptimizer) else resolve(item) for item in optimizers]
-    chosen += [baseline(name) for name in baselines if name not in {o.name for o in chosen}]
-    if not chosen:
-        raise OptimizerError("nothing to evaluate: give an optimizer or keep the baselines")
-    names = [optimizer.name for optimizer in chosen]
-    if len(set(names)) != len(names):
-        raise OptimizerError(f"optimizer names must be unique: {names}")
+    rules = protocol(tuning, seeds, first_seed, tuning_seeds, tuning_first_seed)
+    chosen = _competitors(optimizers, baselines, rules)
     suite, scope, scope_source = _suite_and_scope(chosen, suite, steps)
     log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
-        f"{scope.family} and horizon {scope.horizon} ({scope_source})")
+        f"{scope.family} and horizon {scope.horizon} ({scope_source}); {rules.label}")
     for optimizer in chosen:
         if optimizer.user:
             log(f"{optimizer.name}: runs cached under {optimizer.identity!r}; a changed make with the same name, "
@@ -315,53 +166,79 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     workdir = Path(workdir)
     if shard is not None:  # checked whichever form it came in
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
-    seed_list = list(range(first_seed, first_seed + seeds))
     own_store = RunStore(workdir / RUNS_DIR)
     baseline_store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), own_store, mirror=shard is not None)
-    plans = [_plan(task, optimizer, seed_list, baseline_store if optimizer.baseline else own_store, stride,
-                   parallel) for task in suite.tasks for optimizer in chosen]
-    mine = plans if shard is None else [plan for index, plan in enumerate(plans)
+    units = [Unit(task, optimizer, rules, baseline_store if optimizer.baseline else own_store, stride, parallel)
+             for task in suite.tasks for optimizer in chosen]
+    mine = units if shard is None else [unit for index, unit in enumerate(units)
                                         if (index // len(chosen)) % shard[1] == shard[0]]
     # Every task is built and its memory checked before anything is written or compiled, so bad input
     # fails in seconds and leaves the workdir as it was.
-    for plan in mine:
-        if plan.missing:
-            _fit(plan)
-    record = _sweep_record(suite, chosen, seed_list, scope)
+    for unit in mine:
+        if unit.missing:
+            unit.fit()
+    record = _sweep_record(suite, chosen, rules, scope)
     _check_workdir(workdir, record, force, sharded=shard is not None)
     if shard is not None:
-        log(f"shard {shard[0]}/{shard[1]}: {len(mine)} of the {len(plans)} optimizer-task pairs")
+        log(f"shard {shard[0]}/{shard[1]}: {len(mine)} of the {len(units)} optimizer-task pairs")
 
     start = time.perf_counter()
-    done = _run_plans(mine, seed_list, log)
+    done = _run_units(mine, log)
     if shard is not None:
         if not _all_shards_done(workdir, record, shard, len(mine)):
             log(f"shard {shard[0]}/{shard[1]} done; the last shard to finish writes the summary "
                 f"(or the same command without --shard, once every shard is done)")
-            return SweepResult(suite, done, Table([], dict), Table([], dict), workdir, [], complete=False)
-        done = _read_back(plans, mine, done, seed_list)
-    rows, overall = summarize(done, suite)
+            return SweepResult(suite, done, Table([], dict), Table([], dict), workdir, [], complete=False,
+                               protocol=rules)
+        done = _read_back(units, mine, done)
+    rows, overall = summarize(done, suite, rules)
+    counts = family_counts(done, suite, rules.reference)
     elapsed = time.perf_counter() - start
-    files = report.write_all(workdir, suite, done, rows, overall, elapsed, scope, scope_source)
+    files = report.write_all(workdir, suite, done, (rows, overall, counts), elapsed, scope, scope_source, rules)
     log(f"{suite.name}: {len(done)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
-    return SweepResult(suite, done, rows, overall, workdir, files)
+    return SweepResult(suite, done, rows, overall, workdir, files, counts=counts, protocol=rules)
 
 
-def _run_plans(plans: list[_Plan], seeds: list[int], log: Callable[[str], None]) -> list[UnitResult]:
-    units = []
+def _competitors(optimizers: Sequence[str | os.PathLike | EvalOptimizer], baselines: Sequence[str] | None,
+                 rules: Protocol) -> list[EvalOptimizer]:
+    """The optimizers given, then the baselines; under the self-tuning ruleset a built-in baseline with a
+    starting point runs there, and anything else that would be tuned is refused."""
+    chosen = [item if isinstance(item, EvalOptimizer) else resolve(item) for item in optimizers]
+    if baselines is None:
+        baselines = SELF_TUNING_BASELINES if rules.tuning == "none" else DEFAULT_BASELINES
+    chosen += [baseline(name) for name in baselines if name not in {o.name for o in chosen}]
+    if not chosen:
+        raise OptimizerError("nothing to evaluate: give an optimizer or keep the baselines")
+    names = [optimizer.name for optimizer in chosen]
+    if len(set(names)) != len(names):
+        raise OptimizerError(f"optimizer names must be unique: {names}")
+    if rules.tuning != "none":
+        return chosen
+    chosen = [starting_point(o.name) if o.tuned and o.baseline and not o.user and o.name in STARTING_RATES else o
+              for o in chosen]
+    for optimizer in chosen:
+        if optimizer.tuned:
+            raise TuningError(f"{optimizer.name} would be tuned over {len(optimizer.candidates)} settings, and the "
+                              f"self-tuning ruleset (tuning='none') tunes nothing: give a baseline with a starting "
+                              f"point ({', '.join(STARTING_RATES)}), one at a rate (NAME@RATE), or one setting")
+    return chosen
+
+
+def _run_units(units: list[Unit], log: Callable[[str], None]) -> list[UnitResult]:
+    results = []
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=len(plans), unit="pair", disable=not interactive, dynamic_ncols=True)
-    for plan in plans:
-        bar.set_postfix_str(f"{plan.task.label} / {plan.optimizer.name}")
-        unit = _execute(plan, seeds)
-        units.append(unit)
+    bar = tqdm(total=len(units), unit="pair", disable=not interactive, dynamic_ncols=True)
+    for unit in units:
+        bar.set_postfix_str(f"{unit.task.label} / {unit.optimizer.name}")
+        result = unit.execute()
+        results.append(result)
         bar.update()
         if not interactive:
-            log(f"[{len(units)}/{len(plans)}] {plan.task.label} / {plan.optimizer.name}: "
-                f"{len(plan.optimizer.candidates)} x {len(seeds)} runs, {unit.reused} reused, {unit.seconds:.1f} s, "
-                f"final train loss {metrics.final_loss(unit.curve()):.4g} ({unit.chosen})")
+            log(f"[{len(results)}/{len(units)}] {unit.task.label} / {unit.optimizer.name}: {result.run_count} runs, "
+                f"{result.reused} reused, {result.seconds:.1f} s, final train loss "
+                f"{metrics.final_loss(result.curve()):.4g} ({result.chosen})")
     bar.close()
-    return units
+    return results
 
 
 def _all_shards_done(workdir: Path, record: dict[str, Any], shard: tuple[int, int], pairs: int) -> bool:
@@ -379,20 +256,20 @@ def _all_shards_done(workdir: Path, record: dict[str, Any], shard: tuple[int, in
     return True
 
 
-def _read_back(plans: list[_Plan], mine: list[_Plan], done: list[UnitResult], seeds: list[int]) -> list[UnitResult]:
+def _read_back(units: list[Unit], mine: list[Unit], done: list[UnitResult]) -> list[UnitResult]:
     """Every pair of the sweep, in the unsharded order: this shard's as run, the others' from the runs
     the other shards stored."""
-    ran = {id(plan): unit for plan, unit in zip(mine, done)}
-    units = []
-    for plan in plans:
-        if id(plan) not in ran:
-            plan.look_up()
-            if plan.missing:
-                raise SweepError(f"every shard has finished, but {len(plan.missing)} runs of {plan.task.label} / "
-                                 f"{plan.optimizer.name} are neither in the workdir nor in the cache: did a shard "
-                                 "run with other settings, or with less memory (smaller groups of runs)?")
-        units.append(ran.get(id(plan)) or _execute(plan, seeds))
-    return units
+    ran = {id(unit): result for unit, result in zip(mine, done)}
+    results = []
+    for unit in units:
+        if id(unit) not in ran:
+            unit.look_up()
+            if unit.missing or unit.evaluation is None:
+                raise SweepError(f"every shard has finished, but runs of {unit.task.label} / {unit.optimizer.name} "
+                                 "are neither in the workdir nor in the cache: did a shard run with other settings, "
+                                 "or with less memory (smaller groups of runs)?")
+        results.append(ran.get(id(unit)) or unit.execute())
+    return results
 
 
 def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite | Sequence[tasks.Task],

@@ -45,11 +45,13 @@ def learned_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sweep(tiny_suite, learned_checkpoint, tmp_path_factory):
-    """The tiny suite run once: a learned optimizer and tuned Adam, two seeds."""
+    """The tiny suite run once: a learned optimizer and tuned Adam, two seeds. Adam's grid runs on the
+    reported seeds (tuning="same_seeds"), so every rate's runs are there to check; tests/test_protocol.py
+    covers the default ruleset."""
     root = tmp_path_factory.mktemp("sweep")
     start = time.perf_counter()
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "work", seeds=2, baselines=["adam"],
-                                cache_dir=root / "cache", log=lambda line: None)
+                                tuning="same_seeds", cache_dir=root / "cache", log=lambda line: None)
     return result, time.perf_counter() - start, root
 
 
@@ -221,7 +223,7 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
                         or original(task, optimizer, *args, **kwargs))
     start = time.perf_counter()
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "other_work", seeds=2, baselines=["adam"],
-                                cache_dir=root / "cache", log=lambda line: None)
+                                tuning="same_seeds", cache_dir=root / "cache", log=lambda line: None)
     seconds = time.perf_counter() - start
     assert "adam" not in trained and trained == ["descent", "descent"]  # a new workdir: only the learned one runs
     assert all(unit.reused == 16 for unit in result.units if unit.optimizer.name == "adam")
@@ -246,7 +248,7 @@ def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sw
 
     monkeypatch.setattr(runner, "run_groups", another_sweep_finishes_first)
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", seeds=2, baselines=["adam"],
-                                cache_dir=cache, log=lambda line: None)
+                                tuning="same_seeds", cache_dir=cache, log=lambda line: None)
     assert calls == ["descent", "descent"]  # Adam, planned as missing on both tasks, was found before it ran
     assert all(unit.reused == 16 and unit.seconds == 0.0 for unit in result.units if unit.optimizer.name == "adam")
 
@@ -511,7 +513,8 @@ def test_a_sweeps_numbers_do_not_depend_on_memory_or_on_what_the_cache_holds(tin
 
 def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baseline(tmp_path, tiny_suite):
     result = evaluate.run_suite([], evaluate.Suite("one", "", tiny_suite.tasks[:1]), tmp_path / "work", seeds=1,
-                                baselines=["adam", "sgdm"], cache_dir=tmp_path / "cache", log=lambda line: None)
+                                baselines=["adam", "sgdm"], tuning="same_seeds", cache_dir=tmp_path / "cache",
+                                log=lambda line: None)
     rows = {row["optimizer"]: row for row in result.summary}
     adam, sgdm = rows["adam"], rows["sgdm"]
     for metric in ("train", "valid"):
@@ -534,7 +537,7 @@ def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baselin
     markdown = (tmp_path / "work" / "summary.md").read_text()
     assert str(result.summary) in markdown and str(result.overall) in markdown
     assert str(result.summary).startswith("| task | optimizer | train loss | valid loss |")
-    assert "valid: wins vs strongest baseline" in str(result.overall)
+    assert "valid: wins vs oracle baseline" in str(result.overall)
     assert "best valid (early stopping)" in str(result.overall)
 
 
@@ -632,7 +635,8 @@ def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(
         {"task": "mlp_digits_8x8", "set": {"width": task.x, "batch_size": 32}, "steps": STEPS, "label": task.label,
          "axis": task.axis, "x": task.x} for task in tiny_suite.tasks]}))
     assert evaluate.build_suite(suite, evaluate.MetaTrainingScope()).tasks == tiny_suite.tasks
-    common = ["--optimizer", str(learned_checkpoint), "--suite", str(suite), "--seeds", "2", "--baselines", "adam"]
+    common = ["--optimizer", str(learned_checkpoint), "--suite", str(suite), "--seeds", "2", "--baselines", "adam",
+              "--tuning", "same-seeds"]
     shards = [subprocess.Popen([sys.executable, "-m", "evaluate", *common, "--workdir", str(tmp_path / "sharded"),
                                 "--cache", str(tmp_path / f"cache_{index}"), "--shard", f"{index}/2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
@@ -702,7 +706,7 @@ def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(lear
 
     suite = evaluate.Suite("one", "", tiny_suite.tasks[:1])
     result = evaluate.run_suite([f"{learned_checkpoint}@tuned"], suite, tmp_path / "work", seeds=1, baselines=[],
-                                cache_dir=tmp_path / "cache", log=lambda line: None)
+                                tuning="same_seeds", cache_dir=tmp_path / "cache", log=lambda line: None)
     unit = next(u for u in result.units if u.optimizer.name.endswith("@tuned"))
     assert sorted(unit.runs) == sorted(f"theta x{s!r}" for s in evaluate.optimizers.LEARNED_STEP_SCALES)
     finals = {label: runs[0].train_loss[-1] for label, runs in unit.runs.items()}

@@ -73,11 +73,12 @@ def competitors():
 
 @pytest.fixture(scope="module")
 def custom_sweep(competitors, tmp_path_factory):
-    """Lion over 2 rates and tuned Adam, one seed, on a built-in task and the user's own, both as objects."""
+    """Lion over 2 rates and tuned Adam, one seed, on a built-in task and the user's own, both as objects;
+    each grid on the reported seed (tuning="same_seeds"), so every rate's runs are there to count."""
     root = tmp_path_factory.mktemp("custom")
     optimizer, objects = competitors
     result = evaluate.run_suite([optimizer], objects, root / "work", steps=STEPS, seeds=1, baselines=["adam"],
-                                cache_dir=root / "cache", log=quiet)
+                                tuning="same_seeds", cache_dir=root / "cache", log=quiet)
     return result, root
 
 
@@ -114,7 +115,7 @@ def test_its_cache_key_is_shown_and_clearing_it_trains_it_anew(custom_sweep, com
 
     def sweep(name, competitor):
         return evaluate.run_suite([competitor], objects, tmp_path / name, steps=STEPS, seeds=1, baselines=["adam"],
-                                  cache_dir=tmp_path / "cache", log=lines.append)
+                                  tuning="same_seeds", cache_dir=tmp_path / "cache", log=lines.append)
 
     # Another make under the same name, rates and version is read back (as documented): the key is the user's.
     descent = evaluate.optimizer("lion", lambda rate, num_steps: optax.sgd(rate), rates=RATES)
@@ -213,7 +214,7 @@ def test_the_command_line_takes_import_paths(custom_sweep, user_module, tmp_path
     _, root = custom_sweep
     shutil.copytree(root / "cache", tmp_path / "cache")
     arguments = ["--suite", f"{user_module}:digits", "--optimizer", f"{user_module}:LION", "--baselines", "adam",
-                 "--steps", str(STEPS), "--seeds", "1", "--cache", str(tmp_path / "cache")]
+                 "--steps", str(STEPS), "--seeds", "1", "--tuning", "same-seeds", "--cache", str(tmp_path / "cache")]
     assert main(arguments + ["--workdir", str(tmp_path / "work")]) == 0
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert [row["optimizer"] for row in summary["rows"]] == ["lion", "adam"]

@@ -1,16 +1,22 @@
-"""Cost of one optimizer update against optax.adam on the same parameters.
+"""Cost of one update of the default learned optimizer against optax.adamw and optax.contrib.muon, on the
+models a user trains.
 
-    python -m benchmarks.update_cost [--sizes 1e6 1e7] [--repeats 7] [--out benchmarks/results/update_cost.md]
+    python -m benchmarks.update_cost [--models mlp_1.5m mlp_10m conv transformer] [--repeats 5]
+                                     [--out benchmarks/results/update_cost.md]
 
-Each update is jitted with donated state, warmed up, then timed over repeats; the table reports the
-median time, its ratio to optax.adam measured in the same run (these machines are noisy: compare
-ratios, not times), the optimizer state in bytes per parameter, and for the MLP optimizers the
-achieved flop rate against this machine's measured dense matmul rate.
+Muon and the default are each timed as a user may build them: without roles, where both orthogonalize
+every matrix, input and output layers included (optax.contrib.muon with no dimension numbers), and with
+the task's muP roles, where both orthogonalize the hidden matrices only (Muon as evaluate tunes it) and
+the rest take Adam or the default's learned direction. Every update is jitted with donated state and
+warmed up; then the optimizers' updates on one model alternate, round after round, so that all meet
+the same load on a shared machine. A ratio is the median over the rounds of the two updates' times in
+the same round (compare ratios, not times, across runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -22,26 +28,59 @@ import jax.numpy as jnp
 import optax
 
 import lopt
+import tasks
 from checkpoints.files import write_atomically
 from lopt.baselines import BASELINES
 
+# name: (registered task, its changes): image MLPs of 784 inputs and three hidden layers, a conv net, and a
+# transformer language model, all in standard parameterization.
+MODELS: dict[str, tuple[str, dict]] = {
+    "mlp_1.5m": ("mlp_mnist_28x28", {"width": 700, "depth": 3}),
+    "mlp_10m": ("mlp_mnist_28x28", {"width": 2048, "depth": 3}),
+    "conv": ("conv_mnist_14x14", {"width": 128, "depth": 3}),
+    "transformer": ("transformer_shakespeare", {"width": 256, "depth": 4}),
+}
+MUON, DEFAULT, MULO = "optax.contrib.muon", f"lopt.load({lopt.DEFAULT!r})", "lopt.load('mulo')"
+NUM_STEPS = 1000  # the run length the schedules are built for: the cost does not depend on it
+LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 0.01
 
-def model_params(num_params: float) -> dict:
-    """An MLP-shaped pytree (784 inputs, square hidden layers, 10 outputs) of about num_params."""
-    width = int((num_params / 3) ** 0.5)  # three width x width layers dominate
-    shapes = {"input": (784, width), "hidden_1": (width, width), "hidden_2": (width, width),
-              "hidden_3": (width, width), "readout": (width, 10)}
-    params = {}
-    for index, (name, shape) in enumerate(shapes.items()):
-        params[name] = {"kernel": jax.random.normal(jax.random.key(index), shape) / shape[0] ** 0.5,
-                        "bias": jnp.zeros(shape[-1:])}
-    return params
+
+def optimizers(roles) -> dict[tuple[str, str], optax.GradientTransformation]:
+    """{(optimizer, roles given): transform}: AdamW, Muon and the default with the model's muP roles and
+    without any, and the shipped muP optimizer with the roles it needs."""
+    no_roles_muon = optax.contrib.muon(LEARNING_RATE, consistent_rms=0.2, weight_decay=WEIGHT_DECAY,
+                                       adam_weight_decay=WEIGHT_DECAY)
+    return {("optax.adamw", "-"): optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY),
+            (MUON, "muP"): BASELINES["muon"][0](LEARNING_RATE, NUM_STEPS, roles),
+            (MUON, "none"): no_roles_muon,
+            (DEFAULT, "muP"): lopt.load(lopt.DEFAULT, num_steps=NUM_STEPS, roles=roles),
+            (DEFAULT, "none"): lopt.load(lopt.DEFAULT, num_steps=NUM_STEPS),
+            (MULO, "muP"): lopt.load("mulo", num_steps=NUM_STEPS, roles=roles)}
 
 
-def time_update(transform: optax.GradientTransformation, params, repeats: int) -> tuple[float, int]:
-    """(median seconds of one update after warm-up, optimizer state bytes)."""
-    update_once, state_bytes = timed_update(transform, params)
-    return statistics.median(update_once() for _ in range(repeats)), state_bytes
+def model(name: str):
+    """(params, roles) of one of MODELS."""
+    task_name, changes = MODELS[name]
+    task = tasks.get_task(task_name, parameterization="sp", **changes)
+    params = task.init(jax.random.key(0))
+    return params, task.roles(params)
+
+
+def interleaved_times(transforms: dict, params, repeats: int) -> tuple[dict, dict]:
+    """({name: seconds of each round's update}, {name: optimizer state bytes}): the updates of all
+    transforms alternate, `repeats` rounds, after each one's warm-up."""
+    timed = {name: timed_update(transform, params) for name, transform in transforms.items()}
+    seconds = {name: [] for name in transforms}
+    for _ in range(repeats):
+        for name, (update_once, _) in timed.items():
+            seconds[name].append(update_once())
+    return seconds, {name: state_bytes for name, (_, state_bytes) in timed.items()}
+
+
+def paired_ratio(seconds: list[float], reference: list[float]) -> float:
+    """The median over rounds of one update's time over the reference's in the same round."""
+    return statistics.median(a / b for a, b in zip(seconds, reference))
 
 
 def timed_update(transform: optax.GradientTransformation, params) -> tuple[Callable[[], float], int]:
@@ -66,81 +105,41 @@ def timed_update(transform: optax.GradientTransformation, params) -> tuple[Calla
     return update_once, state_bytes
 
 
-def matmul_flops_per_second(repeats: int) -> float:
-    """This machine's float32 dense matmul rate on the shape an MLP optimizer's hidden layer has."""
-    a = jax.random.normal(jax.random.key(0), (1 << 18, 32))
-    b = jax.random.normal(jax.random.key(1), (32, 32))
-    matmul = jax.jit(lambda a, b: a @ b)
-    jax.block_until_ready(matmul(a, b))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        times.append(time.perf_counter() - start)
-    return 2 * a.shape[0] * 32 * 32 / statistics.median(times)
-
-
-def mlp_flops_per_param(hidden: int) -> int:
-    """The issue's count for a per-parameter MLP: 2 (39 h + h^2 + 2h)."""
-    return 2 * (39 * hidden + hidden * hidden + 2 * hidden)
-
-
-def arguments(argv, description: str, out: str) -> argparse.Namespace:
-    """--sizes (parameter counts), --repeats (timed updates, median taken), --out (the markdown table)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default=out)
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> str:
-    args = arguments(argv, __doc__, "benchmarks/results/update_cost.md")
-
-    optimizers = {
-        "optax.adam": lambda params: optax.adam(1e-3),
-        "optax.adamw": lambda params: optax.adamw(1e-3, weight_decay=0.01),
-        "optax.contrib.muon (evaluate's)": lambda params: BASELINES["muon"][0](0.01, 1000, model_roles(params)),
-        "lopt.Adam (interface)": lambda params: lopt.Adam().transform(lopt.Adam().init(None), 1000),
-        "NormalizedMLPLOpt hidden 8, orthogonalized, fit decay, kind steps (orthogonal_mlp)": lambda params: _normalized(
-            params, orthogonalize=True, fit_decay=True, conv_step=5.0, embedding_step=5.0),
-        "NormalizedMLPLOpt hidden 8, orthogonalized": lambda params: _normalized(params, orthogonalize=True),
-        "NormalizedMLPLOpt hidden 8, every entry's features (as meta-trained)": lambda params: _normalized(params),
-        "NormalizedMLPLOpt hidden 8, sampled features (normalized_mixed)": lambda params: _normalized(
-            params, feature_sample=16384),
-        "NormalizedMLPLOpt hidden 4, sampled features": lambda params: _normalized(
-            params, hidden_size=4, feature_sample=16384),
-        "MLPLOpt hidden 4": lambda params: _mlp(4, params),
-        "MLPLOpt hidden 32": lambda params: _mlp(32, params),
-        "LSTMLOpt (LSTM 32, 8 MLPs of hidden 4)": lambda params: _lstm(),
-    }
-    matmul_rate = matmul_flops_per_second(args.repeats)
-    lines = [f"# Update cost against optax.adam ({machine()})", "",
-             f"Dense matmul rate measured here ((262144 x 32) @ (32 x 32), float32): {matmul_rate / 1e9:.1f} GFLOP/s", "",
-             "| parameters | optimizer | median ms | x optax.adam | x optax.adamw | x muon | state bytes / param | "
-             "GFLOP/s (share of matmul rate) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for size in args.sizes:
-        params = model_params(size)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results/update_cost.md")
+    args = parser.parse_args(argv)
+    command = " ".join(["python -m benchmarks.update_cost", "--models", *args.models, "--repeats", str(args.repeats)])
+    lines = [f"# Update cost of the default against AdamW and Muon ({machine()})", "",
+             f"`{command}`", "",
+             f"{args.repeats} rounds of one jitted update per optimizer; ratios are medians over rounds of "
+             "time ratios within a round. Roles \"none\": Muon orthogonalizes every 2-D tensor, the default "
+             "every tensor of 2 or more axes (conv kernels too, which Muon gives to Adam); \"muP\": both "
+             "the hidden matrices only. The last column of a \"none\" row compares a user who passes no roles "
+             "with Muon as tuned.", "",
+             "| model | parameters | optimizer | roles | median ms | x optax.adamw | x muon (same roles) | "
+             "x muon (muP roles) | state bytes / param |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in args.models:
+        params, roles = model(name)
         count = sum(x.size for x in jax.tree.leaves(params))
-        times = {}
-        for name, make in optimizers.items():
-            seconds, state_bytes = time_update(make(params), params, args.repeats)
-            times[name] = seconds
-            adam_time, adamw_time = times["optax.adam"], times.get("optax.adamw", seconds)
-            muon_time = times.get("optax.contrib.muon (evaluate's)", seconds)
-            flops = ""
-            if name.startswith("MLPLOpt hidden"):
-                rate = mlp_flops_per_param(int(name.split()[-1])) * count / seconds
-                flops = f"{rate / 1e9:.1f} ({rate / matmul_rate:.0%})"
-            lines.append(f"| {count / 1e6:.2f}M | {name} | {seconds * 1e3:.2f} | {seconds / adam_time:.1f} | "
-                         f"{seconds / adamw_time:.1f} | {seconds / muon_time:.2f} | {state_bytes / count:.1f} | {flops} |")
+        seconds, state_bytes = interleaved_times(optimizers(roles), params, args.repeats)
+        for (optimizer, given), times in seconds.items():
+            same_roles = seconds.get((MUON, given))
+            lines.append(f"| {name} | {count / 1e6:.2f}M | {optimizer} | {given} | {statistics.median(times) * 1e3:.1f} | "
+                         f"{paired_ratio(times, seconds[('optax.adamw', '-')]):.1f} | "
+                         f"{f'{paired_ratio(times, same_roles):.2f}' if same_roles else ''} | "
+                         f"{paired_ratio(times, seconds[(MUON, 'muP')]):.2f} | "
+                         f"{state_bytes[(optimizer, given)] / count:.1f} |")
             print(lines[-1], flush=True)
     return write_report(args.out, lines)
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {jax.devices()[0].device_kind}, {jax.device_count()} device, jax {jax.__version__}"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].device_kind}, {jax.device_count()} device, "
+            f"jax {jax.__version__}")
 
 
 def write_report(path: str, lines: list[str]) -> str:
@@ -151,26 +150,26 @@ def write_report(path: str, lines: list[str]) -> str:
     return report
 
 
-def model_roles(params) -> dict:
-    """The muP roles of model_params' tensors: its square layers are the hidden ones."""
-    return {name: {"kernel": "hidden" if name.startswith("hidden") else name if name == "input" else "output",
-                   "bias": "input"} for name in params}
+# What benchmarks.velo_update_cost times VeLO on: an MLP of about num_params, with --sizes and --repeats.
+def model_params(num_params: float) -> dict:
+    """An MLP-shaped pytree (784 inputs, square hidden layers, 10 outputs) of about num_params."""
+    width = int((num_params / 3) ** 0.5)  # three width x width layers dominate
+    shapes = {"input": (784, width), "hidden_1": (width, width), "hidden_2": (width, width),
+              "hidden_3": (width, width), "readout": (width, 10)}
+    params = {}
+    for index, (name, shape) in enumerate(shapes.items()):
+        params[name] = {"kernel": jax.random.normal(jax.random.key(index), shape) / shape[0] ** 0.5,
+                        "bias": jnp.zeros(shape[-1:])}
+    return params
 
 
-def _normalized(params, **settings):
-    """The normalized rule as shipped (width scaling, no Newton-Schulz) but for `settings`."""
-    optimizer = lopt.NormalizedMLPLOpt(**{"orthogonalize": False, "width_scaling": True, **settings})
-    return optimizer.transform(optimizer.init(jax.random.key(0)), 1000, model_roles(params))
-
-
-def _mlp(hidden: int, params):
-    optimizer = lopt.MLPLOpt(hidden_size=hidden, parameterization="sp")
-    return optimizer.transform(optimizer.init(jax.random.key(0)), 1000)
-
-
-def _lstm():
-    optimizer = lopt.LSTMLOpt(parameterization="sp")
-    return optimizer.transform(optimizer.init(jax.random.key(0)), 1000)
+def arguments(argv, description: str, out: str) -> argparse.Namespace:
+    """--sizes (parameter counts), --repeats (timed updates, median taken), --out (the markdown table)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -64,11 +64,13 @@ WIDTH_GROUPS = ("hidden", "input", "output", "vector")
 # width_scaling: the width at which a matrix's step RMS is `consistent_rms`, whatever its role.
 REFERENCE_WIDTH = 128
 SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
+MAX_ROW = 1024  # mean_squares: the longest run of entries summed one after another
+EXPERTS = ("muon", "adam")  # imitation_loss's experts
 
 
 class DirectionState(NamedTuple):
-    momentum: Any  # per tensor, shape + (3,)
-    second_moment: Any  # per tensor, shape + (1,)
+    momentum: Any  # per tensor, (3,) + shape: each decay's momentum contiguous, as the MLP reads it
+    second_moment: Any  # per tensor, shape
     iteration: jax.Array  # int32, steps taken
     num_steps: jax.Array  # int32, the training horizon
 
@@ -168,14 +170,22 @@ class NormalizedMLPLOpt(LearnedOptimizer):
 
     # --- the learned direction of the matrices ---
     def _init_directions(self, params, num_steps) -> DirectionState:
-        return DirectionState(jax.tree.map(lambda p: jnp.zeros(p.shape + (3,), jnp.float32), params),
-                              jax.tree.map(lambda p: jnp.zeros(p.shape + (1,), jnp.float32), params),
+        return DirectionState(jax.tree.map(lambda p: jnp.zeros((3,) + p.shape, jnp.float32), params),
+                              jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
                               jnp.asarray(0, jnp.int32), jnp.asarray(num_steps, jnp.int32))
 
     def _step(self, theta, grads, state, params, kind: str):
         """The directions of tensors of one kind ("hidden", "input" or "output" matrices), each
         RMS-normalized to `consistent_rms` (or orthogonalized) and ascent-signed like scale_by_adam's
         output, and the next state."""
+        one = self._tensor_rule(theta, state, kind)
+        out = jax.tree.map(one, grads, params, state.momentum, state.second_moment)
+        pick = lambda index: jax.tree.map(lambda _, o: o[index], grads, out)  # noqa: E731
+        return pick(0), DirectionState(pick(1), pick(2), state.iteration + 1, state.num_steps)
+
+    def _tensor_rule(self, theta, state: DirectionState, kind: str):
+        """(grad, param, momentum, second_moment) -> (direction, momentum, second_moment) of one matrix of
+        a kind, at the step `state` is at."""
         momentum_decays = acc.learned_decays(self.momentum_decays, theta["momentum_decays"])
         second_moment_decays = acc.learned_decays((self.second_moment_decay,), theta["second_moment_decays"])
         layers = theta["mlp"]
@@ -184,22 +194,60 @@ class NormalizedMLPLOpt(LearnedOptimizer):
         time_bias = fraction * first["w"][NUM_FEATURES] + first["b"]  # the same for every entry
 
         def one(grad, param, momentum, second_moment):
-            momentum = acc.update_momentum(momentum, grad, momentum_decays)
-            second_moment = acc.update_second_moment(second_moment, grad, second_moment_decays)
-            blocks = features(grad, param, momentum, second_moment)
-            scales = None  # each feature by its own RMS over the whole tensor
+            # acc.update_momentum with the decays on the leading axis: each feature the MLP reads is then
+            # a contiguous array, whose loop over the entries vectorizes (a trailing axis of 3 made every
+            # read a strided one; moving the axis around acc's update makes XLA copy the state).
+            decays = momentum_decays.reshape((3,) + (1,) * grad.ndim)
+            momentum = decays * momentum + (1.0 - decays) * grad[None]
+            second_moment = acc.update_second_moment(second_moment[..., None], grad, second_moment_decays)[..., 0]
+            columns = features(grad, param, momentum, second_moment)
+            blocks = [column[..., None] for column in columns]
             if 0 < self.feature_sample < grad.size:  # the same RMS of the same features, on a sample's entries
-                scales = rms_scales(features(*(sampled(x, grad.shape, self.feature_sample)
-                                               for x in (grad, param, momentum, second_moment))))
+                scales = rms_scales([sampled(block, grad.shape, self.feature_sample) for block in blocks])
+            else:  # each feature by its own RMS over the whole tensor
+                scales = jax.lax.rsqrt(1e-5 + mean_squares(columns))
             outputs = mlp_output_units(layers, blocks, time_bias, scales)
             return self._sized(outputs[0], kind), momentum, second_moment
 
-        out = jax.tree.map(one, grads, params, state.momentum, state.second_moment)
-        pick = lambda index: jax.tree.map(lambda _, o: o[index], grads, out)  # noqa: E731
-        return pick(0), DirectionState(pick(1), pick(2), state.iteration + 1, state.num_steps)
+        return one
+
+    def imitation_loss(self, theta, opt_state, grads, params, roles=None, expert: str = "muon") -> jax.Array:
+        """How far the rule's update direction is from an expert's at one state of a training run: the mean
+        over the model's matrices of 1 - cos(rule's direction, expert's). opt_state is `transform`'s state
+        before the step, grads the step's gradients. The expert reads the rule's own running moments
+        after them (held fixed: only the rule's direction depends on theta): "adam" takes Adam's direction
+        m / sqrt(v) (m: the momentum theta's start decays by 0.9) for every matrix; "muon" takes Muon's,
+        Newton-Schulz orthogonalized m, for the matrices the rule orthogonalizes, and Adam's for the rest.
+        Vectors take Adam's direction in both and are left out. Differentiable in theta (expert
+        supervision, ELO: Li et al. 2026)."""
+        if expert not in EXPERTS:
+            raise ValueError(f"imitation_loss: expert={expert!r}, one of {', '.join(EXPERTS)}")
+        states = direction_states(opt_state)
+        labels = jax.tree.leaves(self.labels(roles)(params))
+        grad_leaves, param_leaves = jax.tree.leaves(grads), jax.tree.leaves(params)
+        by_kind = {kind: iter(zip(jax.tree.leaves(state.momentum), jax.tree.leaves(state.second_moment)))
+                   for kind, state in states.items()}
+        distances = []
+        for kind, grad, param in zip(labels, grad_leaves, param_leaves):
+            if kind == "vector":
+                continue
+            momentum, second_moment = next(by_kind[kind])
+            direction, momentum, second_moment = self._tensor_rule(theta, states[kind], kind)(
+                grad, param, momentum, second_moment)
+            momentum, second_moment = jax.lax.stop_gradient((momentum, second_moment))
+            target = momentum[1] * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
+            if expert == "muon" and kind == "hidden" and self.orthogonalize:
+                target = _orthogonalized(momentum[1], 1.0, False)
+            cosine = jnp.sum(direction * target) / jnp.maximum(
+                jnp.linalg.norm(direction) * jnp.linalg.norm(target), 1e-30)
+            distances.append(1.0 - cosine)
+        if not distances:
+            raise ValueError("imitation_loss: the model has no matrix (every tensor is a vector)")
+        return jnp.mean(jnp.stack(distances))
 
     def _sized(self, direction, kind: str):
         """The MLP's direction for one matrix of a kind, at the RMS (or spectral norm) its kind takes."""
+        direction = written_once(direction)  # read by a reduction and then a rescaling, or by Newton-Schulz
         if kind == "hidden" and self.orthogonalize:
             return _orthogonalized(direction, self.consistent_rms, self.width_scaling)
         rms = jnp.sqrt(jnp.mean(jnp.square(direction)))
@@ -286,11 +334,20 @@ def _key_name(key) -> str:
     return str(key)
 
 
+def direction_states(opt_state) -> dict[str, DirectionState]:
+    """{kind: the DirectionState of the matrices of that kind} in a state of `rule` or `transform`."""
+    partitions = [node for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.PartitionState))
+                  if isinstance(node, optax.PartitionState)]
+    if len(partitions) != 1:
+        raise ValueError("not a state of NormalizedMLPLOpt.rule or .transform")
+    return {kind: masked.inner_state[0] for kind, masked in partitions[0].inner_states.items() if kind != "vector"}
+
+
 def features(grad, param, momentum, second_moment) -> list[jax.Array]:
-    """The MLP's 8 raw features of each entry, as blocks of shape + (k,): gradient, parameter, the 3
-    momenta, and momentum / sqrt(second moment) at the 3 decays."""
-    adam = momentum * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
-    return [grad[..., None], param[..., None], momentum, adam]
+    """The MLP's 8 raw features of each entry, each shaped like the tensor: gradient, parameter, the 3
+    momenta (momentum: (3,) + shape), and momentum / sqrt(second moment) at the 3 decays."""
+    inverse_rms = jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
+    return [grad, param, *momentum, *(m * inverse_rms for m in momentum)]
 
 
 def sampled(x, param_shape: tuple[int, ...], count: int):
@@ -320,3 +377,43 @@ def _orthogonalized(direction, rms: float, width_scaling: bool):
     if width_scaling:
         return orthogonal * (math.sqrt(max(1.0, fan_out / fan_in)) * rms * math.sqrt(REFERENCE_WIDTH))
     return orthogonal * (math.sqrt(max(fan_in, fan_out)) * rms)
+
+
+def written_once(x):
+    """x, computed once into memory and read from there by every later op.
+
+    XLA:CPU fuses a cheap elementwise producer into each of its consumers, recomputing it in each: the
+    per-parameter MLP (a few hundred multiply-adds per entry) would run again in every Newton-Schulz
+    iteration's sum and transpose, a dozen times per matrix. jax.lax.optimization_barrier does not stop
+    it (XLA:CPU expands barriers before fusing); a gather is never duplicated. Taking every row in order,
+    it costs one copy of x and changes no value."""
+    rows = x.reshape(-1, x.shape[-1])
+    return jnp.take(rows, jnp.arange(rows.shape[0]), axis=0, mode="clip", indices_are_sorted=True,
+                    unique_indices=True).reshape(x.shape)
+
+
+def mean_squares(columns: list[jax.Array]) -> jax.Array:
+    """Each column's mean square over all its entries (columns: arrays of one shape), in one pass.
+
+    One variadic reduction reads every column together, where separate jnp.mean calls make XLA:CPU take
+    a pass (and a copy) per column. It sums rows of at most MAX_ROW entries, then the row sums: a
+    sequential sum over a longer row would lose the precision of jnp.mean's. Differentiable (JAX has
+    no derivative of a variadic reduction: its own is given)."""
+    return _mean_squares(tuple(columns))
+
+
+@jax.custom_jvp
+def _mean_squares(columns: tuple) -> jax.Array:
+    last = columns[0].shape[-1]
+    width = last if last <= MAX_ROW else max(d for d in range(1, MAX_ROW + 1) if last % d == 0)
+    dtype = jnp.result_type(*columns)
+    rows = tuple(jnp.square(column.reshape(-1, width).astype(dtype)) for column in columns)
+    row_sums = jax.lax.reduce(rows, (jnp.zeros((), dtype),) * len(rows), lambda a, b: tuple(map(jnp.add, a, b)), (1,))
+    return jnp.stack([jnp.sum(row_sum) for row_sum in row_sums]) / columns[0].size
+
+
+@_mean_squares.defjvp
+def _mean_squares_jvp(primals, tangents):
+    (columns,), (column_tangents,) = primals, tangents
+    tangent = jnp.stack([2.0 * jnp.sum(c * t) for c, t in zip(columns, column_tangents)]) / columns[0].size
+    return _mean_squares(columns), tangent

@@ -178,6 +178,21 @@ class Unroller:
         new_worker = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, current)
         return new_worker, (meta_loss, raw_loss, done, diverged, worker.variant, step, new_worker.variant)
 
+    def imitation_loss(self, theta, workers: Worker, data, key, expert: str) -> jax.Array:
+        """The optimizer's imitation loss (e.g. NormalizedMLPLOpt.imitation_loss) averaged over workers
+        (a leading task axis), each at the state its first particle's run has reached, on the gradients
+        of a fresh training batch: a function of theta alone, for the exact gradient of expert supervision."""
+        def one(params, opt_state, run_key, variant, step_key):
+            first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
+            params, opt_state = first(params), first(opt_state)
+            task = self.run_task(run_key)
+            batch_key, loss_key = jax.random.split(step_key)
+            grads = jax.grad(task.loss)(params, self._batch(data, variant, batch_key, "train"), loss_key)
+            return self.optimizer.imitation_loss(theta, opt_state, grads, params, self.roles, expert)
+
+        keys = jax.random.split(key, workers.step.shape[0])
+        return jnp.mean(jax.vmap(one)(workers.params, workers.opt_state, workers.run_key, workers.variant, keys))
+
     def regret(self, truncation: Truncation) -> jax.Array:
         """(..., K): each step's mean meta-loss over particles minus the tuned baseline's at the same step
         of a run on the same config; 0 without baseline curves."""

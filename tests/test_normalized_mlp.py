@@ -9,7 +9,7 @@ import pytest
 
 import lopt
 import tasks
-from lopt import normalized_mlp
+from lopt import accumulators as acc, normalized_mlp
 from lopt.harness import warmup_cosine, warmup_decay
 
 
@@ -234,3 +234,95 @@ def test_sampled_feature_scales_give_nearly_the_exact_rules_direction():
         lopt.NormalizedMLPLOpt(feature_sample=-1)
 
 
+
+
+def test_a_matrix_direction_is_the_mlp_on_its_features_each_divided_by_its_rms(mlp):
+    # The rule written out in float64 for an un-orthogonalized matrix, two steps in: the fused, one-pass
+    # form the rule runs must compute the same numbers.
+    _, params, roles, grads = mlp
+    optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=False)
+    theta = optimizer.init(jax.random.key(0))
+    theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(5), w.shape), theta["mlp"])
+    rule = optimizer.rule(theta, 100, roles)
+    steps = [jax.tree.map(lambda g: 1e-3 * g, grads), jax.tree.map(lambda g: -2e-3 * g + 1e-4, grads)]
+    state = rule.init(params)
+    for step_grads in steps:
+        directions, state = rule.update(step_grads, state, params)
+    kernel = lambda tree: np.asarray(tree["input"]["kernel"], np.float64)  # noqa: E731
+    momentum_decays = np.asarray(acc.learned_decays(optimizer.momentum_decays, theta["momentum_decays"]), np.float64)
+    second_moment_decay = float(acc.learned_decays((optimizer.second_moment_decay,), theta["second_moment_decays"])[0])
+    momenta, second_moment = [np.zeros_like(kernel(params)) for _ in range(3)], np.zeros_like(kernel(params))
+    for step_grads in steps:
+        grad = kernel(step_grads)
+        momenta = [d * m + (1 - d) * grad for d, m in zip(momentum_decays, momenta)]
+        second_moment = second_moment_decay * second_moment + (1 - second_moment_decay) * grad ** 2
+    columns = [grad, kernel(params), *momenta, *(m / np.sqrt(second_moment + 1e-20) for m in momenta)]
+    layers = jax.tree.map(lambda w: np.asarray(w, np.float64), theta["mlp"])
+    units = sum(c / np.sqrt(1e-5 + np.mean(c ** 2)) * layers["layer_0"]["w"][i][:, None, None]
+                for i, c in enumerate(columns)) + (0.01 * layers["layer_0"]["w"][8] + layers["layer_0"]["b"])[:, None, None]
+    for index in (1, 2):
+        units = np.einsum("ixy,ij->jxy", np.maximum(units, 0), layers[f"layer_{index}"]["w"])
+        units = units + layers[f"layer_{index}"]["b"][:, None, None]
+    expected = 0.2 * units[0] / np.sqrt(np.mean(units[0] ** 2))
+    np.testing.assert_allclose(kernel(directions), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(16, 12), (3, 3, 4, 8), (2, 5000), (3, 1031)])
+def test_mean_squares_is_each_columns_mean_square_whatever_the_rows_length(shape):
+    # (2, 5000): rows longer than MAX_ROW are split; (3, 1031): a prime longer than it, summed entry by entry.
+    columns = [jax.random.normal(jax.random.key(i), shape) * (i + 1) for i in range(3)]
+    expected = [np.mean(np.square(np.asarray(column, np.float64))) for column in columns]
+    np.testing.assert_allclose(jax.jit(normalized_mlp.mean_squares)(columns), expected, rtol=1e-6)
+
+
+def test_written_once_changes_no_value():
+    x = jax.random.normal(jax.random.key(0), (3, 3, 4, 8))
+    np.testing.assert_array_equal(jax.jit(normalized_mlp.written_once)(x), x)
+
+
+def _small_model():
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = {"input": {"kernel": jax.random.normal(keys[0], (6, 5)), "bias": jnp.zeros(5)},
+              "hidden": {"kernel": jax.random.normal(keys[1], (5, 5))},
+              "output": {"kernel": jax.random.normal(keys[2], (5, 3)), "bias": jnp.zeros(3)}}
+    roles = {"input": {"kernel": "input", "bias": "output"}, "hidden": {"kernel": "hidden"},
+             "output": {"kernel": "output", "bias": "output"}}
+    grads = jax.tree.map(lambda p: jax.random.normal(keys[3], p.shape), params)
+    return params, roles, grads
+
+
+@pytest.mark.parametrize("orthogonalize,expert", [(True, "muon"), (True, "adam"), (False, "adam")])
+def test_the_imitation_gradient_is_the_finite_difference_of_the_imitation_loss(orthogonalize, expert):
+    # Expert supervision's exact gradient in theta, against central differences in float64 along a random
+    # direction, at a state one step into a run and a theta away from its start (whose Adam-like MLP puts
+    # many ReLU units exactly at their kink).
+    with jax.enable_x64(True):
+        params, roles, grads = _small_model()
+        optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=orthogonalize)
+        theta = optimizer.init(jax.random.key(1))
+        theta["mlp"] = jax.tree.map(lambda w: w + 0.3 * jax.random.normal(jax.random.key(2), w.shape), theta["mlp"])
+        theta = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), theta)
+        transform = optimizer.transform(theta, 10, roles)
+        _, state = transform.update(jax.tree.map(lambda g: 0.3 * g, grads), transform.init(params), params, loss=1.0)
+        loss = lambda theta: optimizer.imitation_loss(theta, state, grads, params, roles, expert)  # noqa: E731
+        direction = jax.tree.map(lambda x: jax.random.normal(jax.random.key(3), x.shape, x.dtype), theta)
+        along = lambda tree: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(direction)))  # noqa: E731
+        step = lambda sign: jax.tree.map(lambda t, d: t + sign * 1e-6 * d, theta, direction)  # noqa: E731
+        finite_difference = (loss(step(1)) - loss(step(-1))) / 2e-6
+        assert 0 < loss(theta) < 2
+        assert abs(finite_difference) > 1e-3  # the loss depends on theta along the direction
+        np.testing.assert_allclose(along(jax.grad(loss)(theta)), finite_difference, rtol=1e-5)
+
+
+def test_an_untrained_rule_imitates_adam_exactly_off_the_orthogonalized_matrices():
+    # The MLP starts as Adam's direction: where nothing orthogonalizes, its imitation loss is 0, and Muon's
+    # expert differs from Adam's only on the hidden matrices, which the rule orthogonalizes.
+    params, roles, grads = _small_model()
+    for orthogonalize, expert, zero in ((False, "adam", True), (True, "adam", False), (True, "muon", False)):
+        optimizer = lopt.NormalizedMLPLOpt(hidden_size=4, orthogonalize=orthogonalize)
+        theta = optimizer.init(jax.random.key(1))
+        transform = optimizer.transform(theta, 10, roles)
+        loss = optimizer.imitation_loss(theta, transform.init(params), grads, params, roles, expert)
+        assert (abs(float(loss)) < 1e-5) == zero, (orthogonalize, expert, loss)
+    with pytest.raises(ValueError, match="expert='sgd'"):
+        optimizer.imitation_loss(theta, transform.init(params), grads, params, roles, "sgd")

@@ -68,6 +68,10 @@ class MetaTrainConfig:
     imitation_weight: float = setting(1.0, "the imitation gradient's weight until imitation_decay_from")
     imitation_decay_from: float = setting(0.0, "fraction of outer_steps at which that weight starts to fall linearly")
     imitation_decay_to: float = setting(0.5, "fraction of outer_steps at which it reaches 0")
+    # --- failure-aware resumption (ELO): runs resume where the rule did worst ---
+    failure_buffer: int = setting(0, "states kept per worker where the rule was furthest behind tuned Adam at the "
+                                     "same step (needs its curves, as the regret curriculum); 0: off")
+    failure_share: float = setting(0.25, "failure_buffer: the share of new runs that resume the worst kept state")
     # --- task augmentation, drawn afresh for every inner run (tasks.augment) ---
     reparam: str = setting("none", "parameters stored as w / s: 'none', or one s 'global', per 'tensor', per 'parameter'")
     reparam_max: float = setting(100.0, "s log-uniform in [1 / reparam_max, reparam_max]")
@@ -120,6 +124,12 @@ class MetaTrainConfig:
             if self.estimator == "full_es":
                 refuse("expert", "needs workers whose runs go on between outer steps: estimator pes, "
                                  "truncated_es or tbptt")
+        if self.failure_buffer < 0:
+            refuse("failure_buffer", "must be non-negative")
+        if not 0 < self.failure_share <= 1:
+            refuse("failure_share", "must lie in (0, 1]")
+        if self.failure_buffer and self.estimator not in ("pes", "truncated_es"):
+            refuse("failure_buffer", "resumes the runs of ES workers: estimator pes or truncated_es")
         if not 0 <= self.imitation_decay_from <= self.imitation_decay_to <= 1:
             refuse("imitation_decay_from", f"must satisfy 0 <= it <= imitation_decay_to={self.imitation_decay_to} <= 1")
         if not 0 <= self.meta_loss_valid_weight <= 1:

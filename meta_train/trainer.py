@@ -115,7 +115,8 @@ def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optim
     particles = 1 if config.estimator == "tbptt" else 2
     unroller = Unroller(bucket, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
-                        augmentation=config.augmentation(), time_power=config.meta_loss_time_power)
+                        augmentation=config.augmentation(), time_power=config.meta_loss_time_power,
+                        failure_buffer=config.failure_buffer, failure_share=config.failure_share)
     options = {"worker_sharding": split_over_tasks(mesh), "perturbation_mask": mask}
     if config.estimator == "tbptt":
         return ESTIMATORS["tbptt"](unroller, config.workers_per_config, truncation, **options)

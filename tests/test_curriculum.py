@@ -159,6 +159,7 @@ def test_a_mixed_run_logs_the_curriculum_and_the_families_sampled(mixed_run):
     assert len(set(np.round(probabilities, 4))) > 1  # the regret moved them off uniform
 
 
+@pytest.mark.slow
 def test_a_mixed_run_resumed_from_an_earlier_checkpoint_ends_at_the_same_theta_and_curriculum(mixed_run, tmp_path):
     """The uninterrupted run cut back to its older kept checkpoint, as a kill after it leaves it (a real
     SIGKILL is tested in test_meta_train and test_distributed), then resumed: the curriculum state, the

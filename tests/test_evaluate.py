@@ -714,6 +714,7 @@ def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(lear
     assert f"| {unit.chosen}" in (tmp_path / "work" / "summary.md").read_text()
 
 
+@pytest.mark.slow  # a benchmark's own run
 def test_the_group_scales_benchmark_runs_its_variants_and_writes_one_results_file(tmp_path, capsys):
     from benchmarks import group_scales
     suite = tmp_path / "one_task.json"

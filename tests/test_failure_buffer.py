@@ -65,11 +65,11 @@ def test_a_truncation_end_is_kept_in_place_of_the_least_bad_state():
 def test_a_killed_run_with_a_failure_buffer_resumes_to_the_same_theta(tmp_path):
     """The buffer is part of the checkpointed state: SIGKILL mid-run, resume, and the theta is the
     uninterrupted run's, bit for bit."""
-    config = tiny("outer_steps=300", *BUFFER)
+    config = tiny("outer_steps=200", *BUFFER)
     meta_train(config, tmp_path / "uninterrupted", compare=False, log=lambda line: None)
     workdir = tmp_path / "killed"
     command = [sys.executable, "-m", "meta_train", "--config", "quadratic", "--workdir", str(workdir),
-               "--no-compare"] + [arg for field in TINY + ["outer_steps=300"] + BUFFER for arg in ("--set", field)]
+               "--no-compare"] + [arg for field in TINY + ["outer_steps=200"] + BUFFER for arg in ("--set", field)]
     kill_after_first_checkpoint(command, workdir, timeout=120)
     lines = []
     meta_train(config, workdir, resume=True, compare=False, log=lines.append)

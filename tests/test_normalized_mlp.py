@@ -304,14 +304,14 @@ def test_the_imitation_gradient_is_the_finite_difference_of_the_imitation_loss(o
         theta = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), theta)
         transform = optimizer.transform(theta, 10, roles)
         _, state = transform.update(jax.tree.map(lambda g: 0.3 * g, grads), transform.init(params), params, loss=1.0)
-        loss = lambda theta: optimizer.imitation_loss(theta, state, grads, params, roles, expert)  # noqa: E731
+        loss = jax.jit(lambda theta: optimizer.imitation_loss(theta, state, grads, params, roles, expert))
         direction = jax.tree.map(lambda x: jax.random.normal(jax.random.key(3), x.shape, x.dtype), theta)
         along = lambda tree: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(direction)))  # noqa: E731
         step = lambda sign: jax.tree.map(lambda t, d: t + sign * 1e-6 * d, theta, direction)  # noqa: E731
         finite_difference = (loss(step(1)) - loss(step(-1))) / 2e-6
         assert 0 < loss(theta) < 2
         assert abs(finite_difference) > 1e-3  # the loss depends on theta along the direction
-        np.testing.assert_allclose(along(jax.grad(loss)(theta)), finite_difference, rtol=1e-5)
+        np.testing.assert_allclose(along(jax.jit(jax.grad(loss))(theta)), finite_difference, rtol=1e-5)
 
 
 def test_an_untrained_rule_imitates_adam_exactly_off_the_orthogonalized_matrices():

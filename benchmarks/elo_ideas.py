@@ -1,0 +1,153 @@
+"""ELO's two ideas against the main job: expert supervision (`expert=muon`, all of theta meta-trained) and
+failure-aware resumption (`failure_buffer=4`), each the `default` preset otherwise, then every result and
+the shipped default evaluated under the externally tuned protocol on `ood` and `in_distribution`.
+
+    python -m benchmarks.elo_ideas --runs runs/elo_ideas [--out benchmarks/results/elo_ideas.md]
+
+Meta-training runs and sweeps already in --runs are kept (a stopped study continues where it was); the
+report reads every summary.json under --runs, so sweeps of other optimizers on the same suites and seeds
+(their baselines come from the shared cache) are merged into one table per suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from checkpoints.files import write_atomically
+
+VARIANTS = {  # name: the --set of `python -m meta_train --config default`
+    "main_job": [],
+    "expert_muon": ["expert=muon", "meta_train_only="],
+    "failure_buffer": ["failure_buffer=4", "failure_share=0.25"],
+}
+SUITES = ("ood", "in_distribution")
+BASELINES = ("adam", "adamw_cosine", "muon")
+
+
+def meta_train(runs: Path) -> dict[str, float]:
+    """Each variant's seconds of meta-training (0 where its optimizer was already there)."""
+    seconds = {}
+    for name, changes in VARIANTS.items():
+        started = time.perf_counter()
+        if not (runs / name / "optimizer").is_dir():
+            resume = ["--resume"] if (runs / name / "checkpoints").is_dir() else []
+            subprocess.run([sys.executable, "-m", "meta_train", "--config", "default", "--workdir", str(runs / name),
+                            "--no-compare", *resume, *(["--set", *changes] if changes else [])], check=True)
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+def evaluate(runs: Path) -> None:
+    optimizers = ["orthogonal_mlp"] + [f"{name}={runs / name / 'optimizer'}" for name in VARIANTS]
+    for suite in SUITES:
+        if not (runs / suite / "summary.json").is_file():
+            subprocess.run([sys.executable, "-m", "evaluate", *(arg for o in optimizers for arg in ("--optimizer", o)),
+                            "--suite", suite, "--baselines", ",".join(BASELINES), "--workdir", str(runs / suite)],
+                           check=True)
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0)
+
+
+def suite_rows(summaries: list[dict]) -> dict[str, dict[str, dict]]:
+    """{task: {optimizer: row}} over every sweep of one suite."""
+    tasks: dict[str, dict[str, dict]] = {}
+    for summary in summaries:
+        for row in summary["rows"]:
+            tasks.setdefault(row["task"], {})[row["optimizer"]] = row
+    return tasks
+
+
+def table(tasks: dict[str, dict[str, dict]], learned: list[str], metric: str) -> list[str]:
+    """Mean +- standard error over the evaluation seeds of each final loss; the learned columns first."""
+    field = {"valid": "final_valid_losses", "train": "final_train_losses"}[metric]
+    columns = learned + [b for b in BASELINES]
+    lines = [f"| task ({metric}) | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for task, rows in tasks.items():
+        cells = []
+        for name in columns:
+            if name not in rows:
+                cells.append("")
+                continue
+            mean, error = mean_and_error([float(v) for v in rows[name][field]])
+            cells.append(f"{mean:.4g} ± {error:.2g}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def counts(tasks: dict[str, dict[str, dict]], learned: str, metric: str) -> str:
+    """Wins / ties / losses of one learned optimizer against each tuned baseline: a win is a lower mean
+    outside both standard errors (evaluate.counts' rule)."""
+    field = {"valid": "final_valid_losses", "train": "final_train_losses"}[metric]
+    parts = []
+    for baseline in BASELINES:
+        tally = [0, 0, 0]
+        for rows in tasks.values():
+            if learned not in rows or baseline not in rows:
+                continue
+            (mine, my_error), (theirs, their_error) = (mean_and_error([float(v) for v in rows[n][field]])
+                                                       for n in (learned, baseline))
+            tally[0 if mine + my_error < theirs - their_error else 2 if mine - my_error > theirs + their_error else 1] += 1
+        parts.append(f"{baseline} {tally[0]}/{tally[1]}/{tally[2]}")
+    return ", ".join(parts)
+
+
+def median_ratio(tasks: dict[str, dict[str, dict]], learned: str, baseline: str, metric: str) -> float:
+    """The median over tasks of the learned optimizer's mean final loss over the baseline's."""
+    field = {"valid": "final_valid_losses", "train": "final_train_losses"}[metric]
+    return statistics.median(statistics.fmean(map(float, rows[learned][field])) / statistics.fmean(map(float, rows[baseline][field]))
+                             for rows in tasks.values() if learned in rows and baseline in rows)
+
+
+def report(runs: Path, seconds: dict[str, float] | None = None) -> str:
+    lines = ["# ELO's ideas against the main job", "",
+             "`python -m benchmarks.elo_ideas --runs runs/elo_ideas`", "",
+             "Each variant is the `default` preset (PES, 500 outer steps, the mixed family) with one change; "
+             "`main_job` is the preset itself. Evaluated with `python -m evaluate` under the externally "
+             "tuned protocol: each baseline's rate chosen on tuning seeds 1000-1001, every figure on "
+             "evaluation seeds 0-2; mean ± standard error over those seeds of the final loss.", ""]
+    if seconds:
+        lines += ["Meta-training seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()), ""]
+    for suite in SUITES:
+        summaries = [summary for summary in (json.loads(path.read_text()) for path in sorted(runs.glob("*/summary.json")))
+                     if summary["suite"] == suite and summary["protocol"]["tuning"] == "external"]
+        if not summaries:
+            continue
+        tasks = suite_rows(summaries)
+        learned = [name for name in ["orthogonal_mlp", *VARIANTS] if any(name in rows for rows in tasks.values())]
+        lines += [f"## {suite}", ""]
+        for metric in ("valid", "train"):
+            lines += table(tasks, learned, metric) + [""]
+            lines += [f"- `{name}` wins/ties/losses on {metric} loss: {counts(tasks, name, metric)}; median ratio to "
+                      f"tuned Muon {median_ratio(tasks, name, 'muon', metric):.3f}" for name in learned]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="directory of the meta-training runs and sweeps")
+    parser.add_argument("--out", default="benchmarks/results/elo_ideas.md")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the sweeps there")
+    args = parser.parse_args(argv)
+    runs = Path(args.runs)
+    seconds = None
+    if not args.report_only:
+        seconds = meta_train(runs)
+        evaluate(runs)
+    text = report(runs, seconds)
+    write_atomically(args.out, text + "\n")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -136,6 +136,7 @@ def mixed_run(tmp_path_factory):
     return workdir, lines
 
 
+@pytest.mark.slow
 def test_a_mixed_run_logs_the_curriculum_and_the_families_sampled(mixed_run):
     workdir, lines = mixed_run
     assert any(line.startswith("curriculum baseline image_mlp/digits_8_w8_d1: tuned Adam") for line in lines), lines

@@ -71,6 +71,7 @@ def test_process_zero_alone_logs_and_writes_the_files(group_run):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["550", "600"]
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_other_and_both_resume_to_the_same_theta(group_run, tmp_path):
     uninterrupted, _ = group_run
     workdir = tmp_path / "killed"

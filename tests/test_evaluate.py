@@ -624,6 +624,7 @@ def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
     assert scope.horizon == 1000 and "steps" not in source
 
 
+@pytest.mark.slow
 def test_a_sweep_split_into_two_shards_gives_the_summary_of_the_unsharded_sweep(sweep, tiny_suite, learned_checkpoint,
                                                                                  tmp_path):
     """Two `--shard` processes at once on one workdir, each with a baseline cache of its own (as on two

@@ -26,6 +26,7 @@ def run(*changes: str, steps: int = 20):
     return trainer, state, metrics
 
 
+@pytest.mark.slow
 def test_imitating_adam_pulls_a_displaced_rule_back_and_a_zero_weight_changes_nothing(tmp_path):
     # The MLP moved away from its start, Adam's direction, which it can reach again when nothing is
     # orthogonalized; a weight that dominates the clipped meta-gradient. Measured at the same worker

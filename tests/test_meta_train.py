@@ -243,6 +243,7 @@ def test_the_mulo_preset_lowers_the_meta_loss_and_beats_its_initialization(tmp_p
     assert result.optimizer_path.is_dir()
 
 
+@pytest.mark.slow  # tests/test_tasks.py checks the augmentation itself
 def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_validation_or_weigh_the_end():
     import tasks
     from meta_train.truncation import ConstantLength

@@ -135,6 +135,7 @@ def test_the_readme_evaluate_commands_name_known_optimizers_suites_and_baselines
     for line in lines:
         args = _parser().parse_args(shlex.split(line)[3:])
         assert args.suite in evaluate.SUITES, line
-        assert set(args.baselines.split(",")) <= set(evaluate.BASELINES), line
+        assert args.baselines is None or set(args.baselines.split(",")) <= set(evaluate.BASELINES), line
+        assert args.tuning in (None, "external", "same-seeds", "none"), line
         for name in args.optimizer:
             lopt.load_optimizer(name)

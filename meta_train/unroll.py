@@ -137,11 +137,14 @@ class Unroller:
     def fresh_run(self, thetas, run_key, length, variant=0) -> Worker:
         """A new run of the bucket's config `variant`: every particle starts from the same init."""
         params = self.run_task(run_key).init(jax.random.fold_in(run_key, 0))
-        particles = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)  # noqa: E731
-        params = particles(params)
+        params = self._particles(params)
         opt_state = jax.vmap(lambda theta, p: self._transform(theta, length).init(p))(thetas, params)
         return Worker(params, opt_state, jnp.asarray(0, jnp.int32), length, run_key,
                       jnp.asarray(variant, jnp.int32))
+
+    def _particles(self, tree):
+        """tree repeated on a leading particle axis: every particle of a run starts from the same state."""
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)
 
     def _empty_failures(self, worker: Worker) -> FailureBuffer | tuple:
         if not self.failure_buffer:
@@ -156,8 +159,7 @@ class Unroller:
         slot = jnp.argmax(failures.regrets)
         take = (failures.regrets[slot] > -jnp.inf) & (jax.random.uniform(key) < self.failure_share)
         run = jax.tree.map(lambda x: x[slot], failures.runs)
-        particles = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)  # noqa: E731
-        resumed = run._replace(params=particles(run.params), opt_state=particles(run.opt_state),
+        resumed = run._replace(params=self._particles(run.params), opt_state=self._particles(run.opt_state),
                                failures=failures._replace(regrets=failures.regrets.at[slot].set(-jnp.inf)))
         return jax.tree.map(lambda a, b: jnp.where(take, a, b), resumed, fresh._replace(failures=failures))
 
@@ -232,16 +234,14 @@ class Unroller:
         """The optimizer's imitation loss (e.g. NormalizedMLPLOpt.imitation_loss) averaged over workers
         (a leading task axis), each at the state its first particle's run has reached, on the gradients
         of a fresh training batch: a function of theta alone, for the exact gradient of expert supervision."""
-        def one(params, opt_state, run_key, variant, step_key):
-            first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
-            params, opt_state = first(params), first(opt_state)
-            task = self.run_task(run_key)
+        def one(worker: Worker, step_key):
+            run = _first_particle(worker)
             batch_key, loss_key = jax.random.split(step_key)
-            grads = jax.grad(task.loss)(params, self._batch(data, variant, batch_key, "train"), loss_key)
-            return self.optimizer.imitation_loss(theta, opt_state, grads, params, self.roles, expert)
+            batch = self._batch(data, run.variant, batch_key, "train")
+            grads = jax.grad(self.run_task(run.run_key).loss)(run.params, batch, loss_key)
+            return self.optimizer.imitation_loss(theta, run.opt_state, grads, run.params, self.roles, expert)
 
-        keys = jax.random.split(key, workers.step.shape[0])
-        return jnp.mean(jax.vmap(one)(workers.params, workers.opt_state, workers.run_key, workers.variant, keys))
+        return jnp.mean(jax.vmap(one)(workers, jax.random.split(key, workers.step.shape[0])))
 
     def regret(self, truncation: Truncation) -> jax.Array:
         """(..., K): each step's mean meta-loss over particles minus the tuned baseline's at the same step

@@ -27,14 +27,16 @@ from tasks.registry import CONFIG_TYPES
 SUITE_NAME = "custom"  # a list of task objects as a suite
 # Our task classes whose instances a registered config determines: built from equal configs they are the
 # same task. A subclass, a wrapper that keeps its inner task's config (AugmentedTask) or the user's own
-# class is not: it is only itself.
-_BUILT_FROM_CONFIGS = (tasks.SupervisedTask, tasks.QuadraticTask, tasks.LanguageModelTask)
+# class is not: it is only itself; nor is an ArrayTask of the user's arrays (its CustomTaskConfig only
+# names it).
+_BUILT_FROM_CONFIGS = (tasks.ArrayTask, tasks.QuadraticTask, tasks.LanguageModelTask)
 
 
 def determined_by_config(task: tasks.Task) -> bool:
     """Whether `task.config` alone determines the task (every build of it is the same task)."""
     config = getattr(task, "config", None)
-    return type(task) in _BUILT_FROM_CONFIGS and type(config) is CONFIG_TYPES.get(getattr(config, "kind", None))
+    return (type(task) in _BUILT_FROM_CONFIGS and not isinstance(config, tasks.CustomTaskConfig)
+            and type(config) is CONFIG_TYPES.get(getattr(config, "kind", None)))
 
 
 @dataclasses.dataclass(frozen=True)

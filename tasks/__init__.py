@@ -22,8 +22,7 @@ from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfi
 from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
 from tasks.train import TrainResult, train_step
-from tasks.supervised import SupervisedTask
-from tasks.custom_task import CustomTask, CustomTaskConfig, TaskError
+from tasks.array_task import ArrayTask, CustomTaskConfig, TaskError
 from tasks.custom import from_functions
 from tasks.custom_flax import from_flax
 from tasks.custom_family import CustomFamily, family

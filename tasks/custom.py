@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tasks.base import TaskConfig
 from tasks.custom_roles import Roles, resolve_roles, traced_init
 from tasks.datasets import sample_examples
-from tasks.custom_task import CustomTask, CustomTaskConfig, TaskError, split_loss_output, tree_paths
+from tasks.array_task import ArrayTask, CustomTaskConfig, TaskError, split_loss_output, tree_paths
 
 # Inits (each with its own batch and loss key) whose mean loss is the normalizer: several, so that one
 # unlucky init or batch does not set a task's scale; few, as a user waits for them.
@@ -35,7 +36,7 @@ NORMALIZER_SEED = 0
 def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], Any], train: Any, valid: Any, *,
                    batch_size: int, name: str, roles: Roles | Callable[[Any], Roles] | None = None,
                    test: Any = None, valid_batch_size: int | None = None,
-                   loss_scale: float | None = None) -> CustomTask:
+                   loss_scale: float | None = None, config: TaskConfig | None = None) -> ArrayTask:
     """A task from plain JAX functions and arrays.
 
     init: key -> params (a pytree of arrays). loss: (params, batch, key) -> scalar, or (scalar, dict of
@@ -45,7 +46,10 @@ def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], A
     drawn with replacement. roles: the muP role of each tensor, as a pytree like params or a callable
     params -> that pytree (called once, on the init's shapes); default: inferred from the shapes, with
     the first leaf of a batch as the input (tasks.custom_roles says how). loss_scale: what
-    normalize_loss divides by; default: the mean loss at init.
+    normalize_loss divides by; default: the mean loss at init, measured here (which also refuses a loss
+    that is not finite there); a given scale skips that measurement and its compilation. config: the
+    record that names the task in provenance and caches; default: a CustomTaskConfig holding `name`
+    and a digest of the arrays. The built-in tasks pass their own config, which determines them.
     """
     valid_batch_size = check_name_and_sizes(name, batch_size, valid_batch_size)
     host = {split: _checked_split(name, split, arrays)
@@ -55,13 +59,17 @@ def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], A
     if num_train < batch_size:
         raise TaskError(f"task {name!r}: the train split has {num_train} examples, fewer than "
                         f"batch_size={batch_size}")
-    task = CustomTask(CustomTaskConfig(name=name), init, loss, jax.device_put(host), batch_size, valid_batch_size,
+    task = ArrayTask(CustomTaskConfig(name=name), init, loss, jax.device_put(host), batch_size, valid_batch_size,
                       role_leaves=(), role_paths=(), loss_scale=1.0)
     _check_loss_output(task)
     param_shapes, order = traced_init(init, jax.random.key(NORMALIZER_SEED))
     example = jax.tree.leaves(host["train"])[0][0]
-    fingerprint = _fingerprint(host, param_shapes, batch_size, valid_batch_size)
-    return dataclasses.replace(task, config=CustomTaskConfig(name=name, fingerprint=fingerprint),
+    if config is None:
+        config = CustomTaskConfig(name=name, fingerprint=_fingerprint(host, param_shapes, batch_size,
+                                                                      valid_batch_size))
+    elif not isinstance(config, TaskConfig):
+        raise TaskError(f"task {name!r}: config must be a tasks.TaskConfig, got {type(config).__name__}")
+    return dataclasses.replace(task, config=config,
                                role_leaves=resolve_roles(name, roles, param_shapes, example, order),
                                role_paths=tree_paths(param_shapes), loss_scale=_loss_scale(task, loss_scale))
 
@@ -83,7 +91,8 @@ def _checked_split(name: str, split: str, arrays) -> Any:
     leaves, structure = jax.tree.flatten(arrays)
     if not leaves:
         raise TaskError(f"task {name!r}: the {split} split holds no arrays")
-    leaves = [np.asarray(leaf) for leaf in leaves]
+    # Device arrays stay where they are (a built-in's splits, uploaded once and shared by its tasks).
+    leaves = [leaf if isinstance(leaf, jax.Array) else np.asarray(leaf) for leaf in leaves]
     if any(leaf.ndim == 0 or not (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool)
            for leaf in leaves):
         raise TaskError(f"task {name!r}: every {split} array must be numeric with a leading example axis; "
@@ -111,7 +120,7 @@ def _check_splits_alike(name: str, host: dict[str, Any]) -> None:
                             f"examples {example_shapes(host['train'])}; every split needs the same shapes")
 
 
-def _check_loss_output(task: CustomTask) -> None:
+def _check_loss_output(task: ArrayTask) -> None:
     """What the loss returns on a batch of each split, traced (nothing runs): a float scalar, or
     (scalar, dict of metrics)."""
     for split in task.splits:
@@ -146,8 +155,13 @@ def _initial_losses(init, loss, batch_size: int, train, keys):
 _initial_losses_jit = jax.jit(_initial_losses, static_argnums=(0, 1, 2))
 
 
-def _loss_scale(task: CustomTask, given: float | None) -> float:
-    """The mean loss over NORMALIZER_DRAWS inits, each on its own training batch; refuses non-finite ones."""
+def _loss_scale(task: ArrayTask, given: float | None) -> float:
+    """The given scale, else the mean loss over NORMALIZER_DRAWS inits, each on its own training batch
+    (refusing non-finite ones)."""
+    if given is not None:
+        if not (isinstance(given, (int, float)) and not isinstance(given, bool) and 0 < given < float("inf")):
+            raise TaskError(f"task {task.name!r}: loss_scale={given!r} must be a positive finite number")
+        return float(given)
     keys = jax.random.split(jax.random.key(NORMALIZER_SEED), NORMALIZER_DRAWS)
     try:
         hash((task.init_fn, task.loss_fn))
@@ -159,10 +173,6 @@ def _loss_scale(task: CustomTask, given: float | None) -> float:
     if not np.all(np.isfinite(losses)):
         raise TaskError(f"task {task.name!r}: the loss at init is not finite ({', '.join(map(str, losses))}); "
                         "check the model's init and the data")
-    if given is not None:
-        if not (isinstance(given, (int, float)) and 0 < given < float("inf")):
-            raise TaskError(f"task {task.name!r}: loss_scale={given!r} must be a positive finite number")
-        return float(given)
     scale = float(np.mean(losses))
     if scale <= 0:
         raise TaskError(f"task {task.name!r}: the mean loss at init is {scale:.4g}; normalize_loss divides by "

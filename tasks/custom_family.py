@@ -13,13 +13,12 @@ should have one scale (standardized features and targets).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Any, Callable, Sequence
 
 import jax
 
 from tasks.base import Task, TaskFamily, numpy_rng
-from tasks.custom_task import CustomTask, CustomTaskConfig, TaskError
+from tasks.array_task import ArrayTask, CustomTaskConfig, TaskError, config_digest
 
 # The keys a sampler family draws its tasks with: fold_in(key(SAMPLER_SEED), draw), the same every run,
 # so a resumed or multi-process meta-training run sees the same tasks.
@@ -87,7 +86,7 @@ def family(tasks_or_sampler: Sequence[Task] | Callable[[Any], Task], *, name: st
         raise TaskError(f"family {name!r} has no tasks")
     configs = tuple(CustomTaskConfig(name=task_name, family=name, index=index, fingerprint=_fingerprint(task))
                     for index, (task_name, task) in enumerate(zip(names, members)))
-    members = [dataclasses.replace(task, config=config) if isinstance(task, CustomTask) else task
+    members = [dataclasses.replace(task, config=config) if _is_users(task) else task
                for task, config in zip(members, configs)]
     return CustomFamily(name, tuple(members), configs, _buckets(members, configs))
 
@@ -96,21 +95,24 @@ def _task_name(task, family_name: str) -> str:
     if not isinstance(task, Task):
         raise TaskError(f"family {family_name!r}: a {type(task).__name__} is not a Task (make one with "
                         "tasks.from_functions or tasks.from_flax)")
-    return task.name if isinstance(task, CustomTask) else task.config.short_name()
+    return task.name if isinstance(task, ArrayTask) else task.config.short_name()
+
+
+def _is_users(task: Task) -> bool:
+    """A task of the user's arrays (a built-in keeps its own config, which rebuilds it)."""
+    return isinstance(task, ArrayTask) and isinstance(task.config, CustomTaskConfig)
 
 
 def _fingerprint(task: Task) -> str:
-    if isinstance(task, CustomTask):
-        return task.config.fingerprint
-    return hashlib.sha256(task.config.to_json().encode()).hexdigest()[:16]
+    return config_digest(task.config)
 
 
 def _signature(task: Task) -> tuple:
     """What tasks of one bucket share: the shapes of params and a training batch, and the model."""
     shapes = (jax.eval_shape(task.init, jax.random.key(0)),
               jax.eval_shape(lambda data: task.batch(data, jax.random.key(0)), task.data))
-    if isinstance(task, CustomTask):
-        return shapes + ("custom", task.init_fn, task.loss_fn, task.role_leaves)
+    if isinstance(task, ArrayTask):
+        return shapes + ("functions", task.init_fn, task.loss_fn, task.role_leaves)
     model = {field: value for field, value in dataclasses.asdict(task.config).items() if field != "dataset"}
     return shapes + (type(task.config), model)
 

@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tasks.base import TaskConfig
 from tasks.custom import check_name_and_sizes, from_functions
 from tasks.custom_roles import Roles
-from tasks.custom_task import CustomTask, TaskError
+from tasks.array_task import ArrayTask, TaskError
 
 
 def cross_entropy(outputs, targets):
@@ -44,8 +45,9 @@ class FlaxInit:
                                   [jnp.zeros(shape.shape, shape.dtype) for shape in self.input_shapes])
 
     def variables(self, key):
-        params_key, dropout_key = jax.random.split(key)
-        return self.module.init({"params": params_key, "dropout": dropout_key}, self.zero_inputs())
+        # The key itself draws the params, as module.init(key, ...) does (a built-in task's init is the
+        # model's own); modules that draw dropout masks at init get a stream folded from it.
+        return self.module.init({"params": key, "dropout": jax.random.fold_in(key, 1)}, self.zero_inputs())
 
     def __call__(self, key):
         return self.variables(key)["params"]
@@ -60,13 +62,15 @@ class FlaxLoss:
 
     def __call__(self, params, batch, key):
         inputs, targets = batch
-        outputs = self.module.apply({"params": params}, inputs, rngs={"dropout": key})
+        # No key (a caller that knows the model draws nothing): no 'dropout' rng, as module.apply takes it.
+        outputs = self.module.apply({"params": params}, inputs, rngs=None if key is None else {"dropout": key})
         return self.loss(outputs, batch) if callable(self.loss) else LOSSES[self.loss](outputs, targets)
 
 
 def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable, batch_size: int, name: str,
               init_input: Any = None, test: Any = None, roles: Roles | Callable[[Any], Roles] | None = None,
-              valid_batch_size: int | None = None, loss_scale: float | None = None) -> CustomTask:
+              valid_batch_size: int | None = None, loss_scale: float | None = None,
+              config: TaskConfig | None = None) -> ArrayTask:
     """A task that trains a flax.linen module on (inputs, targets) splits (arrays with a leading example
     axis; inputs may be a pytree).
 
@@ -74,7 +78,7 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     loss(outputs, batch) -> scalar or (scalar, dict of metrics). init_input: a batch of inputs whose
     shapes the module is initialized at (on zeros); default: a training batch's. Modules that use dropout
     get the loss key as their 'dropout' rng. Only the 'params' collection is trained: modules with
-    batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale: as
+    batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale, config: as
     tasks.from_functions, which builds the task.
     """
     check_name_and_sizes(name, batch_size, valid_batch_size)
@@ -105,7 +109,7 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     if isinstance(loss, str):
         _check_targets(name, module, init, loss, train, valid, test)
     return from_functions(init, FlaxLoss(module, loss), train, valid, batch_size=batch_size, name=name, roles=roles,
-                          test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale)
+                          test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale, config=config)
 
 
 def _is_nnx(module) -> bool:
@@ -124,10 +128,11 @@ def _check_targets(name: str, module: nn.Module, init: FlaxInit, loss: str, *spl
     if not hasattr(outputs, "shape"):
         raise TaskError(f"task {name!r}: loss={loss!r} needs the module to return one array, it returns "
                         f"{type(outputs).__name__}; pass a callable loss")
-    for targets in (np.asarray(split[1]) for split in splits if split is not None):
-        if targets.ndim == 0 or targets.size == 0:
+    for targets in (split[1] for split in splits if split is not None):
+        if np.ndim(targets) == 0 or np.size(targets) == 0:
             continue  # from_functions names what is wrong with such a split
         if loss == "cross_entropy":
+            targets = np.asarray(targets)  # labels: small next to the inputs
             if not np.issubdtype(targets.dtype, np.integer):
                 raise TaskError(f"task {name!r}: loss='cross_entropy' takes integer class labels, the targets are "
                                 f"{targets.dtype}")
@@ -135,6 +140,6 @@ def _check_targets(name: str, module: nn.Module, init: FlaxInit, loss: str, *spl
                 raise TaskError(f"task {name!r}: loss='cross_entropy' needs labels {outputs.shape[1:-1]} a row in "
                                 f"[0, {outputs.shape[-1]}) for logits {outputs.shape[1:]}; got labels "
                                 f"{targets.shape[1:]} in [{targets.min()}, {targets.max()}]")
-        elif np.prod(targets.shape[1:]) != np.prod(outputs.shape[1:]):
+        elif np.prod(np.shape(targets)[1:]) != np.prod(outputs.shape[1:]):
             raise TaskError(f"task {name!r}: loss='mse' needs as many target values an example as outputs; "
-                            f"outputs {outputs.shape[1:]}, targets {targets.shape[1:]}")
+                            f"outputs {outputs.shape[1:]}, targets {np.shape(targets)[1:]}")

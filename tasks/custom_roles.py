@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from tasks.base import ROLES
-from tasks.custom_task import TaskError, tree_paths
+from tasks.array_task import TaskError, tree_paths
 
 Roles = Any  # a pytree like params of "input" / "hidden" / "output"
 

@@ -13,7 +13,8 @@ import jax
 from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_positive_int
 from tasks.datasets import check_image_dataset_name, load_image_dataset
 from tasks.models import ACTIVATIONS, MLP, AutoencoderMLP, ConvNet
-from tasks.supervised import SupervisedTask, classification_loss_scale
+from tasks.array_task import ArrayTask
+from tasks.supervised import classification_loss_scale, supervised_task
 
 
 @functools.lru_cache(maxsize=16)
@@ -41,13 +42,12 @@ def _validate_image_fields(config, *sizes: str) -> None:
     require_choice(config, "parameterization", PARAMETERIZATIONS)
 
 
-def _image_task(config, model_type) -> SupervisedTask:
+def _image_task(config, model_type) -> ArrayTask:
     dataset = load_image_dataset(config.dataset, config.image_size)
     model = model_type(width=config.width, depth=config.depth, num_outputs=dataset.num_classes,
                        activation=config.activation, parameterization=config.parameterization)
-    return SupervisedTask(config, model, functools.partial(image_device_data, config.dataset, config.image_size),
-                          dataset.image_shape, config.batch_size, dataset.num_classes,
-                          classification_loss_scale(dataset.num_classes))
+    return supervised_task(config, model, image_device_data(config.dataset, config.image_size), dataset.image_shape,
+                           "cross_entropy", classification_loss_scale(dataset.num_classes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ImageClassifierConfig(TaskConfig):
     def __post_init__(self):
         _validate_image_fields(self, "width", "depth")
 
-    def build(self) -> SupervisedTask:
+    def build(self) -> ArrayTask:
         return _image_task(self, self.model)
 
 
@@ -106,11 +106,11 @@ class ImageAutoencoderConfig(TaskConfig):
     def __post_init__(self):
         _validate_image_fields(self, "width", "code_size")
 
-    def build(self) -> SupervisedTask:
+    def build(self) -> ArrayTask:
         dataset = load_image_dataset(self.dataset, self.image_size)
         model = AutoencoderMLP(width=self.width, code_size=self.code_size,
                                num_outputs=math.prod(dataset.image_shape), activation=self.activation,
                                parameterization=self.parameterization)
         # Pixels are standardized, so predicting 0 everywhere (a muP model's start) has a loss of about 1.
-        return SupervisedTask(self, model, functools.partial(autoencoder_device_data, self.dataset, self.image_size),
-                              dataset.image_shape, self.batch_size, None, 1.0)
+        return supervised_task(self, model, autoencoder_device_data(self.dataset, self.image_size),
+                               dataset.image_shape, "mse", 1.0)

@@ -12,7 +12,8 @@ import numpy as np
 from tasks.base import (PARAMETERIZATIONS, Task, TaskConfig, require, require_choice,
                         require_positive_int)
 from tasks.models import ACTIVATIONS, MLP
-from tasks.supervised import SupervisedTask
+from tasks.array_task import ArrayTask
+from tasks.supervised import supervised_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +103,13 @@ class TeacherStudentConfig(TaskConfig):
         require(isinstance(self.seed, int), self, "seed", "must be an integer")
         require_choice(self, "parameterization", PARAMETERIZATIONS)
 
-    def build(self) -> SupervisedTask:
-        data = _teacher_student_data(self.input_dim, self.teacher_width, self.noise_std, self.seed)
+    def build(self) -> ArrayTask:
+        data = _teacher_student_arrays(self.input_dim, self.teacher_width, self.noise_std, self.seed)
         student = MLP(width=self.width, depth=self.depth, num_outputs=1, activation=self.activation,
                       parameterization=self.parameterization)
         # A zero-initialized muP readout predicts 0, so the starting loss is the targets' mean square.
-        loss_scale = float(jnp.mean(jnp.square(data()["train"]["target"])))
-        return SupervisedTask(self, student, data, (self.input_dim,), self.batch_size, None, loss_scale)
+        loss_scale = float(jnp.mean(jnp.square(data["train"]["target"])))
+        return supervised_task(self, student, data, (self.input_dim,), "mse", loss_scale)
 
 
 # Examples in each split: a fixed pool, so splits are disjoint draws and every run sees the same data.
@@ -127,7 +128,3 @@ def _teacher_student_arrays(input_dim: int, teacher_width: int, noise_std: float
         splits[split] = {"input": inputs.astype(np.float32), "target": targets.astype(np.float32)}
     with jax.ensure_compile_time_eval():  # concrete even when first asked for inside a trace
         return jax.device_put(splits)
-
-
-def _teacher_student_data(input_dim: int, teacher_width: int, noise_std: float, seed: int):
-    return functools.partial(_teacher_student_arrays, input_dim, teacher_width, noise_std, seed)

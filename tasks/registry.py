@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
-from tasks.custom_task import CustomTaskConfig
+from tasks.array_task import CustomTaskConfig
 from tasks.families import ImageMLPFamily, MixedFamily, QuadraticFamily
 from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
 from tasks.language import LanguageModelConfig, RecurrentLMConfig

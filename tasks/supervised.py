@@ -1,67 +1,30 @@
-"""Tasks that fit a model to (input, target) examples: image classification and regression."""
+"""The built-in tasks that fit a flax model to (input, target) examples (image classification, an
+autoencoder, tabular and teacher-student regression), made by the public tasks.from_flax as a user's
+model is, each under its own config."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-import optax
 
-from tasks.base import Task, TaskConfig
-from tasks.datasets import held_out_examples, sample_examples
+from tasks.array_task import ArrayTask
+from tasks.base import TaskConfig
+from tasks.custom_flax import from_flax
 
 
-class SupervisedTask(Task):
-    """A flax model trained on minibatches of examples drawn from fixed splits.
-
-    `data` maps each split to {"input": (N, ...), "target": (N, ...)}; classification targets are class
-    ids (N,), regression targets are floats, as many per example as the model has outputs (an
-    autoencoder's target is its input).
-    """
-
-    def __init__(self, config: TaskConfig, model: nn.Module, data: Callable[[], dict[str, Any]],
-                 input_shape: tuple[int, ...], batch_size: int, num_classes: int | None, loss_scale: float):
-        self.config = config
-        self.model = model
-        self.input_shape = input_shape  # of one example
-        self._data = data
-        self.batch_size = batch_size
-        self.num_classes = num_classes  # None for regression
-        self.loss_scale = loss_scale
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self._data()
-
-    def init(self, key):
-        return self.model.init(key, jnp.zeros((1,) + self.input_shape, jnp.float32))["params"]
-
-    def batch(self, data, key, split: str = "train"):
-        return sample_examples(data[split], key, self.batch_size)
-
-    def held_out(self, data, split: str = "valid"):
-        return held_out_examples(data[split])
-
-    def loss_and_aux(self, params, batch, key):
-        del key  # the models are deterministic
-        outputs = self.model.apply({"params": params}, batch["input"])
-        if self.num_classes is None:  # regression: one output per target value
-            loss = jnp.mean(jnp.square(outputs.reshape(batch["target"].shape) - batch["target"]))
-            return loss, {}
-        loss = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["target"]).mean()
-        accuracy = jnp.mean(jnp.argmax(outputs, axis=-1) == batch["target"])
-        return loss, {"accuracy": accuracy}
-
-    def roles(self, params):
-        return self.model.roles(params)
-
-    def normalize_loss(self, loss):
-        return loss / self.loss_scale
-
-    def __repr__(self) -> str:
-        return f"SupervisedTask({self.config!r})"
+def supervised_task(config: TaskConfig, model: nn.Module, splits: dict[str, Any], input_shape: tuple[int, ...],
+                    loss: str, loss_scale: float) -> ArrayTask:
+    """`splits` maps each split to {"input": (N, ...), "target": (N, ...)} device arrays; loss is
+    "cross_entropy" (class ids) or "mse" (as many floats an example as the model has outputs; an
+    autoencoder's target is its input). The model names its tensors' roles (`model.roles`)."""
+    pairs = {split: (arrays["input"], arrays["target"]) for split, arrays in splits.items()}
+    return from_flax(model, pairs["train"], pairs["valid"], test=pairs.get("test"), loss=loss,
+                     batch_size=config.batch_size, name=config.short_name(), roles=model.roles,
+                     init_input=jnp.zeros((1,) + tuple(input_shape), jnp.float32), loss_scale=loss_scale,
+                     config=config)
 
 
 def classification_loss_scale(num_classes: int) -> float:

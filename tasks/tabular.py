@@ -13,7 +13,8 @@ import numpy as np
 from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_positive_int
 from tasks.datasets import split_indices
 from tasks.models import ACTIVATIONS, MLP
-from tasks.supervised import SupervisedTask, classification_loss_scale
+from tasks.array_task import ArrayTask
+from tasks.supervised import classification_loss_scale, supervised_task
 
 
 def _sklearn(name: str):
@@ -77,12 +78,11 @@ class _TabularMLPConfig(TaskConfig):
         require_choice(self, "activation", tuple(ACTIVATIONS))
         require_choice(self, "parameterization", PARAMETERIZATIONS)
 
-    def _task(self, num_outputs: int, num_classes: int | None, loss_scale: float) -> SupervisedTask:
-        data = functools.partial(tabular_device_data, self.dataset)
+    def _task(self, num_outputs: int, loss: str, loss_scale: float) -> ArrayTask:
+        data = tabular_device_data(self.dataset)
         model = MLP(width=self.width, depth=self.depth, num_outputs=num_outputs, activation=self.activation,
                     parameterization=self.parameterization)
-        num_features = data()["train"]["input"].shape[1]
-        return SupervisedTask(self, model, data, (num_features,), self.batch_size, num_classes, loss_scale)
+        return supervised_task(self, model, data, data["train"]["input"].shape[1:], loss, loss_scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +93,8 @@ class TabularRegressionConfig(_TabularMLPConfig):
     datasets = TABULAR_DATASETS
     dataset: str = "diabetes"  # one of tasks.tabular.TABULAR_DATASETS
 
-    def build(self) -> SupervisedTask:
-        return self._task(1, None, 1.0)
+    def build(self) -> ArrayTask:
+        return self._task(1, "mse", 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,6 @@ class TabularClassificationConfig(_TabularMLPConfig):
     datasets = TABULAR_CLASSIFICATION_DATASETS
     dataset: str = "breast_cancer"  # one of tasks.tabular.TABULAR_CLASSIFICATION_DATASETS
 
-    def build(self) -> SupervisedTask:
+    def build(self) -> ArrayTask:
         num_classes = int(np.max(np.asarray(tabular_device_data(self.dataset)["train"]["target"]))) + 1
-        return self._task(num_classes, num_classes, classification_loss_scale(num_classes))
+        return self._task(num_classes, "cross_entropy", classification_loss_scale(num_classes))

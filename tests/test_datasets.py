@@ -150,7 +150,10 @@ def test_a_task_trains_on_a_users_npz_file(tmp_path):
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "mine.npz", images=rng.random((60, 6, 6)), labels=np.arange(60) % 3)
-    task = tasks.ImageMLPConfig(dataset=f"npz:{tmp_path / 'mine.npz'}", image_size=None, width=8).build()
+    dataset = f"npz:{tmp_path / 'mine.npz'}"
+    with pytest.raises(tasks.TaskError, match="48 examples, fewer than batch_size=128"):
+        tasks.ImageMLPConfig(dataset=dataset, image_size=None, width=8).build()  # 80% of 60 train
+    task = tasks.ImageMLPConfig(dataset=dataset, image_size=None, width=8, batch_size=16).build()
     key = jax.random.key(0)
     loss = task.loss(task.init(key), task.batch(task.data, key), key)
     assert float(loss) == pytest.approx(np.log(3), rel=1e-5)

@@ -483,7 +483,7 @@ def test_validation_is_the_same_fixed_held_out_set_for_every_optimizer(sweep):
     starts = {runs[0].valid_loss[0] for runs in unit.runs.values()}
     assert len(starts) == 1 and starts.pop() == pytest.approx(expected, rel=1e-6)
     # The held-out set is the whole validation split of the digits (180 images), not a few batches.
-    assert task.held_out(task.data)["input"].shape[0] == task.data["valid"]["input"].shape[0] == 180
+    assert task.held_out(task.data)[0].shape[0] == task.data["valid"][0].shape[0] == 180
 
 
 def test_a_sweeps_numbers_do_not_depend_on_memory_or_on_what_the_cache_holds(tiny_suite, tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def layer_output_rms(task_name, width, parameterization):
     optimizer = mu_adam(learning_rate, roles) if parameterization == "mup" else optax.adam(learning_rate)
     opt_state = optimizer.init(params)
     batch = task.batch(task.data, jax.random.key(1))
-    inputs = batch["input"] if "input" in batch else batch["tokens"][:, :-1]
+    inputs = batch[0] if isinstance(batch, tuple) else batch["tokens"][:, :-1]  # (inputs, targets) or tokens
 
     @jax.jit
     def train_and_measure(params, opt_state):
@@ -49,7 +49,8 @@ def layer_output_rms(task_name, width, parameterization):
             return optax.apply_updates(params, updates), opt_state
 
         params, _ = jax.lax.fori_loop(0, steps, step, (params, opt_state))
-        _, state = task.model.apply({"params": params}, inputs, capture_intermediates=True,
+        model = task.loss_fn.module if isinstance(task, tasks.ArrayTask) else task.model
+        _, state = model.apply({"params": params}, inputs, capture_intermediates=True,
                                     mutable=["intermediates"])
         # Each top-level module's output (for the transformer: embeddings, each block, the logits).
         return {name: jnp.sqrt(jnp.mean(jnp.square(outputs["__call__"][0])))

@@ -37,11 +37,11 @@ def test_batches_are_deterministic_in_the_key_and_differ_across_keys(key):
     sample = jax.jit(task.batch, static_argnames="split")
     first, again = sample(task.data, key), sample(task.data, key)
     other = sample(task.data, jax.random.key(1))
-    np.testing.assert_array_equal(first["input"], again["input"])
-    assert not np.array_equal(first["input"], other["input"])
-    assert first["input"].shape == (8, 8, 8, 1) and first["target"].dtype == jnp.int32
+    np.testing.assert_array_equal(first[0], again[0])  # (images, labels)
+    assert not np.array_equal(first[0], other[0])
+    assert first[0].shape == (8, 8, 8, 1) and first[1].dtype == jnp.int32
     valid = sample(task.data, key, split="valid")
-    assert not np.array_equal(first["input"], valid["input"])
+    assert not np.array_equal(first[0], valid[0])
 
 
 def test_mlp_roles_follow_mup(key):
@@ -171,7 +171,7 @@ def test_held_out_sets_are_the_whole_small_split_or_a_fixed_sample_of_a_large_on
 
     mnist = tasks.get_task("mlp_mnist_14x14")
     whole = mnist.held_out(mnist.data)
-    np.testing.assert_array_equal(whole["input"], mnist.data["valid"]["input"])  # 500 images: all of them
+    np.testing.assert_array_equal(whole[0], mnist.data["valid"][0])  # 500 images: all of them
     large = {"input": jnp.arange(3 * HELD_OUT_EXAMPLES, dtype=jnp.float32), "target": jnp.zeros(3 * HELD_OUT_EXAMPLES)}
     sample = held_out_examples(large)["input"]
     assert sample.shape == (HELD_OUT_EXAMPLES,) and len(np.unique(sample)) == HELD_OUT_EXAMPLES
@@ -202,17 +202,17 @@ def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):
 def test_the_autoencoder_reconstructs_its_input_and_the_tabular_task_is_standardized(key):
     autoencoder = tasks.get_task("autoencoder_mnist_14x14", width=32, code_size=4)
     batch = autoencoder.batch(autoencoder.data, key)
-    np.testing.assert_array_equal(batch["input"], batch["target"])
+    np.testing.assert_array_equal(batch[0], batch[1])
     params = autoencoder.init(key)
     roles = autoencoder.roles(params)
     assert (roles["encoder"]["kernel"], roles["code"]["kernel"], roles["decoder"]["kernel"],
             roles["readout"]["kernel"]) == ("input", "output", "input", "output")
-    assert float(autoencoder.loss(params, batch, key)) == pytest.approx(float(jnp.mean(batch["input"] ** 2)))
+    assert float(autoencoder.loss(params, batch, key)) == pytest.approx(float(jnp.mean(batch[0] ** 2)))
     diabetes = tasks.get_task("mlp_diabetes").data
-    assert {split: len(arrays["target"]) for split, arrays in diabetes.items()} == {"train": 354, "valid": 44,
+    assert {split: len(targets) for split, (_, targets) in diabetes.items()} == {"train": 354, "valid": 44,
                                                                                       "test": 44}
-    np.testing.assert_allclose(np.mean(diabetes["train"]["input"], axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(np.std(diabetes["train"]["target"]), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.mean(diabetes["train"][0], axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.std(diabetes["train"][1]), 1, rtol=1e-5)
 
 
 def test_the_tabular_classifiers_keep_class_ids_and_start_at_a_uniform_guess(key):
@@ -220,9 +220,9 @@ def test_the_tabular_classifiers_keep_class_ids_and_start_at_a_uniform_guess(key
                                  ("mlp_wine", 3, {"train": 142, "valid": 18, "test": 18})):
         task = tasks.get_task(name)  # muP: a zero readout, so the loss at init is log(classes)
         data = task.data
-        assert {split: len(arrays["target"]) for split, arrays in data.items()} == sizes
-        assert task.num_classes == classes and set(np.unique(data["train"]["target"])) == set(range(classes))
-        np.testing.assert_allclose(np.mean(data["train"]["input"], axis=0), 0, atol=1e-5)
+        assert {split: len(targets) for split, (_, targets) in data.items()} == sizes
+        assert set(np.unique(data["train"][1])) == set(range(classes))
+        np.testing.assert_allclose(np.mean(data["train"][0], axis=0), 0, atol=1e-5)
         params = task.init(key)
         assert float(task.loss(params, task.batch(data, key), key)) == pytest.approx(np.log(classes), rel=1e-5)
     with pytest.raises(tasks.ConfigError, match="dataset"):

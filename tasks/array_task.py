@@ -1,8 +1,11 @@
-"""The task and the config record of a user's own model and arrays (built by tasks.custom)."""
+"""The task over a model's functions and arrays of examples, which tasks.from_functions and
+tasks.from_flax make (for a user's model and for the built-in supervised ones), and the config record of
+a user's task."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable
 
 import jax
@@ -62,12 +65,13 @@ def split_loss_output(output) -> tuple[Any, dict[str, Any]]:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class CustomTask(Task):
-    """A Task over a user's functions and arrays; made by tasks.from_functions and tasks.from_flax, which
-    check every field. Batches are rows of the splits drawn on device (jittable); the held-out batch is
-    the whole split up to tasks.datasets.HELD_OUT_EXAMPLES rows, else a fixed sample, as the built-ins."""
+class ArrayTask(Task):
+    """A Task over a model's functions and arrays of examples; made by tasks.from_functions and
+    tasks.from_flax, which check every field. Batches are rows of the splits drawn on device (jittable);
+    the held-out batch is the whole split up to tasks.datasets.HELD_OUT_EXAMPLES rows, else a fixed
+    sample. Its config is a CustomTaskConfig for a user's task, a built-in's own config for a built-in."""
 
-    config: CustomTaskConfig
+    config: TaskConfig
     init_fn: Callable[[Any], Any] = dataclasses.field(repr=False)  # key -> params
     loss_fn: Callable[[Any, Any, Any], Any] = dataclasses.field(repr=False)  # (params, batch, key) -> loss[, aux]
     splits: dict[str, Any] = dataclasses.field(repr=False)  # split -> pytree of device arrays, examples first
@@ -79,7 +83,8 @@ class CustomTask(Task):
 
     @property
     def name(self) -> str:
-        return self.config.name
+        """A user's task: the name it was made with; a built-in: its config's short name."""
+        return self.config.name if isinstance(self.config, CustomTaskConfig) else self.config.short_name()
 
     @property
     def data(self) -> dict[str, Any]:
@@ -115,4 +120,12 @@ class CustomTask(Task):
         return loss / self.loss_scale
 
     def __repr__(self) -> str:
-        return f"CustomTask({self.config.short_name()!r})"
+        return f"ArrayTask({self.config.short_name()!r})"
+
+
+def config_digest(config: TaskConfig) -> str:
+    """What names a task's data and sizes in a family's records: a user's task, the digest of its arrays
+    (CustomTaskConfig.fingerprint); any other, a digest of its config's record."""
+    if isinstance(config, CustomTaskConfig):
+        return config.fingerprint
+    return hashlib.sha256(config.to_json().encode()).hexdigest()[:16]

@@ -7,9 +7,10 @@ what the learned optimizer was meta-trained on (its family's widths and depths, 
     depth            MLP of depth 1 up to 4x the deepest meta-training depth
     horizon          the same MLP at 1x, 3x and 10x the meta-training horizon
     other            other data and models: a conv net on MNIST, a transformer on Shakespeare
-    ood              six models from families the image MLPs of meta-training are not: a transformer and an
-                     LSTM language model, a conv net, an MLP 16x wider for twice as long, a tabular
-                     regression, an MNIST autoencoder
+    ood              seven models from families the image MLPs of meta-training are not: a transformer and
+                     an LSTM language model, two conv nets (a small one; a wider one with max-pooling, as
+                     practitioners write them), an MLP 16x wider for twice as long, a tabular regression,
+                     an MNIST autoencoder
 
 A custom suite is a `Suite` built in Python, a list of `tasks.Task` objects (the user's own models,
 trained as they are), or a JSON file:
@@ -183,6 +184,7 @@ def ood(scope: MetaTrainingScope, steps: int) -> list[SuiteTask]:
             "transformer_shakespeare", width=32, depth=2, sequence_length=32, batch_size=16), steps),
         SuiteTask("lstm shakespeare", tasks.task_config("lstm_shakespeare"), steps),
         SuiteTask("conv mnist 8x8", tasks.task_config("conv_mnist_14x14", image_size=8, batch_size=32), steps),
+        SuiteTask("conv max-pool 3x64 mnist 14x14", tasks.task_config("conv_maxpool_mnist_14x14"), steps),
         SuiteTask(f"mlp width {wide.width} depth {wide.depth} ({OOD_HORIZON_MULTIPLIER * steps} steps)", wide,
                   OOD_HORIZON_MULTIPLIER * steps),
         SuiteTask("mlp diabetes regression", tasks.task_config("mlp_diabetes"), steps),
@@ -199,7 +201,7 @@ SUITES: dict[str, tuple[str, Callable[[MetaTrainingScope, int], list[SuiteTask]]
     "depth": ("MLP of depth 1 up to 4x the deepest meta-training depth", depth),
     "horizon": ("MLP at 1x, 3x and 10x the meta-training horizon", horizon),
     "other": ("other data and models: conv net on MNIST, transformer LM on Shakespeare", other),
-    "ood": ("models the image-MLP family never showed: transformer and LSTM LMs, conv net, 16x-wide MLP at 2x "
+    "ood": ("models the image-MLP family never showed: transformer and LSTM LMs, two conv nets, 16x-wide MLP at 2x "
             "the horizon, tabular regression, autoencoder", ood),
 }
 

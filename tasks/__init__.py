@@ -16,7 +16,7 @@ from tasks.base import (
 )
 from tasks.augment import REPARAM_LEVELS, Augmentation, AugmentedTask
 from tasks.families import FixedTaskFamily, ImageMLPFamily, MixedFamily, QuadraticFamily
-from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
+from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig, MaxPoolConvConfig
 from tasks.language import LanguageModelConfig, LanguageModelTask, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig
 from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig

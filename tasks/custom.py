@@ -123,9 +123,16 @@ def _check_splits_alike(name: str, host: dict[str, Any]) -> None:
 def _check_loss_output(task: ArrayTask) -> None:
     """What the loss returns on a batch of each split, traced (nothing runs): a float scalar, or
     (scalar, dict of metrics)."""
-    for split in task.splits:
-        output = jax.eval_shape(lambda data, key: task.loss_fn(task.init(key), task.batch(data, key, split), key),
-                                task.splits, jax.random.key(0))
+    # One trace for every split whose batches are shaped alike (tracing the model is the costly part).
+    batches = {split: jax.eval_shape(functools.partial(task.batch, split=split), task.splits, jax.random.key(0))
+               for split in task.splits}
+    distinct = {str(batch): split for split, batch in reversed(batches.items())}  # the first split of each
+
+    def outputs(data, key):
+        params = task.init(key)
+        return {split: task.loss_fn(params, task.batch(data, key, split), key) for split in distinct.values()}
+
+    for split, output in jax.eval_shape(outputs, task.splits, jax.random.key(0)).items():
         if isinstance(output, tuple) and (len(output) != 2 or not isinstance(output[1], dict)):
             raise TaskError(f"task {task.name!r}: the loss returned a tuple of {len(output)} items; it must "
                             "return a scalar, or a pair (scalar, dict of metrics)")

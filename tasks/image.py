@@ -14,7 +14,7 @@ from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_po
 from tasks.datasets import check_image_dataset_name, load_image_dataset
 from tasks.models import ACTIVATIONS, MLP, AutoencoderMLP, ConvNet
 from tasks.array_task import ArrayTask
-from tasks.supervised import classification_loss_scale, supervised_task
+from tasks.supervised import built_once, classification_loss_scale, supervised_task
 
 
 @functools.lru_cache(maxsize=16)
@@ -67,6 +67,7 @@ class ImageClassifierConfig(TaskConfig):
     def __post_init__(self):
         _validate_image_fields(self, "width", "depth")
 
+    @built_once
     def build(self) -> ArrayTask:
         return _image_task(self, self.model)
 
@@ -90,6 +91,17 @@ class ConvConfig(ImageClassifierConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class MaxPoolConvConfig(ConvConfig):
+    """A conv net as practitioners write one: wider, max-pooling after each convolution, global average
+    pooling before the readout."""
+
+    kind = "image_conv_maxpool"
+    model = functools.partial(ConvNet, pool="max")
+    width: int = 64  # channels of every convolution
+    depth: int = 3  # 3x3 convolutions
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageAutoencoderConfig(TaskConfig):
     """An MLP autoencoder reconstructing images (standardized pixels) through a narrow code; the loss is
     the mean squared error per pixel."""
@@ -106,6 +118,7 @@ class ImageAutoencoderConfig(TaskConfig):
     def __post_init__(self):
         _validate_image_fields(self, "width", "code_size")
 
+    @built_once
     def build(self) -> ArrayTask:
         dataset = load_image_dataset(self.dataset, self.image_size)
         model = AutoencoderMLP(width=self.width, code_size=self.code_size,

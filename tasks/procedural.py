@@ -13,7 +13,7 @@ from tasks.base import (PARAMETERIZATIONS, Task, TaskConfig, require, require_ch
                         require_positive_int)
 from tasks.models import ACTIVATIONS, MLP
 from tasks.array_task import ArrayTask
-from tasks.supervised import supervised_task
+from tasks.supervised import built_once, supervised_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +103,7 @@ class TeacherStudentConfig(TaskConfig):
         require(isinstance(self.seed, int), self, "seed", "must be an integer")
         require_choice(self, "parameterization", PARAMETERIZATIONS)
 
+    @built_once
     def build(self) -> ArrayTask:
         data = _teacher_student_arrays(self.input_dim, self.teacher_width, self.noise_std, self.seed)
         student = MLP(width=self.width, depth=self.depth, num_outputs=1, activation=self.activation,

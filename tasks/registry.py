@@ -12,16 +12,16 @@ from typing import Any
 from tasks.base import ConfigError, Task, TaskConfig, TaskFamily
 from tasks.array_task import CustomTaskConfig
 from tasks.families import ImageMLPFamily, MixedFamily, QuadraticFamily
-from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig
+from tasks.image import ConvConfig, ImageAutoencoderConfig, ImageMLPConfig, MaxPoolConvConfig
 from tasks.language import LanguageModelConfig, RecurrentLMConfig
 from tasks.procedural import QuadraticConfig, TeacherStudentConfig
 from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 
 CONFIG_TYPES: dict[str, type[TaskConfig]] = {
     config_type.kind: config_type
-    for config_type in (ImageMLPConfig, ConvConfig, ImageAutoencoderConfig, LanguageModelConfig, RecurrentLMConfig,
-                        TabularRegressionConfig, TabularClassificationConfig, QuadraticConfig, TeacherStudentConfig,
-                        CustomTaskConfig)  # a user's task: recorded and read back, rebuilt by its family
+    for config_type in (ImageMLPConfig, ConvConfig, MaxPoolConvConfig, ImageAutoencoderConfig, LanguageModelConfig,
+                        RecurrentLMConfig, TabularRegressionConfig, TabularClassificationConfig, QuadraticConfig,
+                        TeacherStudentConfig, CustomTaskConfig)  # a user's task: recorded and read back, rebuilt by its family
 }
 
 TASKS: dict[str, TaskConfig] = {
@@ -31,6 +31,7 @@ TASKS: dict[str, TaskConfig] = {
     "mlp_mnist_28x28": ImageMLPConfig(dataset="mnist", image_size=28, width=128, depth=2),
     "conv_digits_8x8": ConvConfig(dataset="digits", image_size=8, width=16, depth=2),
     "conv_mnist_14x14": ConvConfig(dataset="mnist", image_size=14, width=16, depth=2),
+    "conv_maxpool_mnist_14x14": MaxPoolConvConfig(dataset="mnist", image_size=14, width=64, depth=3),
     "autoencoder_mnist_14x14": ImageAutoencoderConfig(dataset="mnist", image_size=14, width=128, code_size=16),
     "transformer_shakespeare": LanguageModelConfig(dataset="shakespeare", width=64, depth=2),
     "lstm_shakespeare": RecurrentLMConfig(dataset="shakespeare", width=64, depth=1),

@@ -4,8 +4,9 @@ model is, each under its own config."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -13,6 +14,13 @@ import jax.numpy as jnp
 from tasks.array_task import ArrayTask
 from tasks.base import TaskConfig
 from tasks.custom_flax import from_flax
+
+
+def built_once(build: Callable[[TaskConfig], ArrayTask]) -> Callable[[TaskConfig], ArrayTask]:
+    """A config's `build`, made once per config and process: the config determines the task (an
+    ArrayTask is immutable, so one object serves every caller), and making it traces the model for
+    from_flax's checks."""
+    return functools.lru_cache(maxsize=128)(build)
 
 
 def supervised_task(config: TaskConfig, model: nn.Module, splits: dict[str, Any], input_shape: tuple[int, ...],

@@ -14,7 +14,7 @@ from tasks.base import PARAMETERIZATIONS, TaskConfig, require_choice, require_po
 from tasks.datasets import split_indices
 from tasks.models import ACTIVATIONS, MLP
 from tasks.array_task import ArrayTask
-from tasks.supervised import classification_loss_scale, supervised_task
+from tasks.supervised import built_once, classification_loss_scale, supervised_task
 
 
 def _sklearn(name: str):
@@ -93,6 +93,7 @@ class TabularRegressionConfig(_TabularMLPConfig):
     datasets = TABULAR_DATASETS
     dataset: str = "diabetes"  # one of tasks.tabular.TABULAR_DATASETS
 
+    @built_once
     def build(self) -> ArrayTask:
         return self._task(1, "mse", 1.0)
 
@@ -105,6 +106,7 @@ class TabularClassificationConfig(_TabularMLPConfig):
     datasets = TABULAR_CLASSIFICATION_DATASETS
     dataset: str = "breast_cancer"  # one of tasks.tabular.TABULAR_CLASSIFICATION_DATASETS
 
+    @built_once
     def build(self) -> ArrayTask:
         num_classes = int(np.max(np.asarray(tabular_device_data(self.dataset)["train"]["target"]))) + 1
         return self._task(num_classes, "cross_entropy", classification_loss_scale(num_classes))

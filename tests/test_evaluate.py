@@ -541,13 +541,13 @@ def test_the_summary_carries_both_metrics_against_adam_and_the_strongest_baselin
     assert "best valid (early stopping)" in str(result.overall)
 
 
-def test_the_ood_suite_holds_six_models_outside_the_image_mlp_family():
+def test_the_ood_suite_holds_seven_models_outside_the_image_mlp_family():
     scope = evaluate.MetaTrainingScope(family="mlp_images", horizon=500)
     suite = evaluate.build_suite("ood", scope)
     kinds = [task.config.kind for task in suite.tasks]
-    assert kinds == ["language_model", "recurrent_lm", "image_conv", "image_mlp", "tabular_regression",
-                     "image_autoencoder"]
-    wide = suite.tasks[3]
+    assert kinds == ["language_model", "recurrent_lm", "image_conv", "image_conv_maxpool", "image_mlp",
+                     "tabular_regression", "image_autoencoder"]
+    wide = suite.tasks[4]
     assert wide.config.width == 16 * 128 and wide.num_steps == 2 * 500
     assert all(task.num_steps == 500 for task in suite.tasks if task is not wide)
 

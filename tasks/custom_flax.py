@@ -13,6 +13,7 @@ import optax
 
 from tasks.base import TaskConfig
 from tasks.custom import check_name_and_sizes, from_functions
+from tasks.custom_nnx import NNXApply, NNXInit, check_nnx_make, is_nnx_module
 from tasks.custom_roles import Roles
 from tasks.array_task import ArrayTask, TaskError
 
@@ -54,16 +55,31 @@ class FlaxInit:
 
 
 @dataclasses.dataclass(frozen=True)
-class FlaxLoss:
-    """(params, (inputs, targets), key) -> loss and metrics; the key is the module's 'dropout' rng."""
+class LinenApply:
+    """(params, inputs, key) -> the linen module's outputs; the key is its 'dropout' rng."""
 
     module: nn.Module
+
+    def __call__(self, params, inputs, key):
+        # No key (a caller that knows the model draws nothing): no 'dropout' rng, as module.apply takes it.
+        return self.module.apply({"params": params}, inputs, rngs=None if key is None else {"dropout": key})
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaxLoss:
+    """(params, (inputs, targets), key) -> loss and metrics of a model's forward pass (LinenApply, NNXApply)."""
+
+    apply: Callable  # (params, inputs, key) -> outputs
     loss: str | Callable  # a name in LOSSES, or loss(outputs, batch) -> scalar or (scalar, dict)
+
+    @property
+    def module(self):
+        """The linen module (None for an nnx model)."""
+        return getattr(self.apply, "module", None)
 
     def __call__(self, params, batch, key):
         inputs, targets = batch
-        # No key (a caller that knows the model draws nothing): no 'dropout' rng, as module.apply takes it.
-        outputs = self.module.apply({"params": params}, inputs, rngs=None if key is None else {"dropout": key})
+        outputs = self.apply(params, inputs, key)
         return self.loss(outputs, batch) if callable(self.loss) else LOSSES[self.loss](outputs, targets)
 
 
@@ -71,23 +87,27 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
               init_input: Any = None, test: Any = None, roles: Roles | Callable[[Any], Roles] | None = None,
               valid_batch_size: int | None = None, loss_scale: float | None = None,
               config: TaskConfig | None = None) -> ArrayTask:
-    """A task that trains a flax.linen module on (inputs, targets) splits (arrays with a leading example
-    axis; inputs may be a pytree).
+    """A task that trains a flax model on (inputs, targets) splits (arrays with a leading example axis;
+    inputs may be a pytree).
 
+    module: a flax.linen Module, or for flax.nnx the function that makes the model from its random
+    streams, `lambda rngs: MyModel(..., rngs=rngs)` (each init draws its own parameters; see
+    tasks.custom_nnx). nnx keeps a model's layers in its attributes' sorted order, which role inference
+    reads as creation order (tasks.custom_roles): pass roles where that order misleads it.
     loss: "cross_entropy" (logits against integer labels; reports accuracy), "mse", or a callable
     loss(outputs, batch) -> scalar or (scalar, dict of metrics). init_input: a batch of inputs whose
-    shapes the module is initialized at (on zeros); default: a training batch's. Modules that use dropout
-    get the loss key as their 'dropout' rng. Only the 'params' collection is trained: modules with
-    batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale, config: as
+    shapes a linen module is initialized at (on zeros); default: a training batch's. Modules that use
+    dropout get the loss key as their 'dropout' rng (nnx: as every stream's seed). Only parameters are
+    trained: models with batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale, config: as
     tasks.from_functions, which builds the task.
     """
     check_name_and_sizes(name, batch_size, valid_batch_size)
-    if _is_nnx(module):
-        raise TaskError(f"task {name!r}: flax.nnx modules are not supported by from_flax (it re-initializes a "
-                        "linen module per key); use tasks.from_functions with init building the module from "
-                        "nnx.Rngs(key) and returning its nnx.state, and a loss that rebuilds it with nnx.merge")
-    if not isinstance(module, nn.Module):
-        raise TaskError(f"task {name!r}: module must be a flax.linen Module, got {type(module).__name__}")
+    if is_nnx_module(module):
+        raise TaskError(f"task {name!r}: pass the function that makes the flax.nnx model, e.g. lambda rngs: "
+                        f"{type(module).__name__}(..., rngs=rngs), not a model: each init draws its own parameters")
+    if not isinstance(module, nn.Module) and not callable(module):
+        raise TaskError(f"task {name!r}: module must be a flax.linen Module or a function rngs -> flax.nnx Module, "
+                        f"got {type(module).__name__}")
     if isinstance(loss, str) and loss not in LOSSES:
         raise TaskError(f"task {name!r}: unknown loss {loss!r}; known: {', '.join(LOSSES)}, or pass a callable "
                         "loss(outputs, batch)")
@@ -100,31 +120,28 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     if init_input is None:
         init_input = jax.tree.map(lambda array: np.asarray(array)[:batch_size], train[0])
     input_leaves, input_structure = jax.tree.flatten(init_input)
-    init = FlaxInit(module, input_structure, tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.result_type(leaf))
-                                                   for leaf in input_leaves))
-    variables = jax.eval_shape(init.variables, jax.random.key(0))
-    if set(variables) != {"params"}:
-        raise TaskError(f"task {name!r}: the module has variables besides params ({', '.join(sorted(variables))});"
-                        " from_flax trains modules without mutable state (no BatchNorm statistics)")
+    input_shapes = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.result_type(leaf)) for leaf in input_leaves)
+    if isinstance(module, nn.Module):
+        init, apply = FlaxInit(module, input_structure, input_shapes), LinenApply(module)
+        variables = jax.eval_shape(init.variables, jax.random.key(0))
+        if set(variables) != {"params"}:
+            raise TaskError(f"task {name!r}: the module has variables besides params "
+                            f"({', '.join(sorted(variables))}); from_flax trains modules without mutable state "
+                            "(no BatchNorm statistics)")
+    else:
+        check_nnx_make(name, module)
+        init, apply = NNXInit(module), NNXApply(module)
     if isinstance(loss, str):
-        _check_targets(name, module, init, loss, train, valid, test)
-    return from_functions(init, FlaxLoss(module, loss), train, valid, batch_size=batch_size, name=name, roles=roles,
+        zero_inputs = jax.tree.unflatten(input_structure, [jnp.zeros(s.shape, s.dtype) for s in input_shapes])
+        outputs = jax.eval_shape(lambda key: apply(init(key), zero_inputs, key), jax.random.key(0))
+        _check_targets(name, outputs, loss, train, valid, test)
+    return from_functions(init, FlaxLoss(apply, loss), train, valid, batch_size=batch_size, name=name, roles=roles,
                           test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale, config=config)
 
 
-def _is_nnx(module) -> bool:
-    try:
-        from flax import nnx
-    except ImportError:  # an older flax without nnx
-        return False
-    return isinstance(module, nnx.Module)
-
-
-def _check_targets(name: str, module: nn.Module, init: FlaxInit, loss: str, *splits) -> None:
-    """Targets a named loss can read: integer labels below the logits' count for cross_entropy, as many
-    values an example as the outputs for mse."""
-    outputs = jax.eval_shape(lambda key: module.apply({"params": init(key)}, init.zero_inputs(),
-                                                      rngs={"dropout": key}), jax.random.key(0))
+def _check_targets(name: str, outputs, loss: str, *splits) -> None:
+    """Targets a named loss can read, given the model's outputs' shapes on a batch of inputs: integer labels
+    below the logits' count for cross_entropy, as many values an example as the outputs for mse."""
     if not hasattr(outputs, "shape"):
         raise TaskError(f"task {name!r}: loss={loss!r} needs the module to return one array, it returns "
                         f"{type(outputs).__name__}; pass a callable loss")

@@ -199,7 +199,10 @@ def make_flax(**changes):
     (make_functions, dict(batch_size=32), "16 examples, fewer than batch_size=32"),
     (make_functions, dict(roles={"w": "input"}), "params without a role"),
     (make_flax, dict(loss="hinge"), "unknown loss 'hinge'"),
-    (make_flax, dict(module=nnx.Linear(NUM_FEATURES, NUM_CLASSES, rngs=nnx.Rngs(0))), "nnx modules are not supported"),
+    (make_flax, dict(module=nnx.Linear(NUM_FEATURES, NUM_CLASSES, rngs=nnx.Rngs(0))),
+     r"pass the function that makes the flax.nnx model, e.g. lambda rngs: Linear\(\.\.\., rngs=rngs\)"),
+    (make_flax, dict(module=lambda rngs: 3), "the function returned int"),
+    (make_flax, dict(module=lambda rngs: nnx.BatchNorm(NUM_FEATURES, rngs=rngs)), "state besides parameters"),
     (make_flax, dict(train=classification_data(16)[0]), "must be a pair"),
     (make_flax, dict(train=(classification_data(16)[0], np.full(16, 7))), r"labels \(\) a row in \[0, 3\)"),
 ])
@@ -231,3 +234,37 @@ def test_a_built_in_task_is_made_by_from_flax_as_a_users_is(key):
             float(builtin.loss(params, builtin.batch(builtin.data, key, split), key))
     assert mine.roles(params) == builtin.roles(params)  # the inferred roles are the model's own
     assert mine.normalize_loss(1.0) == pytest.approx(builtin.normalize_loss(1.0), rel=1e-5)  # measured: log 3
+
+
+class NNXClassifier(nnx.Module):
+    """An nnx model with dropout: its parameters are drawn when it is made, from the streams it is given."""
+
+    def __init__(self, width, rngs):
+        self.hidden = nnx.Linear(NUM_FEATURES, width, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.readout = nnx.Linear(width, NUM_CLASSES, rngs=rngs)
+
+    def __call__(self, x):
+        return self.readout(self.dropout(nnx.relu(self.hidden(x))))
+
+
+def test_an_nnx_model_is_a_task_that_draws_parameters_and_dropout_from_its_keys(key):
+    task = tasks.from_flax(lambda rngs: NNXClassifier(16, rngs), classification_data(48), classification_data(12, 100),
+                           loss="cross_entropy", batch_size=16, name="nnx_mlp")
+    params = task.init(key)
+    assert jax.tree.map(np.shape, params) == {"hidden": {"bias": (16,), "kernel": (NUM_FEATURES, 16)},
+                                               "readout": {"bias": (NUM_CLASSES,), "kernel": (16, NUM_CLASSES)}}
+    assert not np.array_equal(params["hidden"]["kernel"], task.init(jax.random.key(7))["hidden"]["kernel"])
+    assert task.roles(params) == {"hidden": {"bias": "input", "kernel": "input"},
+                                  "readout": {"bias": "input", "kernel": "output"}}
+    train = task.held_out(task.data, "train")
+    losses = {float(task.loss(params, train, jax.random.key(seed))) for seed in range(3)}
+    assert len(losses) == 3  # a new dropout mask for each key
+    optimizer = optax.adam(3e-2)
+    opt_state = optimizer.init(params)
+    start = task.loss(params, train, key)
+    for index in range(30):
+        grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.fold_in(key, index)), key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+    assert task.loss(params, train, key) < 0.8 * start

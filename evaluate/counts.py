@@ -14,8 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluate.summary import Table, format_cell
+from lopt.baselines import PRACTITIONER_BASELINES
 
-FAMILIES = {"adam": "Adam", "adamw_cosine": "AdamW-cosine", "muon": "Muon"}  # baseline name -> as tables say it
+FAMILIES = PRACTITIONER_BASELINES  # baseline name -> as tables say it
 METRICS = {"train": "train_loss", "valid": "valid_loss"}
 OUTCOMES = {"win": "wins", "tie": "ties", "loss": "losses"}  # outcome -> its count's name
 RULE = ("on a task, each side is the mean over the evaluation seeds of its final loss, with its standard error "

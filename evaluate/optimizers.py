@@ -30,7 +30,7 @@ import optax
 
 import lopt
 import tasks
-from lopt.baselines import ADAM_LEARNING_RATES, ADAMW_WEIGHT_DECAY, BASELINES
+from lopt.baselines import ADAM_LEARNING_RATES, ADAMW_WEIGHT_DECAY, BASELINES, warmup_adamw
 from lopt.harness import warmup_decay
 
 class OptimizerError(ValueError):
@@ -100,13 +100,6 @@ STARTING_RATES = {"adam": 1e-3, "adamw_cosine": 1e-3, "muon": 1e-3}
 STARTING_WEIGHT_DECAY = 0.1  # AdamW's; Muon keeps its baseline's (lopt.baselines)
 
 
-def adamw_cosine(weight_decay: float) -> Callable[[Any, int, Any], optax.GradientTransformation]:
-    """The adamw_cosine baseline's make at another weight decay (lopt.baselines fixes its own; a test holds
-    the two equal at that decay)."""
-    return lambda rate, num_steps, roles: optax.adamw(warmup_decay("cosine", rate, num_steps),
-                                                      weight_decay=weight_decay)
-
-
 def starting_point(name: str) -> EvalOptimizer:
     """The baseline `name` (one of STARTING_RATES) at its starting point, under its own name: one
     candidate, so nothing is tuned. Adam and Muon are their baselines at one rate, and share those runs'
@@ -118,7 +111,7 @@ def starting_point(name: str) -> EvalOptimizer:
     if name != "adamw_cosine":
         return dataclasses.replace(baseline(f"{name}@{rate!r}"), name=name)
     settings = BASELINES[name][3]
-    return _rate_tuned(name, adamw_cosine(STARTING_WEIGHT_DECAY), (rate,), rule=f"{name} weight decay "
+    return _rate_tuned(name, warmup_adamw("cosine", STARTING_WEIGHT_DECAY), (rate,), rule=f"{name} weight decay "
                        f"{STARTING_WEIGHT_DECAY!r}", identity=f"{name}: {settings}; weight_decay="
                        f"{STARTING_WEIGHT_DECAY!r} in place of {ADAMW_WEIGHT_DECAY!r}", parameterization="sp")
 

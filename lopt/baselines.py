@@ -30,9 +30,16 @@ MUON_CONSISTENT_RMS = 0.2
 
 
 
-def _adamw(shape):
+# The baselines a practitioner tunes today, as tables and logs name them: constant-rate Adam, and
+# warmup-cosine AdamW and Muon. Evaluation counts wins against each; meta-training's end compares with them.
+PRACTITIONER_BASELINES = {"adam": "Adam", "adamw_cosine": "AdamW-cosine", "muon": "Muon"}
+
+
+def warmup_adamw(shape: str, weight_decay: float = ADAMW_WEIGHT_DECAY):
+    """make(rate, num_steps, roles) of AdamW with warmup then `shape` ("cosine" or "linear") decay: the
+    adamw_cosine and adamw_linear baselines, and the self-tuning track's AdamW at another weight decay."""
     return lambda rate, num_steps, roles: optax.adamw(warmup_decay(shape, rate, num_steps),
-                                                      weight_decay=ADAMW_WEIGHT_DECAY)
+                                                      weight_decay=weight_decay)
 
 
 def _muon(shape):
@@ -66,8 +73,8 @@ BASELINES: dict[str, tuple[Callable, tuple[float, ...], str, str]] = {
              "optax.adam(b1=0.9, b2=0.999, eps=1e-8)"),
     "adamw": (lambda rate, num_steps, roles: optax.adamw(rate, weight_decay=ADAMW_WEIGHT_DECAY),
               ADAM_LEARNING_RATES, "sp", f"optax.adamw(b1=0.9, b2=0.999, eps=1e-8, weight_decay={ADAMW_WEIGHT_DECAY!r})"),
-    "adamw_cosine": (_adamw("cosine"), ADAM_LEARNING_RATES, "sp", _adamw_setting("cosine")),
-    "adamw_linear": (_adamw("linear"), ADAM_LEARNING_RATES, "sp", _adamw_setting("linear")),
+    "adamw_cosine": (warmup_adamw("cosine"), ADAM_LEARNING_RATES, "sp", _adamw_setting("cosine")),
+    "adamw_linear": (warmup_adamw("linear"), ADAM_LEARNING_RATES, "sp", _adamw_setting("linear")),
     "muon": (_muon("cosine"), MUON_LEARNING_RATES, "sp", _muon_setting("cosine")),
     "muon_linear": (_muon("linear"), MUON_LEARNING_RATES, "sp", _muon_setting("linear")),
     "muadam": (_muadam, MUADAM_LEARNING_RATES, "mup", json.dumps(Adam(parameterization="mup").spec(),

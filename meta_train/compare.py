@@ -14,12 +14,11 @@ import jax
 
 import lopt
 import tasks
-from lopt.baselines import BASELINES
+from lopt.baselines import BASELINES, PRACTITIONER_BASELINES
 from meta_train.config import resolve_eval_task
 from tasks.train import train
 
-# Constant-rate Adam, and what practitioners tune today: warmup-cosine AdamW and Muon.
-COMPARED_BASELINES = {"adam": "Adam", "adamw_cosine": "AdamW (warmup-cosine)", "muon": "Muon (warmup-cosine)"}
+COMPARED_BASELINES = PRACTITIONER_BASELINES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,7 @@ def test_a_truncation_end_is_kept_in_place_of_the_least_bad_state():
     np.testing.assert_array_equal(kept.failures.runs.step[:, 0], workers.step)
 
 
+@pytest.mark.slow  # a SIGKILL and a resume: the default path has its own in test_meta_train
 def test_a_killed_run_with_a_failure_buffer_resumes_to_the_same_theta(tmp_path):
     """The buffer is part of the checkpointed state: SIGKILL mid-run, resume, and the theta is the
     uninterrupted run's, bit for bit."""

@@ -32,6 +32,11 @@ def mse(outputs, targets):
 LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 
 
+def zeros_like_shapes(structure, shapes: tuple[jax.ShapeDtypeStruct, ...]):
+    """A pytree of the given structure whose leaves are zeros of the given shapes."""
+    return jax.tree.unflatten(structure, [jnp.zeros(shape.shape, shape.dtype) for shape in shapes])
+
+
 @dataclasses.dataclass(frozen=True)
 class FlaxInit:
     """key -> the module's params, initialized on zero inputs of the given shapes. A hashable value, not a
@@ -42,8 +47,7 @@ class FlaxInit:
     input_shapes: tuple[jax.ShapeDtypeStruct, ...]  # its leaves
 
     def zero_inputs(self):
-        return jax.tree.unflatten(self.input_structure,
-                                  [jnp.zeros(shape.shape, shape.dtype) for shape in self.input_shapes])
+        return zeros_like_shapes(self.input_structure, self.input_shapes)
 
     def variables(self, key):
         # The key itself draws the params, as module.init(key, ...) does (a built-in task's init is the
@@ -132,7 +136,7 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
         check_nnx_make(name, module)
         init, apply = NNXInit(module), NNXApply(module)
     if isinstance(loss, str):
-        zero_inputs = jax.tree.unflatten(input_structure, [jnp.zeros(s.shape, s.dtype) for s in input_shapes])
+        zero_inputs = zeros_like_shapes(input_structure, input_shapes)
         outputs = jax.eval_shape(lambda key: apply(init(key), zero_inputs, key), jax.random.key(0))
         _check_targets(name, outputs, loss, train, valid, test)
     return from_functions(init, FlaxLoss(apply, loss), train, valid, batch_size=batch_size, name=name, roles=roles,

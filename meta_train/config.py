@@ -15,7 +15,7 @@ from lopt.normalized_mlp import EXPERTS
 from lopt.declare import check_types, describe, field_types, help_of, parse, setting
 import tasks
 
-ESTIMATOR_NAMES = ("pes", "truncated_es", "full_es", "tbptt")
+ESTIMATOR_NAMES = ("pes", "es_single", "truncated_es", "full_es", "tbptt")
 CURRICULA = ("uniform", "regret")  # meta_train.curriculum's modes
 
 
@@ -53,7 +53,7 @@ class MetaTrainConfig:
     num_task_configs: int = setting(6, "configs drawn from a sampled family (a bucketed family trains all its buckets)")
     workers_per_config: int = setting(4, "inner training runs per config, each an antithetic pair for the ES estimators")
     # --- the meta-gradient ---
-    estimator: str = setting("pes", "'pes', 'truncated_es', 'full_es' or 'tbptt'")
+    estimator: str = setting("pes", "'pes', 'es_single', 'truncated_es', 'full_es' or 'tbptt'")
     truncation_length: int = setting(20, "inner steps per worker per outer step")
     sigma: float = setting(0.01, "std of the ES / PES perturbations of theta")
     min_inner_length: int = setting(100, "inner runs last log-uniform [min, max] steps, then restart on a fresh task")
@@ -123,13 +123,13 @@ class MetaTrainConfig:
                                  f"(architectures with one: normalized_mlp)")
             if self.estimator == "full_es":
                 refuse("expert", "needs workers whose runs go on between outer steps: estimator pes, "
-                                 "truncated_es or tbptt")
+                                 "es_single, truncated_es or tbptt")
         if self.failure_buffer < 0:
             refuse("failure_buffer", "must be non-negative")
         if not 0 < self.failure_share <= 1:
             refuse("failure_share", "must lie in (0, 1]")
-        if self.failure_buffer and self.estimator not in ("pes", "truncated_es"):
-            refuse("failure_buffer", "resumes the runs of ES workers: estimator pes or truncated_es")
+        if self.failure_buffer and self.estimator not in ("pes", "es_single", "truncated_es"):
+            refuse("failure_buffer", "resumes the runs of ES workers: estimator pes, es_single or truncated_es")
         if not 0 <= self.imitation_decay_from <= self.imitation_decay_to <= 1:
             refuse("imitation_decay_from", f"must satisfy 0 <= it <= imitation_decay_to={self.imitation_decay_to} <= 1")
         if not 0 <= self.meta_loss_valid_weight <= 1:

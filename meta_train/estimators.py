@@ -1,5 +1,5 @@
-"""Meta-gradient estimators sharing one truncated unroll: PES, truncated ES, full-length ES and
-truncated backprop. Each has `init(theta, key) -> state` and
+"""Meta-gradient estimators sharing one truncated unroll: PES, ES-Single, truncated ES, full-length ES
+and truncated backprop. Each has `init(theta, key) -> state` and
 `estimate(theta, state, data, key, variant_probs=None) -> (meta_grad, state, metrics)`, over `num_tasks`
 vmapped workers (the runs they start train config i of the unroller's bucket with probability
 variant_probs[i]).
@@ -11,6 +11,10 @@ truncation belong to a run that has only seen the fresh eps, so they are weighte
 makes the estimate unbiased for the gradient of the (smoothed) loss of the whole inner run, where
 truncated ES, which weights every step by the fresh eps, ignores how theta shaped the state the
 truncation started from.
+
+ES-Single (Vicol, Kolter and Swersky 2023) is unbiased for the same objective with a variance that does
+not grow with the number of truncations: each task keeps one perturbation for the whole inner run
+instead of drawing one per truncation, so the estimate weights (L+ - L-) by that one eps, never a sum.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from meta_train.unroll import Truncation, Unroller, Worker
 
 class EstimatorState(NamedTuple):
     workers: Worker  # leading task axis
-    accumulator: Any  # PES: the perturbations since each run began, (tasks, theta size) with theta raveled; else ()
+    accumulator: Any  # what the perturbations of the runs under way need, with theta raveled (PES, ES-Single); else ()
 
 
 # Metrics with one entry per config of the bucket (what the curriculum reads), not averaged over buckets.
@@ -105,19 +109,36 @@ class _Antithetic(Estimator):
             raise ValueError("antithetic estimators need an Unroller with num_particles=2")
         self.sigma = sigma
 
-    def _perturb_and_unroll(self, theta, workers, data, key, num_steps, variant_probs):
-        """(eps, workers, truncation, L+ - L-), with theta and eps flat: eps is (tasks, theta size)."""
+    def _draw(self, theta, key) -> jax.Array:
+        """Perturbations of flat theta, one per task: (tasks, theta size)."""
         # One draw for all of theta, and flat arithmetic after it: per-leaf draws and updates would
         # each become kernels of their own, and XLA's compile time grows with the number of kernels.
-        flat, unravel = ravel_pytree(theta)
+        flat = ravel_pytree(theta)[0]
         eps = self.sigma * jax.random.normal(key, (self.num_tasks, flat.size), flat.dtype)
         if self.perturbation_mask is not None:
             eps = eps * self.perturbation_mask[None]
-        eps = self._split_over_tasks(eps)
+        return self._split_over_tasks(eps)
+
+    def _unroll_pair(self, theta, eps, workers, data, num_steps, variant_probs):
+        """(workers, truncation, L+ - L-) of the runs at theta + eps and theta - eps."""
+        flat, unravel = ravel_pytree(theta)
         pairs = jax.vmap(jax.vmap(unravel))(jnp.stack([flat[None] + eps, flat[None] - eps], axis=1))
         workers, truncation = self._unroll(pairs, workers, data, num_steps, variant_probs)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
-        return eps, workers, truncation, difference
+        return workers, truncation, difference
+
+    def _perturb_and_unroll(self, theta, workers, data, key, num_steps, variant_probs):
+        """(eps, workers, truncation, L+ - L-) with a fresh eps."""
+        eps = self._draw(theta, key)
+        return (eps, *self._unroll_pair(theta, eps, workers, data, num_steps, variant_probs))
+
+    def _old_and_new_run_means(self, truncation, difference):
+        """The mean of L+ - L- over the steps of the run under way when the truncation began (until its
+        first reset), and over those after it; each (tasks,), both divided by the truncation length."""
+        resets = truncation.resets  # (tasks, K)
+        in_old_run = (jnp.cumsum(resets, axis=1) - resets) == 0
+        return (jnp.sum(difference * in_old_run, axis=1) / self.truncation_length,
+                jnp.sum(difference * ~in_old_run, axis=1) / self.truncation_length)
 
     def _weighted_mean(self, weights, perturbations):
         """mean over tasks of weights[i] * perturbations[i] / (2 sigma^2)."""
@@ -133,11 +154,8 @@ class PES(_Antithetic):
     def estimate(self, theta, state, data, key, variant_probs=None):
         eps, workers, truncation, difference = self._perturb_and_unroll(
             theta, state.workers, data, key, self.truncation_length, variant_probs)
-        resets = truncation.resets  # (tasks, K)
-        # A step belongs to the run that was under way when the truncation began until the first reset.
-        in_old_run = (jnp.cumsum(resets, axis=1) - resets) == 0
-        mean_old = jnp.sum(difference * in_old_run, axis=1) / self.truncation_length
-        mean_new = jnp.sum(difference * ~in_old_run, axis=1) / self.truncation_length
+        mean_old, mean_new = self._old_and_new_run_means(truncation, difference)
+        resets = truncation.resets
         accumulated = state.accumulator + eps
         meta_grad = self._weighted_mean(mean_old, accumulated) + self._weighted_mean(mean_new, eps)
         # The run under way after this truncation has seen: nothing if it starts next step, only eps if it
@@ -146,6 +164,36 @@ class PES(_Antithetic):
         began_inside, starts_next = jnp.any(resets, axis=1)[:, None], resets[:, -1:]
         accumulator = jnp.where(starts_next, 0.0, jnp.where(began_inside, eps, accumulated))
         return (unravel_like(theta, meta_grad), EstimatorState(workers, accumulator),
+                _metrics(self.unroller, truncation))
+
+
+class ESSingle(_Antithetic):
+    """One perturbation per inner run, kept over all its truncations.
+
+    A run that begins inside a truncation has already stepped with that truncation's eps when it draws
+    its own at the next one, so it carries the earlier eps as well and its steps are weighted by the sum
+    of the two: still a fixed pair for the rest of the run, where PES's sum grows by one every truncation.
+    """
+
+    def init(self, theta, key, variant_probs=None):
+        workers = self._init_workers(theta, key, 2, variant_probs=variant_probs)
+        flat = ravel_pytree(theta)[0]
+        zeros = jnp.zeros((self.num_tasks, flat.size), flat.dtype)
+        # (this run's eps, the eps it stepped with before drawing its own, whether it draws at the next estimate)
+        return EstimatorState(workers, (zeros, zeros, jnp.ones((self.num_tasks,), bool)))
+
+    def estimate(self, theta, state, data, key, variant_probs=None):
+        kept, earlier, draw = state.accumulator
+        eps = jnp.where(draw[:, None], self._draw(theta, key), kept)
+        workers, truncation, difference = self._unroll_pair(theta, eps, state.workers, data, self.truncation_length,
+                                                            variant_probs)
+        mean_old, mean_new = self._old_and_new_run_means(truncation, difference)
+        meta_grad = self._weighted_mean(mean_old, eps + earlier) + self._weighted_mean(mean_new, eps)
+        # A run that starts next step has seen nothing; one that began inside this truncation has seen eps;
+        # both draw their own at the next estimate. A run that goes on keeps what it had.
+        began_inside, starts_next = jnp.any(truncation.resets, axis=1), truncation.resets[:, -1]
+        earlier = jnp.where(starts_next[:, None], 0.0, jnp.where(began_inside[:, None], eps, earlier))
+        return (unravel_like(theta, meta_grad), EstimatorState(workers, (eps, earlier, began_inside)),
                 _metrics(self.unroller, truncation))
 
 
@@ -211,4 +259,4 @@ class TruncatedBackprop(Estimator):
         return meta_grad, EstimatorState(workers, ()), metrics
 
 
-ESTIMATORS = {"pes": PES, "truncated_es": TruncatedES, "full_es": FullES, "tbptt": TruncatedBackprop}
+ESTIMATORS = {"pes": PES, "es_single": ESSingle, "truncated_es": TruncatedES, "full_es": FullES, "tbptt": TruncatedBackprop}

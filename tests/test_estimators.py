@@ -8,7 +8,7 @@ import pytest
 
 import lopt
 import tasks
-from meta_train.estimators import PES, TruncatedBackprop, TruncatedES
+from meta_train.estimators import PES, ESSingle, TruncatedBackprop, TruncatedES
 from meta_train.truncation import ConstantLength
 from meta_train.unroll import Unroller
 from tasks.train import train_step
@@ -16,6 +16,7 @@ from tasks.train import train_step
 TRUNCATION = 8
 RUN_LENGTH = 40  # 5 truncations a run
 SHORT_RUN_LENGTH = 4  # two resets in every truncation, one at its last step
+STRADDLING_RUN_LENGTH = 12  # runs that begin inside a truncation and go on into the next
 MEASURED_TRUNCATION = 3  # the estimate taken at the 3rd truncation, whose start theta has shaped
 NUM_TASKS = 64
 REPEATS = 24
@@ -36,12 +37,12 @@ def unroller(problem, particles, run_length=RUN_LENGTH):
     return Unroller(task, optimizer, ConstantLength(run_length), num_particles=particles, max_meta_loss=1e9)
 
 
-def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
+def exact_gradient(problem, init_key, run_length=RUN_LENGTH, measured=MEASURED_TRUNCATION):
     """jax.grad of the measured truncation's mean loss through every run from the start."""
     task, _, theta = problem
     estimator = TruncatedBackprop(unroller(problem, 1, run_length), NUM_TASKS, TRUNCATION, stagger=False)
     workers = estimator._init_workers(theta, init_key, 1)
-    steps = TRUNCATION * MEASURED_TRUNCATION
+    steps = TRUNCATION * measured
 
     def measured_loss(theta):
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (NUM_TASKS, 1) + t.shape), theta)
@@ -51,14 +52,14 @@ def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
     return jax.jit(jax.grad(measured_loss))(theta)
 
 
-def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH):
+def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH, measured=MEASURED_TRUNCATION):
     task, _, theta = problem
     estimator = estimator_type(unroller(problem, 2, run_length), NUM_TASKS, TRUNCATION, SIGMA, stagger=False)
 
     @jax.jit
     def measured_estimate(repeat_key):
         state = estimator.init(theta, init_key)  # the same tasks as the exact gradient
-        for index in range(MEASURED_TRUNCATION):
+        for index in range(measured):
             meta_grad, state, _ = estimator.estimate(theta, state, estimator.unroller.data, jax.random.fold_in(repeat_key, index))
         return meta_grad
 
@@ -95,6 +96,34 @@ def test_pes_stays_unbiased_across_resets_inside_truncations(problem):
     print("z-scores, PES with resets:", pes)
     assert all(abs(z) < 4.0 for z in pes.values()), pes
     assert abs(float(exact["log_learning_rate"])) > 1e-3
+
+
+def test_es_single_is_unbiased_where_runs_begin_inside_a_truncation(problem):
+    """A run that begins inside a truncation carries the perturbation it began under as well as the one it
+    keeps for the rest of it (that it keeps one is the next test)."""
+    init_key = jax.random.key(9)
+    exact = exact_gradient(problem, init_key, STRADDLING_RUN_LENGTH)
+    single = z_scores(repeated_estimates(problem, ESSingle, init_key, STRADDLING_RUN_LENGTH), exact)
+    print("z-scores, ES-Single:", single)
+    assert all(abs(z) < 4.0 for z in single.values()), single
+    assert abs(float(exact["log_learning_rate"])) > 1e-3
+
+
+def test_es_single_keeps_a_runs_perturbation_until_it_ends(problem):
+    """Over a 40-step run in truncations of 8 the estimator perturbs with one eps; it draws another
+    only for the truncation after the run's last step."""
+    _, _, theta = problem
+    estimator = ESSingle(unroller(problem, 2), 2, TRUNCATION, SIGMA, stagger=False)
+    state = estimator.init(theta, jax.random.key(0))
+    estimate = jax.jit(estimator.estimate)
+    drawn = []
+    for index in range(RUN_LENGTH // TRUNCATION + 1):
+        _, state, _ = estimate(theta, state, estimator.unroller.data, jax.random.key(index))
+        drawn.append(np.asarray(state.accumulator[0]))
+    for index in range(1, RUN_LENGTH // TRUNCATION):
+        np.testing.assert_array_equal(drawn[index], drawn[0])
+    assert not np.any(drawn[-1] == drawn[0])
+    assert not np.any(np.asarray(state.accumulator[1]))  # the new run began at a truncation's start
 
 
 def test_truncated_backprop_is_jax_grad_of_the_truncation(problem):

@@ -184,6 +184,22 @@ def test_the_meta_gradient_is_the_same_on_one_and_on_four_devices():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *thetas)
 
 
+def test_an_es_single_run_resumed_from_its_checkpoint_ends_at_the_same_theta(tmp_path):
+    """ES-Single's state (each run's perturbation), split over four devices as the workers are, goes into
+    the checkpoint with them."""
+    config = tiny("estimator=es_single", "outer_steps=100")
+    meta_train(config, tmp_path / "whole", compare=False, log=lambda line: None)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "100")
+    shutil.rmtree(tmp_path / "resumed" / "optimizer")
+    lines = []
+    meta_train(config, tmp_path / "resumed", resume=True, compare=False, log=lines.append)
+    assert "resuming from the checkpoint at step 50" in lines, lines
+    assert_same_theta(final_theta(tmp_path / "resumed"), final_theta(tmp_path / "whole"))
+    assert not np.array_equal(final_theta(tmp_path / "whole")["mlp"]["layer_0"]["w"],
+                              MetaTrainer(config).init().theta["mlp"]["layer_0"]["w"])
+
+
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown preset 'nope'; known: default, mulo, orthogonal_mlp, quadratic" in capsys.readouterr().err
@@ -221,7 +237,7 @@ def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     with pytest.raises(ConfigError, match="conv_step=0.0: must be positive and finite"):
         with_overrides(preset("default"), ["optimizer.conv_step=0"])
     assert main(["--set", "estimator=sgd", "--workdir", str(tmp_path / "a")]) == 2
-    assert "must be one of pes, truncated_es, full_es, tbptt" in capsys.readouterr().err
+    assert "must be one of pes, es_single, truncated_es, full_es, tbptt" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="workers_per_config='8': must be an int"):
         dataclasses.replace(MetaTrainConfig(), workers_per_config="8")
     with pytest.raises(ConfigError, match="outer_weight_decay=-0.1: must be non-negative"):
@@ -250,7 +266,7 @@ def test_augmented_runs_see_the_same_function_and_the_meta_loss_can_mix_in_valid
     from meta_train.unroll import Unroller
 
     task = tasks.get_task("mlp_digits_8x8", width=8, batch_size=16)
-    optimizer = lopt.MLPLOpt(hidden_size=4, init_rule="adam", horizon_schedule=True, step_mult=0.03)
+    optimizer = lopt.Adam(learning_rate=0.01)  # the cheapest rule to compile: the test is about the meta-loss
     thetas = jax.tree.map(lambda leaf: np.stack([leaf, leaf]), optimizer.init(jax.random.key(0)))
 
     def first_losses(**settings):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -122,14 +123,17 @@ def starting_points_text() -> str:
     return f"learning rates {rates}; AdamW's weight decay {STARTING_WEIGHT_DECAY:g}"
 
 
-def optimizer(name: str, make: Callable[[Any, int], optax.GradientTransformation], *,
+def optimizer(name: str, make: Callable[..., optax.GradientTransformation], *,
               rates: Sequence[float] = ADAM_LEARNING_RATES, version: str | None = None,
               parameterization: str | None = "sp") -> EvalOptimizer:
     """Any Optax optimizer as a competitor, tuned over `rates` as the built-in baselines are over theirs.
 
     make(learning_rate, num_steps) -> optax.GradientTransformation(ExtraArgs); learning_rate is a traced
         float32 scalar (all rates share one compiled program), so use it in arithmetic and schedules,
-        never in Python control flow; num_steps is the run's length, for schedules.
+        never in Python control flow; num_steps is the run's length, for schedules. A make with a third
+        parameter also gets the task's roles (a pytree like the params of "input" / "hidden" / "output"),
+        for an optimizer that treats hidden matrices apart, e.g.
+        `lambda lr, n, roles: optax.contrib.muon(lr, muon_weight_dimension_numbers=lopt.muon_dimension_numbers(roles))`.
     rates: the learning rates tried on every task (default: Adam's grid); reported at the best per metric,
         and flagged where the best is the first or last.
     parameterization: the model it trains where a suite's task has one ("sp", the practitioner's model,
@@ -158,8 +162,10 @@ def optimizer(name: str, make: Callable[[Any, int], optax.GradientTransformation
         raise OptimizerError(f"optimizer {name!r}: parameterization={parameterization!r} must be one of "
                              f"{', '.join(tasks.PARAMETERIZATIONS)} or None")
 
+    takes_roles = _takes_three_arguments(make)
+
     def make_transform(rate, num_steps, roles):
-        transform = make(rate, num_steps)
+        transform = make(rate, num_steps, roles) if takes_roles else make(rate, num_steps)
         if not isinstance(transform, optax.GradientTransformation):
             raise OptimizerError(f"optimizer {name!r}: make(learning_rate, num_steps) returned "
                                  f"{type(transform).__name__}, not an optax.GradientTransformation")
@@ -170,6 +176,16 @@ def optimizer(name: str, make: Callable[[Any, int], optax.GradientTransformation
     # is not reused while the program is kept).
     return _rate_tuned(name, make_transform, rates, rule=f"evaluate.optimizer {name} {id(make):#x}",
                        identity=identity, parameterization=parameterization, user=True)
+
+
+def _takes_three_arguments(make: Callable) -> bool:
+    try:
+        inspect.signature(make).bind(None, None, None)
+    except TypeError:  # two parameters only
+        return False
+    except ValueError:  # no signature to read (a builtin): called as documented, with two
+        return False
+    return True
 
 
 def theta_digest(theta: Any) -> str:

@@ -9,6 +9,7 @@
 from lopt import baselines, harness
 from lopt.base import LearnedOptimizer, StepRule
 from lopt.hand_designed import Adam
+from lopt.harness import muon_dimension_numbers
 from lopt.loading import (DEFAULT, FORMER_NAMES, PretrainedInfo, check_theta, convert_learned_optimization,
                           list_pretrained, load, load_optimizer, load_rule, refit_theta, save)
 from lopt.lstm_lopt import LSTMLOpt

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 import evaluate
+import lopt
 import tasks
 from checkpoints.imports import ImportPathError, resolve_import_path
 from evaluate import runner, task_objects
@@ -98,6 +99,22 @@ def test_a_user_optimizer_is_tuned_over_its_rates_against_tuned_adam_on_task_obj
     assert regression.curve()[-1] < 0.5 * regression.curve()[0]  # it trains
     records = json.loads((root / "work" / "runs.json").read_text())
     assert {record["config"]["kind"] for record in records} == {"image_mlp", "object"}
+
+
+def test_a_make_with_a_third_parameter_gets_the_tasks_roles(tmp_path):
+    """A user's Muon orthogonalizes the hidden matrices the task names, as the built-in baseline does."""
+    given = []
+
+    def muon(rate, num_steps, roles):
+        given.append(roles)
+        return optax.contrib.muon(rate, muon_weight_dimension_numbers=lopt.muon_dimension_numbers(roles))
+
+    result = evaluate.run_suite([evaluate.optimizer("my muon", muon, rates=RATES)], [TinyRegression()],
+                                tmp_path / "work", steps=STEPS, seeds=1, baselines=[], tuning="same_seeds",
+                                cache_dir=tmp_path / "cache", log=quiet)
+    assert given and all(roles == {"w": "hidden", "b": "input"} for roles in given)
+    (unit,) = result.units
+    assert unit.curve()[-1] < 0.8 * unit.curve()[0]
 
 
 def test_its_cache_key_is_shown_and_clearing_it_trains_it_anew(custom_sweep, competitors, tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
-"""ELO's two ideas against the main job: expert supervision (`expert=muon`, all of theta meta-trained) and
-failure-aware resumption (`failure_buffer=4`), each the `default` preset otherwise, then every result and
-the shipped default evaluated under the externally tuned protocol on `ood` and `in_distribution`.
+"""Ideas from the field against the main job: ELO's expert supervision (`expert=muon`, all of theta
+meta-trained) and failure-aware resumption (`failure_buffer=4`), and the ES-Single estimator
+(`estimator=es_single`), each the `default` preset otherwise; then every result and the shipped default
+evaluated under the externally tuned protocol on `ood` and `in_distribution`.
 
-    python -m benchmarks.elo_ideas --runs runs/elo_ideas [--out benchmarks/results/elo_ideas.md]
+    python -m benchmarks.meta_train_ideas --runs runs/meta_train_ideas [--out benchmarks/results/meta_train_ideas.md]
 
 Meta-training runs and sweeps already in --runs are kept (a stopped study continues where it was); the
 report reads every summary.json under --runs, so sweeps of other optimizers on the same suites and seeds
@@ -16,7 +17,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from checkpoints.files import write_atomically
@@ -25,22 +25,31 @@ VARIANTS = {  # name: the --set of `python -m meta_train --config default`
     "main_job": [],
     "expert_muon": ["expert=muon", "meta_train_only="],
     "failure_buffer": ["failure_buffer=4", "failure_share=0.25"],
+    "es_single": ["estimator=es_single"],
 }
 SUITES = ("ood", "in_distribution")
 BASELINES = ("adam", "adamw_cosine", "muon")
 
 
-def meta_train(runs: Path) -> dict[str, float]:
-    """Each variant's seconds of meta-training (0 where its optimizer was already there)."""
-    seconds = {}
+def meta_train(runs: Path) -> None:
+    """Each variant not already meta-trained under --runs (a stopped one resumes)."""
     for name, changes in VARIANTS.items():
-        started = time.perf_counter()
         if not (runs / name / "optimizer").is_dir():
             resume = ["--resume"] if (runs / name / "checkpoints").is_dir() else []
             subprocess.run([sys.executable, "-m", "meta_train", "--config", "default", "--workdir", str(runs / name),
                             "--no-compare", *resume, *(["--set", *changes] if changes else [])], check=True)
-        seconds[name] = time.perf_counter() - started
-    return seconds
+
+
+def meta_train_cost(runs: Path) -> str:
+    """Each variant's outer steps and wall seconds, as its optimizer's provenance recorded them."""
+    parts = []
+    for name in VARIANTS:
+        spec = runs / name / "optimizer" / "spec.json"
+        if spec.is_file():
+            provenance = json.loads(spec.read_text())["provenance"]
+            parts.append(f"{name} {provenance['outer_steps']} steps in {provenance['wall_seconds_last_invocation']:.0f} s "
+                         f"({provenance['machine']})")
+    return "; ".join(parts)
 
 
 def evaluate(runs: Path) -> None:
@@ -107,15 +116,17 @@ def median_ratio(tasks: dict[str, dict[str, dict]], learned: str, baseline: str,
                              for rows in tasks.values() if learned in rows and baseline in rows)
 
 
-def report(runs: Path, seconds: dict[str, float] | None = None) -> str:
-    lines = ["# ELO's ideas against the main job", "",
-             "`python -m benchmarks.elo_ideas --runs runs/elo_ideas`", "",
+def report(runs: Path) -> str:
+    lines = ["# Ideas from the field against the main job", "",
+             "`python -m benchmarks.meta_train_ideas --runs runs/meta_train_ideas`", "",
              "Each variant is the `default` preset (PES, 500 outer steps, the mixed family) with one change; "
              "`main_job` is the preset itself. Evaluated with `python -m evaluate` under the externally "
              "tuned protocol: each baseline's rate chosen on tuning seeds 1000-1001, every figure on "
              "evaluation seeds 0-2; mean ± standard error over those seeds of the final loss.", ""]
-    if seconds:
-        lines += ["Meta-training seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()), ""]
+    cost = meta_train_cost(runs)
+    if cost:
+        lines += [f"Meta-training, the wall time of each run's last invocation (runs that shared the machine took "
+                  f"longer): {cost}.", ""]
     for suite in SUITES:
         summaries = [summary for summary in (json.loads(path.read_text()) for path in sorted(runs.glob("*/summary.json")))
                      if summary["suite"] == suite and summary["protocol"]["tuning"] == "external"]
@@ -135,15 +146,14 @@ def report(runs: Path, seconds: dict[str, float] | None = None) -> str:
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", required=True, help="directory of the meta-training runs and sweeps")
-    parser.add_argument("--out", default="benchmarks/results/elo_ideas.md")
+    parser.add_argument("--out", default="benchmarks/results/meta_train_ideas.md")
     parser.add_argument("--report-only", action="store_true", help="write the report from the sweeps there")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
-    seconds = None
     if not args.report_only:
-        seconds = meta_train(runs)
+        meta_train(runs)
         evaluate(runs)
-    text = report(runs, seconds)
+    text = report(runs)
     write_atomically(args.out, text + "\n")
     print(text)
     return text

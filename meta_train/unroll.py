@@ -155,11 +155,13 @@ class Unroller:
 
     def _resumed_or_fresh(self, fresh: Worker, failures: FailureBuffer, key) -> Worker:
         """fresh, or with probability failure_share (when the buffer holds any) the worst kept state's run,
-        which then leaves the buffer."""
+        which then leaves the buffer. The resumed run takes fresh's run key: its batches from here on, and the
+        runs after it, are new draws (with its stored key they would repeat the ones its original run drew)."""
         slot = jnp.argmax(failures.regrets)
         take = (failures.regrets[slot] > -jnp.inf) & (jax.random.uniform(key) < self.failure_share)
         run = jax.tree.map(lambda x: x[slot], failures.runs)
         resumed = run._replace(params=self._particles(run.params), opt_state=self._particles(run.opt_state),
+                               run_key=fresh.run_key,
                                failures=failures._replace(regrets=failures.regrets.at[slot].set(-jnp.inf)))
         return jax.tree.map(lambda a, b: jnp.where(take, a, b), resumed, fresh._replace(failures=failures))
 

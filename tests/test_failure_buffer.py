@@ -41,6 +41,9 @@ def test_a_run_that_ends_resumes_the_worst_kept_state_at_the_share_asked(share):
         assert int(after.step) == 7 and int(after.length) == 55
         jax.tree.map(lambda x, k: np.testing.assert_array_equal(x, np.stack([k, k])), after.params, kept.params)
         np.testing.assert_array_equal(after.failures.regrets, [0.5, -np.inf])
+        # on the key a fresh run would have had: new batches, and not the runs its original run drew after it
+        next_key, _ = jax.random.split(worker.run_key)
+        np.testing.assert_array_equal(jax.random.key_data(after.run_key), jax.random.key_data(next_key))
     else:  # a fresh run, the buffer untouched
         assert int(after.step) == 0
         np.testing.assert_array_equal(after.failures.regrets, [0.5, 2.0])

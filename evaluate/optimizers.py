@@ -32,7 +32,6 @@ import optax
 import lopt
 import tasks
 from lopt.baselines import ADAM_LEARNING_RATES, ADAMW_WEIGHT_DECAY, BASELINES, warmup_adamw
-from lopt.harness import warmup_decay
 
 class OptimizerError(ValueError):
     """An optimizer name or path that names nothing we can run."""

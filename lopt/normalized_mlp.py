@@ -65,7 +65,6 @@ WIDTH_GROUPS = ("hidden", "input", "output", "vector")
 REFERENCE_WIDTH = 128
 SECOND_MOMENT_EPS = 1e-20  # keeps rsqrt finite at a zero gradient without biasing tiny gradients
 MAX_ROW = 1024  # mean_squares: the longest run of entries summed one after another
-EXPERTS = ("muon", "adam")  # imitation_loss's experts
 
 
 class DirectionState(NamedTuple):
@@ -211,40 +210,6 @@ class NormalizedMLPLOpt(LearnedOptimizer):
 
         return one
 
-    def imitation_loss(self, theta, opt_state, grads, params, roles=None, expert: str = "muon") -> jax.Array:
-        """How far the rule's update direction is from an expert's at one state of a training run: the mean
-        over the model's matrices of 1 - cos(rule's direction, expert's). opt_state is `transform`'s state
-        before the step, grads the step's gradients. The expert reads the rule's own running moments
-        after them (held fixed: only the rule's direction depends on theta): "adam" takes Adam's direction
-        m / sqrt(v) (m: the momentum theta's start decays by 0.9) for every matrix; "muon" takes Muon's,
-        Newton-Schulz orthogonalized m, for the matrices the rule orthogonalizes, and Adam's for the rest.
-        Vectors take Adam's direction in both and are left out. Differentiable in theta (expert
-        supervision, ELO: Li et al. 2026)."""
-        if expert not in EXPERTS:
-            raise ValueError(f"imitation_loss: expert={expert!r}, one of {', '.join(EXPERTS)}")
-        states = direction_states(opt_state)
-        labels = jax.tree.leaves(self.labels(roles)(params))
-        grad_leaves, param_leaves = jax.tree.leaves(grads), jax.tree.leaves(params)
-        by_kind = {kind: iter(zip(jax.tree.leaves(state.momentum), jax.tree.leaves(state.second_moment)))
-                   for kind, state in states.items()}
-        distances = []
-        for kind, grad, param in zip(labels, grad_leaves, param_leaves):
-            if kind == "vector":
-                continue
-            momentum, second_moment = next(by_kind[kind])
-            direction, momentum, second_moment = self._tensor_rule(theta, states[kind], kind)(
-                grad, param, momentum, second_moment)
-            momentum, second_moment = jax.lax.stop_gradient((momentum, second_moment))
-            target = momentum[1] * jax.lax.rsqrt(second_moment + SECOND_MOMENT_EPS)
-            if expert == "muon" and kind == "hidden" and self.orthogonalize:
-                target = _orthogonalized(momentum[1], 1.0, False)
-            cosine = jnp.sum(direction * target) / jnp.maximum(
-                jnp.linalg.norm(direction) * jnp.linalg.norm(target), 1e-30)
-            distances.append(1.0 - cosine)
-        if not distances:
-            raise ValueError("imitation_loss: the model has no matrix (every tensor is a vector)")
-        return jnp.mean(jnp.stack(distances))
-
     def _sized(self, direction, kind: str):
         """The MLP's direction for one matrix of a kind, at the RMS (or spectral norm) its kind takes."""
         direction = written_once(direction)  # read by a reduction and then a rescaling, or by Newton-Schulz
@@ -332,15 +297,6 @@ def _key_name(key) -> str:
         if hasattr(key, field):
             return str(getattr(key, field))
     return str(key)
-
-
-def direction_states(opt_state) -> dict[str, DirectionState]:
-    """{kind: the DirectionState of the matrices of that kind} in a state of `rule` or `transform`."""
-    partitions = [node for node in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.PartitionState))
-                  if isinstance(node, optax.PartitionState)]
-    if len(partitions) != 1:
-        raise ValueError("not a state of NormalizedMLPLOpt.rule or .transform")
-    return {kind: masked.inner_state[0] for kind, masked in partitions[0].inner_states.items() if kind != "vector"}
 
 
 def features(grad, param, momentum, second_moment) -> list[jax.Array]:

@@ -12,7 +12,6 @@ arrays, which orbax writes from process 0 alone.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time

@@ -11,7 +11,6 @@ from typing import Any
 
 from checkpoints.imports import ImportPathError, looks_like_import_path, resolve_import_path
 import lopt
-from lopt.normalized_mlp import EXPERTS
 from lopt.declare import check_types, describe, field_types, help_of, parse, setting
 import tasks
 
@@ -62,16 +61,6 @@ class MetaTrainConfig:
     meta_loss_valid_weight: float = setting(0.5, "'mix': the validation loss's share of the meta-loss")
     meta_loss_time_power: float = setting(1.0, "k: each step's meta-loss times (k + 1) (step / run length)^k; 0: even")
     max_meta_loss: float = setting(3.0, "normalized losses above this count as diverged and are capped")
-    # --- expert supervision (ELO): an exact gradient beside the estimate, weighted down over the run ---
-    expert: str = setting("none", "'muon' or 'adam': add the gradient of the rule's imitation loss (1 - cosine "
-                                  "to the expert's update direction, at the workers' states); 'none': off")
-    imitation_weight: float = setting(1.0, "the imitation gradient's weight until imitation_decay_from")
-    imitation_decay_from: float = setting(0.0, "fraction of outer_steps at which that weight starts to fall linearly")
-    imitation_decay_to: float = setting(0.5, "fraction of outer_steps at which it reaches 0")
-    # --- failure-aware resumption (ELO): runs resume where the rule did worst ---
-    failure_buffer: int = setting(0, "states kept per worker where the rule was furthest behind tuned Adam at the "
-                                     "same step (needs its curves, as the regret curriculum); 0: off")
-    failure_share: float = setting(0.25, "failure_buffer: the share of new runs that resume the worst kept state")
     # --- task augmentation, drawn afresh for every inner run (tasks.augment) ---
     reparam: str = setting("none", "parameters stored as w / s: 'none', or one s 'global', per 'tensor', per 'parameter'")
     reparam_max: float = setting(100.0, "s log-uniform in [1 / reparam_max, reparam_max]")
@@ -115,23 +104,6 @@ class MetaTrainConfig:
                                ("curriculum", CURRICULA), ("reparam", tasks.REPARAM_LEVELS)):
             if getattr(self, field) not in choices:
                 refuse(field, f"must be one of {', '.join(choices)}")
-        if self.expert not in ("none",) + EXPERTS:
-            refuse("expert", f"must be one of none, {', '.join(EXPERTS)}")
-        if self.expert != "none":
-            if not hasattr(self.optimizer, "imitation_loss"):
-                refuse("expert", f"the {self.optimizer.architecture} optimizer has no imitation loss "
-                                 f"(architectures with one: normalized_mlp)")
-            if self.estimator == "full_es":
-                refuse("expert", "needs workers whose runs go on between outer steps: estimator pes, "
-                                 "es_single, truncated_es or tbptt")
-        if self.failure_buffer < 0:
-            refuse("failure_buffer", "must be non-negative")
-        if not 0 < self.failure_share <= 1:
-            refuse("failure_share", "must lie in (0, 1]")
-        if self.failure_buffer and self.estimator not in ("pes", "es_single", "truncated_es"):
-            refuse("failure_buffer", "resumes the runs of ES workers: estimator pes, es_single or truncated_es")
-        if not 0 <= self.imitation_decay_from <= self.imitation_decay_to <= 1:
-            refuse("imitation_decay_from", f"must satisfy 0 <= it <= imitation_decay_to={self.imitation_decay_to} <= 1")
         if not 0 <= self.meta_loss_valid_weight <= 1:
             refuse("meta_loss_valid_weight", "must lie in [0, 1]")
         if not 0 <= self.meta_loss_time_power <= 10:
@@ -152,7 +124,7 @@ class MetaTrainConfig:
         for field in ("sigma", "outer_learning_rate", "max_meta_loss", "outer_clip_norm"):
             if not 0 < getattr(self, field) < float("inf"):
                 refuse(field, "must be positive and finite")
-        for field in ("outer_final_learning_rate", "outer_weight_decay", "outer_warmup_steps", "imitation_weight"):
+        for field in ("outer_final_learning_rate", "outer_weight_decay", "outer_warmup_steps"):
             if not 0 <= getattr(self, field) < float("inf"):
                 refuse(field, "must be non-negative and finite")
 
@@ -178,11 +150,24 @@ class MetaTrainConfig:
             optimizer = lopt.from_spec(record.pop("optimizer"))
         except ValueError as error:
             raise ConfigError(f"MetaTrainConfig.optimizer: {error}") from None
+        for name, off in _REMOVED_OPTIONS.items():
+            value = record.pop(name, off)
+            if value != off:
+                raise ConfigError(f"the record has {name}={value!r}, an option since removed (it did not pay: "
+                                  f"benchmarks/results/meta_train_ideas.md); only runs without it can be read")
+        for name in _REMOVED_SETTINGS:
+            record.pop(name, None)
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(record) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)} in the record")
         return cls(optimizer=optimizer, **record)
+
+
+# Options an earlier version had, at their off values (a record with them off is the same config now),
+# and the settings that only mattered with them on: ELO's expert supervision and failure buffer.
+_REMOVED_OPTIONS = {"expert": "none", "failure_buffer": 0}
+_REMOVED_SETTINGS = ("imitation_weight", "imitation_decay_from", "imitation_decay_to", "failure_share")
 
 
 def object_label(name: str) -> str:

@@ -84,10 +84,7 @@ class Estimator(abc.ABC):
 
     def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int, variant_probs=None):
         """thetas_per_task: theta-like with leading (task, particle) axes."""
-        workers, truncation = self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps, variant_probs)
-        if self.unroller.failure_buffer:
-            workers = self.unroller.remember_failures(workers, truncation)
-        return workers, truncation
+        return self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps, variant_probs)
 
     @abc.abstractmethod
     def init(self, theta, key, variant_probs=None) -> EstimatorState: ...

@@ -96,9 +96,9 @@ def meta_train(config: MetaTrainConfig, workdir: str | Path, *, resume: bool = F
     if distributed.is_main():
         workdir.mkdir(parents=True, exist_ok=True)
     distributed.barrier("meta_train: workdir made")
-    if config.curriculum == "regret" or config.failure_buffer:
+    if config.curriculum == "regret":
         rates = curriculum.BASELINE_LEARNING_RATES[config.optimizer.parameterization]
-        log(f"measuring tuned Adam (for the regret curriculum or failure buffer) on its {len(trainer.cell_configs)} configs "
+        log(f"measuring tuned Adam (for the regret curriculum) on its {len(trainer.cell_configs)} configs "
             f"({config.max_inner_length} steps, {len(rates)} rates; kept in {workdir / curriculum.BASELINES_FILE})")
         trainer.set_baselines(curriculum.baseline_curves(
             [estimator.unroller for estimator in trainer.estimators], trainer.cell_names(), trainer.cell_configs,

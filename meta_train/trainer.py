@@ -115,8 +115,7 @@ def estimator_for(config: MetaTrainConfig, bucket: tuple[tasks.Task, ...], optim
     particles = 1 if config.estimator == "tbptt" else 2
     unroller = Unroller(bucket, optimizer, schedule, num_particles=particles, max_meta_loss=config.max_meta_loss,
                         meta_loss_split=config.meta_loss_split, valid_weight=config.meta_loss_valid_weight,
-                        augmentation=config.augmentation(), time_power=config.meta_loss_time_power,
-                        failure_buffer=config.failure_buffer, failure_share=config.failure_share)
+                        augmentation=config.augmentation(), time_power=config.meta_loss_time_power)
     options = {"worker_sharding": split_over_tasks(mesh), "perturbation_mask": mask}
     if config.estimator == "tbptt":
         return ESTIMATORS["tbptt"](unroller, config.workers_per_config, truncation, **options)
@@ -206,11 +205,6 @@ class MetaTrainer:
         bucket_norms = {f"bucket_gradient_norm/{config.short_name()}": jnp.linalg.norm(grad)
                         for config, grad in zip(self.task_configs, flat_grads)}
         meta_grad = sum(share * grad for grad, (share, _) in zip(flat_grads, parts))
-        extra = {}
-        if self.config.expert != "none":
-            imitation, imitation_grad, weight = self._imitation(state, new_states, data, key, parts)
-            meta_grad = meta_grad + weight * imitation_grad
-            extra = {"imitation_loss": imitation, "imitation_weight": weight}
         if self.mask is not None:  # the entries left out stay as they started (AdamW's decay included)
             meta_grad = meta_grad * self.mask
         updates, meta_opt_state = self.meta_optimizer.update(meta_grad, state.meta_opt_state, flat_theta)
@@ -220,36 +214,11 @@ class MetaTrainer:
         curriculum = self.curriculum.update(state.curriculum,
                                             *(jnp.concatenate(column) for column in zip(*per_variant)))
         summary = jax.tree.map(lambda *m: sum(m) / len(m), *metrics)
-        summary.update(bucket_norms, **extra, meta_grad_norm=optax.tree.norm(meta_grad),
+        summary.update(bucket_norms, meta_grad_norm=optax.tree.norm(meta_grad),
                        outer_learning_rate=self.schedule(state.step),
                        consecutive_skips=meta_opt_state.notfinite_count.astype(jnp.float32),
                        skipped_steps=meta_opt_state.total_notfinite.astype(jnp.float32))
         return MetaState(theta, meta_opt_state, tuple(new_states), key, state.step + 1, curriculum), summary
-
-    def _imitation(self, state: MetaState, estimator_states, data, key, parts):
-        """(imitation loss, its exact gradient in theta raveled, its weight at this outer step): expert
-        supervision, at the states the workers reached in this step's truncations, the buckets weighted
-        as the meta-gradient's."""
-        def loss(theta):
-            keys = jax.random.split(jax.random.fold_in(key, 1), len(self.estimators))
-            return sum(share * estimator.unroller.imitation_loss(theta, estimator_state.workers, bucket_data,
-                                                                 bucket_key, self.config.expert)
-                       for estimator, estimator_state, bucket_data, bucket_key, (share, _)
-                       in zip(self.estimators, estimator_states, data, keys, parts))
-        weight = self.imitation_weight(state.step)
-        zero = (jnp.zeros(()), jnp.zeros_like(ravel_pytree(state.theta)[0]))
-        # Once the weight is 0 the imitation costs nothing: its branch is not taken.
-        value, grad = jax.lax.cond(weight > 0, lambda: (lambda v, g: (v, ravel_pytree(g)[0]))(
-            *jax.value_and_grad(loss)(state.theta)), lambda: zero)
-        return value, grad, weight
-
-    def imitation_weight(self, step) -> jax.Array:
-        """imitation_weight until imitation_decay_from of the outer steps, falling linearly to 0 at
-        imitation_decay_to (ELO decays its imitation term between two outer steps)."""
-        config = self.config
-        start, end = config.imitation_decay_from * config.outer_steps, config.imitation_decay_to * config.outer_steps
-        remaining = jnp.clip((end - jnp.asarray(step, jnp.float32)) / max(end - start, 1e-9), 0.0, 1.0)
-        return config.imitation_weight * remaining
 
     def inner_steps_per_outer_step(self) -> int:
         """Inner training steps one outer step takes, over every worker and particle."""

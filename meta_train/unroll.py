@@ -28,16 +28,6 @@ class Worker(NamedTuple):
     length: jax.Array  # int32: the current run's length
     run_key: jax.Array  # the current run's key: its init and its batches
     variant: jax.Array  # int32: which config of the bucket the current run trains
-    failures: Any = ()  # with a failure buffer, the states this worker's runs did worst in (FailureBuffer)
-
-
-class FailureBuffer(NamedTuple):
-    """Failure-aware resumption (ELO): up to N states of a worker's runs where the rule was furthest behind
-    tuned Adam at the same step, from which a share of its next runs resume instead of starting afresh.
-    A state is its first particle's (the particles of a run resumed from it start equal, as a fresh run's)."""
-
-    runs: Worker  # leading axis N, no particle axis; failures=()
-    regrets: jax.Array  # (N,) float32: each state's regret when it was kept; -inf: an empty slot
 
 
 class Truncation(NamedTuple):
@@ -56,8 +46,6 @@ class Truncation(NamedTuple):
 AUGMENTATION_STREAM = 2 ** 31 - 1
 # fold_in(length_key, VARIANT_STREAM) draws which config of the bucket a run trains.
 VARIANT_STREAM = 1
-# fold_in(length_key, RESUME_STREAM) draws whether a run resumes a failure instead of starting afresh.
-RESUME_STREAM = 2
 
 
 class Unroller:
@@ -73,7 +61,7 @@ class Unroller:
     def __init__(self, task: tasks.Task | tuple[tasks.Task, ...], optimizer: LearnedOptimizer, schedule, *,
                  num_particles: int, max_meta_loss: float, meta_loss_split: str = "train",
                  valid_weight: float = 0.5, augmentation: tasks.Augmentation | None = None,
-                 time_power: float = 0.0, failure_buffer: int = 0, failure_share: float = 0.0):
+                 time_power: float = 0.0):
         self.variants = tuple(task) if isinstance(task, (tuple, list)) else (task,)
         # The bucket's model: every variant has its parameters, loss and normalizer; only the batches differ.
         self.task = task = self.variants[0]
@@ -86,8 +74,6 @@ class Unroller:
         self.meta_loss_split = meta_loss_split
         self.valid_weight = {"train": 0.0, "valid": 1.0, "mix": valid_weight}[meta_loss_split]
         self.time_power = time_power
-        # Failure-aware resumption: states kept per worker, and the share of new runs resumed from them.
-        self.failure_buffer, self.failure_share = failure_buffer, failure_share
         self.augmentation = augmentation or tasks.Augmentation()
         self.param_shapes = jax.eval_shape(task.init, jax.random.key(0))
         self.roles = task.roles(self.param_shapes)
@@ -146,40 +132,6 @@ class Unroller:
         """tree repeated on a leading particle axis: every particle of a run starts from the same state."""
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_particles,) + x.shape), tree)
 
-    def _empty_failures(self, worker: Worker) -> FailureBuffer | tuple:
-        if not self.failure_buffer:
-            return ()
-        run = _first_particle(worker)
-        runs = jax.tree.map(lambda x: jnp.zeros((self.failure_buffer,) + x.shape, x.dtype), run)
-        return FailureBuffer(runs, jnp.full((self.failure_buffer,), -jnp.inf, jnp.float32))
-
-    def _resumed_or_fresh(self, fresh: Worker, failures: FailureBuffer, key) -> Worker:
-        """fresh, or with probability failure_share (when the buffer holds any) the worst kept state's run,
-        which then leaves the buffer. The resumed run takes fresh's run key: its batches from here on, and the
-        runs after it, are new draws (with its stored key they would repeat the ones its original run drew)."""
-        slot = jnp.argmax(failures.regrets)
-        take = (failures.regrets[slot] > -jnp.inf) & (jax.random.uniform(key) < self.failure_share)
-        run = jax.tree.map(lambda x: x[slot], failures.runs)
-        resumed = run._replace(params=self._particles(run.params), opt_state=self._particles(run.opt_state),
-                               run_key=fresh.run_key,
-                               failures=failures._replace(regrets=failures.regrets.at[slot].set(-jnp.inf)))
-        return jax.tree.map(lambda a, b: jnp.where(take, a, b), resumed, fresh._replace(failures=failures))
-
-    def remember_failures(self, workers: Worker, truncation: Truncation) -> Worker:
-        """Each worker's state at the end of a truncation, kept in its buffer in place of the least bad state
-        there when its regret (Unroller.regret at the truncation's last step) is larger; a run that has
-        just started is not kept. workers and truncation have a leading task axis."""
-        def one(worker: Worker, regret, just_started):
-            buffer = worker.failures
-            slot = jnp.argmin(buffer.regrets)
-            keep = ~just_started & (regret > buffer.regrets[slot])
-            runs = jax.tree.map(lambda kept, x: kept.at[slot].set(jnp.where(keep, x, kept[slot])),
-                                buffer.runs, _first_particle(worker))
-            regrets = buffer.regrets.at[slot].set(jnp.where(keep, regret, buffer.regrets[slot]))
-            return worker._replace(failures=FailureBuffer(runs, regrets))
-
-        return jax.vmap(one)(workers, self.regret(truncation)[..., -1], truncation.resets[..., -1])
-
     def init(self, thetas, key, stagger: bool = True, variant_probs=None) -> Worker:
         """A worker at the start of a run. With stagger, the first run gets a random fraction of its
         length, so that workers started together do not all reset together."""
@@ -188,8 +140,7 @@ class Unroller:
         if stagger:  # never shorter than the schedule's shortest run: no horizon it would not draw
             shortest = jnp.minimum(getattr(self.schedule, "min_length", 1), length)
             length = jax.random.randint(stagger_key, (), shortest, length + 1)
-        worker = self.fresh_run(thetas, run_key, length, self._draw_variant(length_key, variant_probs))
-        return worker._replace(failures=self._empty_failures(worker))
+        return self.fresh_run(thetas, run_key, length, self._draw_variant(length_key, variant_probs))
 
     def step(self, thetas, worker: Worker, data, variant_probs=None) -> tuple[Worker, tuple]:
         """One inner step of every particle of one worker (a fresh run begins if this one ended); the fresh
@@ -226,24 +177,9 @@ class Unroller:
         next_key, length_key = jax.random.split(worker.run_key)
         fresh = self.fresh_run(thetas, next_key, self.schedule.sample(length_key),
                                self._draw_variant(length_key, variant_probs))
-        if self.failure_buffer:
-            fresh = self._resumed_or_fresh(fresh, worker.failures, jax.random.fold_in(length_key, RESUME_STREAM))
-        current = Worker(params, opt_state, step, worker.length, worker.run_key, worker.variant, worker.failures)
+        current = Worker(params, opt_state, step, worker.length, worker.run_key, worker.variant)
         new_worker = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, current)
         return new_worker, (meta_loss, raw_loss, done, diverged, worker.variant, step, new_worker.variant)
-
-    def imitation_loss(self, theta, workers: Worker, data, key, expert: str) -> jax.Array:
-        """The optimizer's imitation loss (e.g. NormalizedMLPLOpt.imitation_loss) averaged over workers
-        (a leading task axis), each at the state its first particle's run has reached, on the gradients
-        of a fresh training batch: a function of theta alone, for the exact gradient of expert supervision."""
-        def one(worker: Worker, step_key):
-            run = _first_particle(worker)
-            batch_key, loss_key = jax.random.split(step_key)
-            batch = self._batch(data, run.variant, batch_key, "train")
-            grads = jax.grad(self.run_task(run.run_key).loss)(run.params, batch, loss_key)
-            return self.optimizer.imitation_loss(theta, run.opt_state, grads, run.params, self.roles, expert)
-
-        return jnp.mean(jax.vmap(one)(workers, jax.random.split(key, workers.step.shape[0])))
 
     def regret(self, truncation: Truncation) -> jax.Array:
         """(..., K): each step's mean meta-loss over particles minus the tuned baseline's at the same step
@@ -274,8 +210,3 @@ class Unroller:
         return workers, Truncation(jnp.moveaxis(meta_losses, 0, -1), jnp.moveaxis(raw_losses, 0, -1),
                                    *(x.T for x in per_step))
 
-
-def _first_particle(worker: Worker) -> Worker:
-    """The worker's run as its first particle has it, without the particle axis or a buffer."""
-    return worker._replace(params=jax.tree.map(lambda x: x[0], worker.params),
-                           opt_state=jax.tree.map(lambda x: x[0], worker.opt_state), failures=())

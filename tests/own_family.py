@@ -32,23 +32,3 @@ FAMILY = tasks.family([regression(4, "regression_4"), regression(6, "regression_
 OTHER_FAMILY = tasks.family([regression(3, "regression_3")], name="own_regressions")  # same name, other shapes
 HELD_OUT = regression(5, "regression_5")
 
-
-def mlp_regression(width: int, name: str) -> tasks.Task:
-    """A one-hidden-matrix MLP on the 4-d regression: input, hidden and output matrices, as expert
-    supervision needs (it imitates Muon on the hidden ones)."""
-    def init(key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        return {"w1": jax.random.normal(k1, (4, width)) / 2, "w2": jax.random.normal(k2, (width, width)) / width ** 0.5,
-                "w3": jax.random.normal(k3, (width, 1)) / width ** 0.5}
-
-    def loss(params, batch, key):
-        del key
-        x, y = batch
-        hidden = jnp.tanh(jnp.tanh(x @ params["w1"]) @ params["w2"])
-        return jnp.mean((hidden @ params["w3"] - y) ** 2)
-
-    return tasks.from_functions(init, loss, *regression_arrays(4), batch_size=16, name=name,
-                                roles={"w1": "input", "w2": "hidden", "w3": "output"})
-
-
-MLP_FAMILY = tasks.family([mlp_regression(8, "mlp_regression_8")], name="own_mlps")

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import lopt
 import tasks
 from meta_train import checkpointing
-from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrides
+from meta_train.config import MetaTrainConfig, preset, with_overrides
 from meta_train.curriculum import Curriculum, CurriculumState
 from meta_train.train import meta_train
 from meta_train.trainer import MetaTrainer

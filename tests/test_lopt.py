@@ -8,7 +8,6 @@ import pytest
 
 import lopt
 import tasks
-from lopt.types import ROLES
 from tests.lopt_helpers import EVERY_ARCHITECTURE, normalized_descent_theta
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,10 @@ def test_adam_through_the_interface_matches_optax_adam(digits):
     np.testing.assert_allclose(ours, reference, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+# VeLO and the LSTM take the base class's muP rule as mlp_lopt, mu_adam and momentum_mlp_lopt do, and their
+# updates compile the longest: slow tests.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in ("velo", "lstm_lopt") else name
+                                  for name in sorted(EVERY_ARCHITECTURE)])
 def test_mup_divides_exactly_the_hidden_updates_by_fan_in(name, digits):
     optimizer = EVERY_ARCHITECTURE[name]
     task, params, roles = digits

@@ -200,6 +200,16 @@ def test_an_es_single_run_resumed_from_its_checkpoint_ends_at_the_same_theta(tmp
                               MetaTrainer(config).init().theta["mlp"]["layer_0"]["w"])
 
 
+def test_a_record_of_a_removed_option_reads_when_it_was_off_and_is_refused_when_on():
+    record = {**tiny().to_record(), "expert": "none", "imitation_weight": 1.0, "imitation_decay_from": 0.0,
+              "imitation_decay_to": 0.5, "failure_buffer": 0, "failure_share": 0.25}
+    assert MetaTrainConfig.from_record(record) == tiny()
+    with pytest.raises(ConfigError, match=r"^the record has expert='muon', an option since removed"):
+        MetaTrainConfig.from_record({**record, "expert": "muon"})
+    with pytest.raises(ConfigError, match=r"^the record has failure_buffer=4, an option since removed"):
+        MetaTrainConfig.from_record({**record, "failure_buffer": 4})
+
+
 def test_bad_input_gets_a_clear_message(capsys, tmp_path):
     assert main(["--config", "nope", "--workdir", str(tmp_path / "a")]) == 2
     assert "unknown preset 'nope'; known: default, mulo, orthogonal_mlp, quadratic" in capsys.readouterr().err

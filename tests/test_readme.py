@@ -127,8 +127,8 @@ def test_the_readme_meta_train_commands_name_known_presets_and_fields():
 
 def test_the_readme_evaluate_commands_name_known_optimizers_suites_and_baselines():
     import evaluate
-    import lopt
     from evaluate.__main__ import _parser
+    from evaluate.optimizers import resolve
 
     lines = _concrete("python -m evaluate ")
     assert len(lines) >= 2, lines
@@ -138,4 +138,4 @@ def test_the_readme_evaluate_commands_name_known_optimizers_suites_and_baselines
         assert args.baselines is None or set(args.baselines.split(",")) <= set(evaluate.BASELINES), line
         assert args.tuning in (None, "external", "same-seeds", "none"), line
         for name in args.optimizer:
-            lopt.load_optimizer(name)
+            resolve(name)  # a shipped name, NAME@SCALE, NAME@tuned, a baseline: as the command line reads it

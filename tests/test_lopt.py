@@ -135,7 +135,7 @@ def test_infer_roles_from_two_widths_matches_the_tasks_roles():
     for name, widths in (("mlp_mnist_8x8", (32, 64)), ("transformer_shakespeare", (32, 64)), ("conv_digits_8x8", (8, 16))):
         narrow, wide = (tasks.get_task(name, width=w) for w in widths)
         shapes = [jax.eval_shape(t.init, jax.random.key(0)) for t in (narrow, wide)]
-        assert lopt.infer_roles(*shapes) == narrow.roles(narrow.init(jax.random.key(0))), name
+        assert lopt.infer_roles(*shapes) == narrow.roles(shapes[0]), name
 
 
 @pytest.mark.parametrize("name", sorted(name for name, o in EVERY_ARCHITECTURE.items() if o.parameterization == "mup"))
@@ -207,7 +207,7 @@ def test_adam_init_starts_as_per_tensor_normalized_adam(digits):
     theta = {**theta, "mlp": lopt.mlp_lopt.adam_like(theta["mlp"], others_scale=0.0)}
     transform = optimizer.transform(theta, num_steps=100, roles=roles)
     grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(1)), jax.random.key(2))
-    updates, _ = transform.update(grads, transform.init(params), params)
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params)
 
     def expected(grad, role):
         direction = 0.1 * grad * jax.lax.rsqrt(0.001 * grad ** 2 + 1e-6)

@@ -70,7 +70,7 @@ def test_conv_kernels_and_embedding_tables_take_their_fixed_extra_step_and_dense
     directions = {}
     for name, opt in (("base", base_optimizer), ("kinds", optimizer)):
         rule = opt.rule(theta, 100, roles)
-        directions[name], _ = rule.update(grads, rule.init(params), params)
+        directions[name], _ = jax.jit(rule.update)(grads, rule.init(params), params)
     base, kinds = directions["base"], directions["kinds"]
     np.testing.assert_allclose(kinds["conv"]["kernel"], 5.0 * base["conv"]["kernel"], rtol=1e-6)
     np.testing.assert_allclose(kinds["embed"]["embedding"], 3.0 * base["embed"]["embedding"], rtol=1e-6)

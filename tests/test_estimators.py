@@ -37,12 +37,12 @@ def unroller(problem, particles, run_length=RUN_LENGTH):
     return Unroller(task, optimizer, ConstantLength(run_length), num_particles=particles, max_meta_loss=1e9)
 
 
-def exact_gradient(problem, init_key, run_length=RUN_LENGTH, measured=MEASURED_TRUNCATION):
+def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
     """jax.grad of the measured truncation's mean loss through every run from the start."""
     task, _, theta = problem
     estimator = TruncatedBackprop(unroller(problem, 1, run_length), NUM_TASKS, TRUNCATION, stagger=False)
     workers = estimator._init_workers(theta, init_key, 1)
-    steps = TRUNCATION * measured
+    steps = TRUNCATION * MEASURED_TRUNCATION
 
     def measured_loss(theta):
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (NUM_TASKS, 1) + t.shape), theta)
@@ -52,14 +52,14 @@ def exact_gradient(problem, init_key, run_length=RUN_LENGTH, measured=MEASURED_T
     return jax.jit(jax.grad(measured_loss))(theta)
 
 
-def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH, measured=MEASURED_TRUNCATION):
+def repeated_estimates(problem, estimator_type, init_key, run_length=RUN_LENGTH):
     task, _, theta = problem
     estimator = estimator_type(unroller(problem, 2, run_length), NUM_TASKS, TRUNCATION, SIGMA, stagger=False)
 
     @jax.jit
     def measured_estimate(repeat_key):
         state = estimator.init(theta, init_key)  # the same tasks as the exact gradient
-        for index in range(measured):
+        for index in range(MEASURED_TRUNCATION):
             meta_grad, state, _ = estimator.estimate(theta, state, estimator.unroller.data, jax.random.fold_in(repeat_key, index))
         return meta_grad
 
@@ -88,24 +88,18 @@ def test_pes_is_unbiased_and_truncated_es_is_not(problem):
     assert abs(float(exact["log_learning_rate"])) > 1e-3
 
 
-def test_pes_stays_unbiased_across_resets_inside_truncations(problem):
-    """Runs of 4 steps in truncations of 8: the accumulator restarts mid-truncation and at its end."""
-    init_key = jax.random.key(8)
-    exact = exact_gradient(problem, init_key, SHORT_RUN_LENGTH)
-    pes = z_scores(repeated_estimates(problem, PES, init_key, SHORT_RUN_LENGTH), exact)
-    print("z-scores, PES with resets:", pes)
-    assert all(abs(z) < 4.0 for z in pes.values()), pes
-    assert abs(float(exact["log_learning_rate"])) > 1e-3
-
-
-def test_es_single_is_unbiased_where_runs_begin_inside_a_truncation(problem):
-    """A run that begins inside a truncation carries the perturbation it began under as well as the one it
-    keeps for the rest of it (that it keeps one is the next test)."""
-    init_key = jax.random.key(9)
-    exact = exact_gradient(problem, init_key, STRADDLING_RUN_LENGTH)
-    single = z_scores(repeated_estimates(problem, ESSingle, init_key, STRADDLING_RUN_LENGTH), exact)
-    print("z-scores, ES-Single:", single)
-    assert all(abs(z) < 4.0 for z in single.values()), single
+@pytest.mark.parametrize("estimator_type,run_length,seed", [
+    # Runs of 4 steps in truncations of 8: PES's accumulator restarts mid-truncation and at its end.
+    (PES, SHORT_RUN_LENGTH, 8),
+    # Runs of 12: a run that begins inside a truncation carries into ES-Single's next one the perturbation
+    # it began under as well as the one it keeps for the rest of it (that it keeps one is the next test).
+    (ESSingle, STRADDLING_RUN_LENGTH, 9)])
+def test_unbiased_where_runs_begin_inside_a_truncation(problem, estimator_type, run_length, seed):
+    init_key = jax.random.key(seed)
+    exact = exact_gradient(problem, init_key, run_length)
+    scores = z_scores(repeated_estimates(problem, estimator_type, init_key, run_length), exact)
+    print(f"z-scores, {estimator_type.__name__} with resets:", scores)
+    assert all(abs(z) < 4.0 for z in scores.values()), scores
     assert abs(float(exact["log_learning_rate"])) > 1e-3
 
 

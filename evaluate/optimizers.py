@@ -180,9 +180,7 @@ def optimizer(name: str, make: Callable[..., optax.GradientTransformation], *,
 def _takes_three_arguments(make: Callable) -> bool:
     try:
         inspect.signature(make).bind(None, None, None)
-    except TypeError:  # two parameters only
-        return False
-    except ValueError:  # no signature to read (a builtin): called as documented, with two
+    except (TypeError, ValueError):  # two parameters only, or no signature to read: called with two
         return False
     return True
 

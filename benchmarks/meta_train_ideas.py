@@ -1,14 +1,16 @@
 """Ideas from the field against the main job, each the `default` preset otherwise, then every result and
 the shipped default evaluated under the externally tuned protocol on `ood` and `in_distribution`.
-The ES-Single estimator (`estimator=es_single`) is the idea left to run: ELO's expert supervision and
-failure-aware resumption were measured here too, did not pay, and were removed from meta_train
-(results/meta_train_ideas.md keeps their numbers; the git log, their code).
+The ES-Single estimator (`estimator=es_single`) is measured with the preset's mixed meta-objective and,
+against PES on the same objective, with a validation-only one (`meta_loss_split=valid`). ELO's expert
+supervision and failure-aware resumption were measured here too, did not pay, and were removed from
+meta_train (results/meta_train_ideas.md keeps their numbers; the git log, their code).
 
     python -m benchmarks.meta_train_ideas --runs runs/meta_train_ideas [--out benchmarks/results/meta_train_ideas.md]
 
-Meta-training runs and sweeps already in --runs are kept (a stopped study continues where it was); the
-report reads every summary.json under --runs, so sweeps of other optimizers on the same suites and seeds
-(their baselines come from the shared cache) are merged into one table per suite.
+Meta-training runs and sweeps already in --runs are kept (a stopped study continues where it was); a
+variant added later is evaluated in a sweep of its own, and the report reads every summary.json under
+--runs, so sweeps of other optimizers on the same suites and seeds (their baselines come from the shared
+cache) are merged into one table per suite.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from checkpoints.files import write_atomically
 VARIANTS = {  # name: the --set of `python -m meta_train --config default`
     "main_job": [],
     "es_single": ["estimator=es_single"],
+    "pes_valid": ["meta_loss_split=valid"],
+    "es_single_valid": ["estimator=es_single", "meta_loss_split=valid"],
 }
 SUITES = ("ood", "in_distribution")
 BASELINES = ("adam", "adamw_cosine", "muon")
@@ -52,12 +56,22 @@ def meta_train_cost(runs: Path) -> str:
 
 
 def evaluate(runs: Path) -> None:
-    optimizers = ["orthogonal_mlp"] + [f"{name}={runs / name / 'optimizer'}" for name in VARIANTS]
+    """Every learned optimizer not yet in a sweep of a suite under --runs, in one new sweep per suite named
+    after them (earlier sweeps are kept: the report merges them, and their baselines are cached)."""
+    optimizers = {"orthogonal_mlp": "orthogonal_mlp", **{name: f"{name}={runs / name / 'optimizer'}" for name in VARIANTS}}
     for suite in SUITES:
-        if not (runs / suite / "summary.json").is_file():
-            subprocess.run([sys.executable, "-m", "evaluate", *(arg for o in optimizers for arg in ("--optimizer", o)),
-                            "--suite", suite, "--baselines", ",".join(BASELINES), "--workdir", str(runs / suite)],
-                           check=True)
+        done = {row["optimizer"] for summary in suite_summaries(runs, suite) for row in summary["rows"]}
+        missing = [name for name in optimizers if name not in done]
+        if missing:
+            subprocess.run([sys.executable, "-m", "evaluate", *(arg for name in missing for arg in ("--optimizer", optimizers[name])),
+                            "--suite", suite, "--baselines", ",".join(BASELINES),
+                            "--workdir", str(runs / f"{suite}-{'+'.join(missing)}")], check=True)
+
+
+def suite_summaries(runs: Path, suite: str) -> list[dict]:
+    """The externally tuned sweeps of one suite under --runs."""
+    return [summary for summary in (json.loads(path.read_text()) for path in sorted(runs.glob("*/summary.json")))
+            if summary["suite"] == suite and summary["protocol"]["tuning"] == "external"]
 
 
 def mean_and_error(values: list[float]) -> tuple[float, float]:
@@ -127,8 +141,7 @@ def report(runs: Path) -> str:
         lines += [f"Meta-training, the wall time of each run's last invocation (runs that shared the machine took "
                   f"longer): {cost}.", ""]
     for suite in SUITES:
-        summaries = [summary for summary in (json.loads(path.read_text()) for path in sorted(runs.glob("*/summary.json")))
-                     if summary["suite"] == suite and summary["protocol"]["tuning"] == "external"]
+        summaries = suite_summaries(runs, suite)
         if not summaries:
             continue
         tasks = suite_rows(summaries)

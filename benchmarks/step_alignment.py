@@ -1,0 +1,79 @@
+"""The default with a hypergradient step controller (Baydin et al. 2018, per tensor): each tensor's whole
+update is multiplied by a scale s that follows the alignment of the new gradient with the last update,
+
+    log s  <-  clip(log s - gain * cos(g_t, u_{t-1}), log 0.05, log 2),
+
+so a tensor whose updates overshoot (the next gradient points along the step just taken) steps less.
+The question: can the rule find a conv net's smaller step by itself (the max-pooling conv net's best
+whole-step multiplier is 0.3, the others' 1) without losing the models where its step is right?
+
+    python -m benchmarks.step_alignment [--workdir runs/step_alignment] [--gains 1e-9,0.01,0.03,0.1]
+
+Runs `evaluate` on the max-pooling conv net, the small conv net and the transformer as the `ood` suite
+configures them, the gain tuned like a learning rate (chosen on tuning seeds 1000-1001, reported on
+seeds 0-2; a gain of 1e-9 is the rule unchanged: it moves log s by at most 1e-6 in a run), and prints
+each gain's mean final losses on the tuning seeds. Runs are cached as a user optimizer's are
+(`evaluate.optimizer`), so a rerun with the same gains reads them back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import statistics
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import evaluate
+import lopt
+
+SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
+LOG_SCALE_RANGE = (math.log(0.05), math.log(2.0))
+
+
+def with_step_alignment(inner: optax.GradientTransformationExtraArgs, gain) -> optax.GradientTransformationExtraArgs:
+    """inner's updates, each tensor's times its hypergradient-controlled scale (module docstring)."""
+    def init(params):
+        return (inner.init(params), jax.tree.map(jnp.zeros_like, params),
+                jax.tree.map(lambda leaf: jnp.zeros((), jnp.float32), params))
+
+    def update(grads, state, params=None, **extra_args):
+        inner_state, last_updates, log_scales = state
+
+        def moved(log_scale, grad, last):
+            cosine = jnp.vdot(grad, last) / (jnp.linalg.norm(grad) * jnp.linalg.norm(last) + 1e-30)
+            return jnp.clip(log_scale - gain * cosine, *LOG_SCALE_RANGE)
+        log_scales = jax.tree.map(moved, log_scales, grads, last_updates)
+        updates, inner_state = inner.update(grads, inner_state, params, **extra_args)
+        updates = jax.tree.map(lambda u, log_scale: u * jnp.exp(log_scale), updates, log_scales)
+        return updates, (inner_state, updates, log_scales)
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_alignment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="runs/step_alignment")
+    parser.add_argument("--gains", default="1e-9,0.01,0.03,0.1", help="comma-separated positive gains tried")
+    args = parser.parse_args(argv)
+    gains = tuple(float(gain) for gain in args.gains.split(","))
+    controlled = evaluate.optimizer(
+        "align", lambda gain, num_steps, roles: with_step_alignment(lopt.load(lopt.DEFAULT, num_steps=num_steps, roles=roles),
+                                                                    gain), rates=gains, version="probe1")
+    evaluate.run_suite([controlled], SUITE, args.workdir, baselines=[])
+    finals = collections.defaultdict(list)  # (task, gain) -> [(train, valid)], one per tuning seed
+    for run in json.loads((Path(args.workdir) / "runs.json").read_text()):
+        if run["split"] == "tuning":
+            finals[(run["task"], run["candidate"])].append((run["train_loss"][-1], run["valid_loss"][-1]))
+    print("| task | gain | train loss | valid loss |\n| --- | --- | --- | --- |")
+    for (task, candidate), losses in sorted(finals.items(), key=lambda item: (item[0][0], float(item[0][1][3:]))):
+        train, valid = (statistics.fmean(values) for values in zip(*losses))
+        print(f"| {task} | {candidate.removeprefix('lr=')} | {train:.4g} | {valid:.4g} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,12 +8,16 @@ The question: can the rule find a conv net's smaller step by itself (the max-poo
 whole-step multiplier is 0.3, the others' 1) without losing the models where its step is right?
 
     python -m benchmarks.step_alignment [--workdir runs/step_alignment] [--gains 1e-9,0.01,0.03,0.1]
+    python -m benchmarks.step_alignment --trace
+
 
 Runs `evaluate` on the max-pooling conv net, the small conv net and the transformer as the `ood` suite
 configures them, the gain tuned like a learning rate (chosen on tuning seeds 1000-1001, reported on
 seeds 0-2; a gain of 1e-9 is the rule unchanged: it moves log s by at most 1e-6 in a run), and prints
 each gain's mean final losses on the tuning seeds. Runs are cached as a user optimizer's are
-(`evaluate.optimizer`), so a rerun with the same gains reads them back.
+(`evaluate.optimizer`), so a rerun with the same gains reads them back. --trace instead prints what the
+controller would read, the rule unchanged: the mean over matrices of cos(g_t, u_{t-1}) in 100-step
+windows of one run (seed 1000) of each model at the whole-step multipliers TRACED.
 """
 
 from __future__ import annotations
@@ -31,9 +35,16 @@ import optax
 
 import evaluate
 import lopt
+from evaluate.suites import from_file
 
 SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
 LOG_SCALE_RANGE = (math.log(0.05), math.log(2.0))
+TRACED = {"conv max-pool 3x32 mnist 14x14": (1.0, 0.3), "conv mnist 8x8": (1.0,), "transformer shakespeare": (1.0,)}
+WINDOW = 100
+
+
+def cosine(a, b):
+    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
 
 
 def with_step_alignment(inner: optax.GradientTransformationExtraArgs, gain) -> optax.GradientTransformationExtraArgs:
@@ -45,21 +56,54 @@ def with_step_alignment(inner: optax.GradientTransformationExtraArgs, gain) -> o
     def update(grads, state, params=None, **extra_args):
         inner_state, last_updates, log_scales = state
 
-        def moved(log_scale, grad, last):
-            cosine = jnp.vdot(grad, last) / (jnp.linalg.norm(grad) * jnp.linalg.norm(last) + 1e-30)
-            return jnp.clip(log_scale - gain * cosine, *LOG_SCALE_RANGE)
-        log_scales = jax.tree.map(moved, log_scales, grads, last_updates)
+        log_scales = jax.tree.map(lambda log_scale, grad, last: jnp.clip(log_scale - gain * cosine(grad, last),
+                                                                          *LOG_SCALE_RANGE),
+                                  log_scales, grads, last_updates)
         updates, inner_state = inner.update(grads, inner_state, params, **extra_args)
         updates = jax.tree.map(lambda u, log_scale: u * jnp.exp(log_scale), updates, log_scales)
         return updates, (inner_state, updates, log_scales)
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+def trace(suite: evaluate.Suite, label: str, multiplier: float, seed: int = 1000) -> None:
+    """Prints the mean over matrices of cos(g_t, u_{t-1}) and the mean loss in each window of one run."""
+    task_config = next(entry for entry in suite.tasks if entry.label == label)
+    task, num_steps = task_config.config.build(), task_config.num_steps
+    params = task.init(jax.random.PRNGKey(seed))
+    tx = optax.chain(lopt.load(lopt.DEFAULT, num_steps=num_steps, roles=task.roles(params)), optax.scale(multiplier))
+
+    @jax.jit
+    def step(params, state, last_updates, key):
+        batch_key, loss_key = jax.random.split(key)
+        loss, grads = jax.value_and_grad(task.loss)(params, task.batch(task.data, batch_key), loss_key)
+        alignment = jnp.mean(jnp.stack([cosine(g, u) for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(last_updates))
+                                        if g.ndim >= 2]))
+        updates, state = tx.update(grads, state, params, loss=loss)
+        return optax.apply_updates(params, updates), state, updates, loss, alignment
+
+    state, last_updates, key = tx.init(params), jax.tree.map(jnp.zeros_like, params), jax.random.PRNGKey(seed + 1)
+    losses, alignments = [], []
+    for key in jax.random.split(key, num_steps):
+        params, state, last_updates, loss, alignment = step(params, state, last_updates, key)
+        losses.append(float(loss))
+        alignments.append(float(alignment))
+    print(f"{label} at x{multiplier}: " + "; ".join(
+        f"{start}: loss {statistics.fmean(losses[start:start + WINDOW]):.3f} cos {statistics.fmean(alignments[start + 1:start + WINDOW]):+.3f}"
+        for start in range(0, num_steps, WINDOW)))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_alignment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default="runs/step_alignment")
     parser.add_argument("--gains", default="1e-9,0.01,0.03,0.1", help="comma-separated positive gains tried")
+    parser.add_argument("--trace", action="store_true", help="print the alignment along one run of each model")
     args = parser.parse_args(argv)
+    if args.trace:
+        suite = from_file(SUITE)
+        for label, multipliers in TRACED.items():
+            for multiplier in multipliers:
+                trace(suite, label, multiplier)
+        return
     gains = tuple(float(gain) for gain in args.gains.split(","))
     controlled = evaluate.optimizer(
         "align", lambda gain, num_steps, roles: with_step_alignment(lopt.load(lopt.DEFAULT, num_steps=num_steps, roles=roles),

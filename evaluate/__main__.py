@@ -51,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                "loss against Adam and against the oracle baseline (the best baseline of each task), the same "
                "on the lowest validation loss over the run (early stopping, baselines tuned on it), and each "
                "learned optimizer's wins / ties / losses against Adam, AdamW-cosine and Muon alone. The workdir "
-               "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Baseline runs are "
-               "cached in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache), as are those of an "
-               "evaluate.optimizer(...), under its name, rates and version (shown in the log and summary.md).")
+               "receives runs.csv/json, summary.csv/json/md, plots/*.png and tensorboard/. Every run is cached "
+               "in ~/.cache/lopt/baselines ($LOPT_BASELINE_CACHE, or --cache): a baseline's under its settings, a "
+               "learned optimizer's under its theta and its rule's code, an evaluate.optimizer(...)'s under its "
+               "name, rates and version (shown in the log and summary.md).")
     parser.add_argument("--optimizer", action="append", default=[], metavar="NAME_OR_PATH",
                         help="a shipped learned optimizer or a checkpoint directory (LABEL=PATH names it; "
                              "@0.1 scales its whole step, @tuned tunes that multiplier per task), a baseline "
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", default=None,
                         help=f"comma-separated baselines to add, or 'none' (default: {','.join(DEFAULT_BASELINES)}; "
                              f"with --tuning none, {','.join(SELF_TUNING_BASELINES)})")
-    parser.add_argument("--cache", help="baseline cache directory")
+    parser.add_argument("--cache", help="the run cache's directory")
     parser.add_argument("--force", action="store_true", help="replace another sweep held in --workdir")
     parser.add_argument("--shard", metavar="I/N",
                         help="run only the tasks of shard I of N (0-based; task index modulo N) into a --workdir the "

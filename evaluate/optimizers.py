@@ -51,9 +51,9 @@ class EvalOptimizer:
     make: Callable[[Any, int, Any], optax.GradientTransformation]  # (hyper, num_steps, roles) -> transform
     candidates: tuple[Candidate, ...]
     rule: str  # the update rule apart from hyper: runs of one rule share a compiled program
-    identity: str  # what its results are cached under: the rule and, for a learned one, a hash of theta
+    identity: str  # what its runs are cached under: the rule and, for a learned one, hashes of theta and code
     parameterization: str | None  # the model parameterization it trains: "mup", "sp", or None (as given)
-    baseline: bool  # a hand-designed baseline: results cached across sweeps
+    baseline: bool  # a hand-designed baseline (or the user's), tuned over learning rates
     spec: dict[str, Any] | None = None  # a learned optimizer's checkpoint spec (its provenance)
     user: bool = False  # made by `optimizer`: its cache key is what the user gave, not its code
 
@@ -195,6 +195,21 @@ def theta_digest(theta: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def code_digest(optimizer: lopt.LearnedOptimizer) -> str:
+    """A short hash of the source of the lopt package and of the module that defines the optimizer's class
+    (a user's own architecture may live elsewhere): a learned optimizer's cached runs are never reused
+    after an edit of the code its update runs."""
+    package = Path(lopt.__file__).parent
+    files = sorted(package.rglob("*.py"))
+    own = inspect.getsourcefile(type(optimizer))
+    if own is not None and Path(own).resolve().parent != package.resolve():
+        files.append(Path(own))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 # NAME@tuned: the multipliers of a learned optimizer's whole step tried, half a decade apart around the
 # step meta-training learned, as a practitioner tunes a baseline's learning rate.
 LEARNED_STEP_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -215,7 +230,7 @@ def learned(name_or_path: str | os.PathLike, name: str | None = None, scale: str
                       path.absolute().parent.name if path.name == "optimizer" else path.name)
                      + (f"@{scale}" if scale else ""))
     rule = json.dumps(optimizer.spec(), sort_keys=True)
-    identity = f"{rule}: theta {theta_digest(theta)}"
+    identity = f"{rule}: theta {theta_digest(theta)}, code {code_digest(optimizer)}"
     if not scale:
         return EvalOptimizer(name=label, make=optimizer.transform, candidates=(Candidate("theta", theta),),
                              rule=rule, identity=identity, parameterization=optimizer.parameterization,

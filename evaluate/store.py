@@ -1,8 +1,8 @@
 """Finished runs on disk, one JSON file each, named by a hash of everything that determines the run
-(task config, optimizer rule and hyperparameters, seed, budget, record stride). Baselines live in a
-cache shared by every sweep, so they are trained once; a sweep's own runs live in its workdir, so an
-interrupted sweep resumes where it stopped. The shards of a sweep also put their baselines in the
-workdir, which then holds all that the summary is built from, whichever machine builds it."""
+(task config, optimizer rule and hyperparameters, seed, budget, record stride). They live in a cache
+shared by every sweep, so no run is trained twice and an interrupted sweep resumes where it stopped.
+The shards of a sweep also put their runs in the workdir, which then holds all that the summary is
+built from, whichever machine builds it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS
 # tests/test_evaluate.py).
 STORE_VERSION = 2
 DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
-RUNS_DIR = "runs"  # a sweep's own runs, in its workdir
+RUNS_DIR = "runs"  # a sharded sweep's runs, in its workdir
 
 
 def data_fingerprint(config: tasks.TaskConfig) -> list | None:
@@ -72,8 +72,8 @@ class RunStore:
 
 
 class CacheAndWorkdir:
-    """The baselines' store of a sweep: the shared cache first, then the sweep's own runs (where the
-    shards of a sweep on other machines leave theirs). With `mirror`, what is put goes to both, so a
+    """The store of a sweep: the shared cache first, then the sweep's workdir (where the shards of a sweep
+    on other machines leave their runs). With `mirror`, what is put goes to both, so a
     sharded sweep's workdir holds every run its summary needs."""
 
     def __init__(self, cache: RunStore, workdir: RunStore, mirror: bool):

@@ -140,8 +140,9 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
         `tuning_seeds` seeds from `tuning_first_seed` and reports it on the evaluation seeds;
         "same_seeds" chooses and reports on the evaluation seeds; "none" tunes nothing (every baseline at
         its starting point, evaluate.optimizers.starting_point).
-    cache_dir: where baseline runs are cached across sweeps (default ~/.cache/lopt/baselines, or
-        $LOPT_BASELINE_CACHE).
+    cache_dir: where runs are cached across sweeps (default ~/.cache/lopt/baselines, or
+        $LOPT_BASELINE_CACHE): a baseline's under its settings, a learned optimizer's under its theta and
+        its update rule's code (evaluate.optimizers.learned), a user optimizer's under what it was given.
     shard: (I, N) or "I/N": run only the tasks whose index in the suite is I modulo N, into a workdir
         that the N shards share (on several machines: a shared file system). The last shard to finish
         builds the summary, tables and plots from every shard's runs, as the unsharded sweep would;
@@ -166,10 +167,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     workdir = Path(workdir)
     if shard is not None:  # checked whichever form it came in
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
-    own_store = RunStore(workdir / RUNS_DIR)
-    baseline_store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), own_store, mirror=shard is not None)
-    units = [Unit(task, optimizer, rules, baseline_store if optimizer.baseline else own_store, stride, parallel)
-             for task in suite.tasks for optimizer in chosen]
+    store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR), mirror=shard is not None)
+    units = [Unit(task, optimizer, rules, store, stride, parallel) for task in suite.tasks for optimizer in chosen]
     mine = units if shard is None else [unit for index, unit in enumerate(units)
                                         if (index // len(chosen)) % shard[1] == shard[0]]
     # Every task is built and its memory checked before anything is written or compiled, so bad input

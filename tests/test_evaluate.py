@@ -1,7 +1,8 @@
-"""Generalization sweeps: a tiny suite end to end, the metrics on curves with known answers, the baseline
+"""Generalization sweeps: a tiny suite end to end, the metrics on curves with known answers, the run
 cache, resuming, and the messages bad input gets."""
 
 import csv
+import importlib
 import json
 import math
 import shutil
@@ -212,7 +213,8 @@ def test_a_sweep_can_run_on_other_seeds_than_evaluations(tiny_suite, tmp_path):
         evaluate.run_suite(["adam@0.003"], one, tmp_path / "bad", first_seed=-1, baselines=[])
 
 
-def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, learned_checkpoint, monkeypatch):
+def test_runs_come_from_the_cache_on_a_second_sweep_until_the_rules_code_changes(sweep, tiny_suite, learned_checkpoint,
+                                                                                 monkeypatch):
     _, first_seconds, root = sweep
     # Compiled programs are kept in the process: forget them, or retraining would look almost free.
     monkeypatch.setattr(runner, "_PROGRAMS", {})
@@ -221,17 +223,30 @@ def test_baselines_come_from_the_cache_on_a_second_sweep(sweep, tiny_suite, lear
     original = runner.run_groups
     monkeypatch.setattr(runner, "run_groups", lambda task, optimizer, *args, **kwargs: trained.append(optimizer.name)
                         or original(task, optimizer, *args, **kwargs))
+    arguments = dict(seeds=2, baselines=["adam"], tuning="same_seeds", cache_dir=root / "cache", log=lambda line: None)
     start = time.perf_counter()
-    result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "other_work", seeds=2, baselines=["adam"],
-                                tuning="same_seeds", cache_dir=root / "cache", log=lambda line: None)
+    result = evaluate.run_suite([learned_checkpoint], tiny_suite, root / "other_work", **arguments)
     seconds = time.perf_counter() - start
-    assert "adam" not in trained and trained == ["descent", "descent"]  # a new workdir: only the learned one runs
-    assert all(unit.reused == 16 for unit in result.units if unit.optimizer.name == "adam")
-    # Everything but the learned runs (reading the cache, the summary, the plots) costs well under training
-    # the baselines did; each side less its own learned runs, so a machine busier in one sweep than in
-    # the other shifts both alike.
-    learned = lambda units: sum(unit.seconds for unit in units if unit.optimizer.name == "descent")  # noqa: E731
-    assert seconds - learned(result.units) < 0.5 * (first_seconds - learned(sweep[0].units)), (seconds, first_seconds)
+    assert trained == []  # a new workdir, and nothing trains: the learned runs are cached as the baselines' are
+    assert [unit.reused for unit in result.units] == [2, 16, 2, 16]
+    # Reading the cache, the summary and the plots cost well under training did.
+    assert seconds < 0.5 * first_seconds, (seconds, first_seconds)
+    # An edit of the code the learned rule runs (lopt, or the module of a user's own architecture) is a new
+    # identity: its runs train anew, the baselines' are still read back.
+    monkeypatch.setattr(evaluate.optimizers, "code_digest", lambda optimizer: "edited")
+    evaluate.run_suite([learned_checkpoint], tiny_suite, root / "edited_work", **arguments)
+    assert trained == ["descent", "descent"]
+
+
+def test_the_code_digest_follows_the_source_of_a_users_architecture(tmp_path, monkeypatch):
+    module = tmp_path / "my_architecture.py"
+    module.write_text("import lopt\n\nclass Mine(lopt.MLPLOpt):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = importlib.import_module("my_architecture").Mine(hidden_size=4)
+    before = evaluate.optimizers.code_digest(mine)
+    assert evaluate.optimizers.code_digest(lopt.MLPLOpt(hidden_size=4)) != before  # lopt's own: lopt's source alone
+    module.write_text(module.read_text() + "# an edit\n")
+    assert evaluate.optimizers.code_digest(mine) != before
 
 
 def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sweep, tiny_suite, learned_checkpoint,
@@ -249,7 +264,8 @@ def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sw
     monkeypatch.setattr(runner, "run_groups", another_sweep_finishes_first)
     result = evaluate.run_suite([learned_checkpoint], tiny_suite, tmp_path / "work", seeds=2, baselines=["adam"],
                                 tuning="same_seeds", cache_dir=cache, log=lambda line: None)
-    assert calls == ["descent", "descent"]  # Adam, planned as missing on both tasks, was found before it ran
+    # Planned as missing on both tasks, tuned Adam and the second task's learned runs were found before they ran.
+    assert calls == ["descent"]
     assert all(unit.reused == 16 and unit.seconds == 0.0 for unit in result.units if unit.optimizer.name == "adam")
 
 

@@ -30,6 +30,12 @@ VARIANTS = {  # name: the --set of `python -m meta_train --config default`
     "pes_valid": ["meta_loss_split=valid"],
     "es_single_valid": ["estimator=es_single", "meta_loss_split=valid"],
 }
+# Variants this study measured whose options were removed from meta_train after it (commit 99196c5 has
+# them): their runs and sweeps, where --runs still holds them, are reported beside the others.
+REMOVED_VARIANTS = {
+    "expert_muon": ["expert=muon", "meta_train_only="],
+    "failure_buffer": ["failure_buffer=4", "failure_share=0.25"],
+}
 SUITES = ("ood", "in_distribution")
 BASELINES = ("adam", "adamw_cosine", "muon")
 
@@ -46,7 +52,7 @@ def meta_train(runs: Path) -> None:
 def meta_train_cost(runs: Path) -> str:
     """Each variant's outer steps and wall seconds, as its optimizer's provenance recorded them."""
     parts = []
-    for name in VARIANTS:
+    for name in [*VARIANTS, *REMOVED_VARIANTS]:
         spec = runs / name / "optimizer" / "spec.json"
         if spec.is_file():
             provenance = json.loads(spec.read_text())["provenance"]
@@ -132,8 +138,12 @@ def median_ratio(tasks: dict[str, dict[str, dict]], learned: str, baseline: str,
 def report(runs: Path) -> str:
     lines = ["# Ideas from the field against the main job", "",
              "`python -m benchmarks.meta_train_ideas --runs runs/meta_train_ideas`", "",
-             "Each variant is the `default` preset (PES, 500 outer steps, the mixed family) with one change; "
-             "`main_job` is the preset itself. Evaluated with `python -m evaluate` under the externally "
+             "Each variant is the `default` preset (PES, 500 outer steps, the mixed family) changed as given; "
+             "`main_job` is the preset itself: " + "; ".join(
+                 f"`{name}` (`{' '.join(changes)}`)" for name, changes in {**VARIANTS, **REMOVED_VARIANTS}.items()
+                 if changes) + ". Expert supervision (`expert_muon`) and the failure buffer (`failure_buffer`) "
+             "did not pay and were removed from `meta_train` after this study (commit 99196c5 has them). "
+             "Evaluated with `python -m evaluate` under the externally "
              "tuned protocol: each baseline's rate chosen on tuning seeds 1000-1001, every figure on "
              "evaluation seeds 0-2; mean ± standard error over those seeds of the final loss.", ""]
     cost = meta_train_cost(runs)
@@ -145,7 +155,8 @@ def report(runs: Path) -> str:
         if not summaries:
             continue
         tasks = suite_rows(summaries)
-        learned = [name for name in ["orthogonal_mlp", *VARIANTS] if any(name in rows for rows in tasks.values())]
+        learned = [name for name in ["orthogonal_mlp", *VARIANTS, *REMOVED_VARIANTS]
+                   if any(name in rows for rows in tasks.values())]
         lines += [f"## {suite}", ""]
         for metric in ("valid", "train"):
             lines += table(tasks, learned, metric) + [""]

@@ -80,6 +80,8 @@ class ArrayTask(Task):
     role_leaves: tuple[str, ...] = dataclasses.field(repr=False)  # in jax.tree.leaves(params) order
     role_paths: tuple[str, ...] = dataclasses.field(repr=False)  # jax.tree_util.keystr of each tensor
     loss_scale: float = dataclasses.field(repr=False)  # the mean loss at init: normalize_loss divides by it
+    # (params, batch) -> loss[, aux] in inference mode (dropout off); None: loss_fn with a fixed key
+    eval_loss_fn: Callable[[Any, Any], Any] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -95,6 +97,11 @@ class ArrayTask(Task):
 
     def loss_and_aux(self, params, batch, key):
         return split_loss_output(self.loss_fn(params, batch, key))
+
+    def eval_loss_and_aux(self, params, batch):
+        if self.eval_loss_fn is None:
+            return super().eval_loss_and_aux(params, batch)
+        return split_loss_output(self.eval_loss_fn(params, batch))
 
     def _split(self, data, split: str):
         if split not in data:

@@ -84,9 +84,15 @@ class AugmentedTask(Task):
     def init(self, key):
         return jax.tree.map(lambda w, s: w / s, self.task.init(key), self.factors.scales)
 
+    def _weights(self, params):
+        return jax.tree.map(lambda u, s: u * s, params, self.factors.scales)
+
     def loss_and_aux(self, params, batch, key):
-        weights = jax.tree.map(lambda u, s: u * s, params, self.factors.scales)
-        loss, aux = self.task.loss_and_aux(weights, batch, key)
+        loss, aux = self.task.loss_and_aux(self._weights(params), batch, key)
+        return loss * self.factors.loss_scale, aux
+
+    def eval_loss_and_aux(self, params, batch):
+        loss, aux = self.task.eval_loss_and_aux(self._weights(params), batch)
         return loss * self.factors.loss_scale, aux
 
     def batch(self, data, key, split: str = "train"):

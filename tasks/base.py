@@ -48,6 +48,11 @@ class Task(abc.ABC):
     def loss(self, params: Params, batch: Batch, key: PRNGKey) -> Array:
         return self.loss_and_aux(params, batch, key)[0]
 
+    def eval_loss_and_aux(self, params: Params, batch: Batch) -> tuple[Array, dict[str, Array]]:
+        """The loss and metrics with the model in inference mode (dropout off): what held-out metrics
+        measure. The default is loss_and_aux with a fixed key, right for a model that draws nothing."""
+        return self.loss_and_aux(params, batch, jax.random.key(0))
+
     @property
     @abc.abstractmethod
     def data(self) -> Data:

@@ -36,7 +36,8 @@ NORMALIZER_SEED = 0
 def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], Any], train: Any, valid: Any, *,
                    batch_size: int, name: str, roles: Roles | Callable[[Any], Roles] | None = None,
                    test: Any = None, valid_batch_size: int | None = None,
-                   loss_scale: float | None = None, config: TaskConfig | None = None) -> ArrayTask:
+                   loss_scale: float | None = None, config: TaskConfig | None = None,
+                   eval_loss: Callable[[Any, Any], Any] | None = None) -> ArrayTask:
     """A task from plain JAX functions and arrays.
 
     init: key -> params (a pytree of arrays). loss: (params, batch, key) -> scalar, or (scalar, dict of
@@ -50,7 +51,13 @@ def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], A
     that is not finite there); a given scale skips that measurement and its compilation. config: the
     record that names the task in provenance and caches; default: a CustomTaskConfig holding `name`
     and a digest of the arrays. The built-in tasks pass their own config, which determines them.
+    eval_loss: (params, batch) -> as loss, the model in inference mode (dropout off), for held-out
+    metrics (validation loss in training, evaluation and meta-training's comparison); default: loss
+    with a fixed key, right for a model that draws nothing.
     """
+    if eval_loss is not None and not callable(eval_loss):
+        raise TaskError(f"task {name!r}: eval_loss must be a function (params, batch) -> loss, got "
+                        f"{type(eval_loss).__name__}")
     valid_batch_size = check_name_and_sizes(name, batch_size, valid_batch_size)
     host = {split: _checked_split(name, split, arrays)
             for split, arrays in (("train", train), ("valid", valid), ("test", test)) if arrays is not None}
@@ -60,7 +67,7 @@ def from_functions(init: Callable[[Any], Any], loss: Callable[[Any, Any, Any], A
         raise TaskError(f"task {name!r}: the train split has {num_train} examples, fewer than "
                         f"batch_size={batch_size}")
     task = ArrayTask(CustomTaskConfig(name=name), init, loss, jax.device_put(host), batch_size, valid_batch_size,
-                      role_leaves=(), role_paths=(), loss_scale=1.0)
+                      role_leaves=(), role_paths=(), loss_scale=1.0, eval_loss_fn=eval_loss)
     _check_loss_output(task)
     param_shapes, order = traced_init(init, jax.random.key(NORMALIZER_SEED))
     example = jax.tree.leaves(host["train"])[0][0]
@@ -130,15 +137,19 @@ def _check_loss_output(task: ArrayTask) -> None:
 
     def outputs(data, key):
         params = task.init(key)
-        return {split: task.loss_fn(params, task.batch(data, key, split), key) for split in distinct.values()}
+        found = {("loss", f"a {split} batch"): task.loss_fn(params, task.batch(data, key, split), key)
+                 for split in distinct.values()}
+        if task.eval_loss_fn is not None:
+            found[("eval_loss", "the held-out valid batch")] = task.eval_loss_fn(params, task.held_out(data, "valid"))
+        return found
 
-    for split, output in jax.eval_shape(outputs, task.splits, jax.random.key(0)).items():
+    for (function, batch), output in jax.eval_shape(outputs, task.splits, jax.random.key(0)).items():
         if isinstance(output, tuple) and (len(output) != 2 or not isinstance(output[1], dict)):
-            raise TaskError(f"task {task.name!r}: the loss returned a tuple of {len(output)} items; it must "
+            raise TaskError(f"task {task.name!r}: the {function} returned a tuple of {len(output)} items; it must "
                             "return a scalar, or a pair (scalar, dict of metrics)")
         value, _ = split_loss_output(output)
         if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.floating):
-            raise TaskError(f"task {task.name!r}: the loss returned {_describe(value)} on a {split} batch, "
+            raise TaskError(f"task {task.name!r}: the {function} returned {_describe(value)} on {batch}, "
                             "not a float scalar (average it over the batch)")
 
 

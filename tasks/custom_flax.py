@@ -45,6 +45,7 @@ class FlaxInit:
     module: nn.Module
     input_structure: Any  # the pytree structure of a batch of inputs (hashable: a static argument)
     input_shapes: tuple[jax.ShapeDtypeStruct, ...]  # its leaves
+    call_kwargs: tuple[tuple[str, Any], ...] = ()  # the training call's keyword arguments (train_kwargs)
 
     def zero_inputs(self):
         return zeros_like_shapes(self.input_structure, self.input_shapes)
@@ -52,7 +53,8 @@ class FlaxInit:
     def variables(self, key):
         # The key itself draws the params, as module.init(key, ...) does (a built-in task's init is the
         # model's own); modules that draw dropout masks at init get a stream folded from it.
-        return self.module.init({"params": key, "dropout": jax.random.fold_in(key, 1)}, self.zero_inputs())
+        return self.module.init({"params": key, "dropout": jax.random.fold_in(key, 1)}, self.zero_inputs(),
+                                **dict(self.call_kwargs))
 
     def __call__(self, key):
         return self.variables(key)["params"]
@@ -60,37 +62,45 @@ class FlaxInit:
 
 @dataclasses.dataclass(frozen=True)
 class LinenApply:
-    """(params, inputs, key) -> the linen module's outputs; the key is its 'dropout' rng."""
+    """(params, inputs, key, evaluating) -> the linen module's outputs; the key is its 'dropout' rng, and
+    the call takes train_kwargs, or eval_kwargs when evaluating (held-out metrics)."""
 
     module: nn.Module
+    train_kwargs: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: hashable, as the module is
+    eval_kwargs: tuple[tuple[str, Any], ...] = ()
 
-    def __call__(self, params, inputs, key):
+    def __call__(self, params, inputs, key, evaluating: bool = False):
         # No key (a caller that knows the model draws nothing): no 'dropout' rng, as module.apply takes it.
-        return self.module.apply({"params": params}, inputs, rngs=None if key is None else {"dropout": key})
+        return self.module.apply({"params": params}, inputs, rngs=None if key is None else {"dropout": key},
+                                 **dict(self.eval_kwargs if evaluating else self.train_kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
 class FlaxLoss:
-    """(params, (inputs, targets), key) -> loss and metrics of a model's forward pass (LinenApply, NNXApply)."""
+    """(params, (inputs, targets), key) -> loss and metrics of a model's forward pass (LinenApply, NNXApply);
+    evaluating: (params, (inputs, targets)) -> the same in inference mode, for held-out metrics."""
 
-    apply: Callable  # (params, inputs, key) -> outputs
+    apply: Callable  # (params, inputs, key, evaluating) -> outputs
     loss: str | Callable  # a name in LOSSES, or loss(outputs, batch) -> scalar or (scalar, dict)
+    evaluating: bool = False
 
     @property
     def module(self):
         """The linen module (None for an nnx model)."""
         return getattr(self.apply, "module", None)
 
-    def __call__(self, params, batch, key):
+    def __call__(self, params, batch, key=None):
         inputs, targets = batch
-        outputs = self.apply(params, inputs, key)
+        # Evaluating, the key is fixed: dropout a module keeps on there (no eval_kwargs) draws one mask.
+        outputs = self.apply(params, inputs, jax.random.key(0) if self.evaluating else key, self.evaluating)
         return self.loss(outputs, batch) if callable(self.loss) else LOSSES[self.loss](outputs, targets)
 
 
 def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable, batch_size: int, name: str,
               init_input: Any = None, test: Any = None, roles: Roles | Callable[[Any], Roles] | None = None,
               valid_batch_size: int | None = None, loss_scale: float | None = None,
-              config: TaskConfig | None = None) -> ArrayTask:
+              config: TaskConfig | None = None, train_kwargs: dict[str, Any] | None = None,
+              eval_kwargs: dict[str, Any] | None = None) -> ArrayTask:
     """A task that trains a flax model on (inputs, targets) splits (arrays with a leading example axis;
     inputs may be a pytree).
 
@@ -104,8 +114,22 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     dropout get the loss key as their 'dropout' rng (nnx: as every stream's seed). Only parameters are
     trained: models with batch statistics or other mutable state are refused. roles, valid_batch_size, loss_scale, config: as
     tasks.from_functions, which builds the task.
+    train_kwargs, eval_kwargs: keyword arguments of the model's call in training and in held-out metrics
+    (validation loss), e.g. {"train": True} and {"train": False} for a module whose dropout follows a
+    `train` argument. An nnx model is also put in evaluation mode there (`model.eval()`: nnx.Dropout off);
+    a linen module without eval_kwargs keeps its dropout on there, with a fixed key.
     """
     check_name_and_sizes(name, batch_size, valid_batch_size)
+    call_kwargs = {}
+    for field, kwargs in (("train_kwargs", train_kwargs), ("eval_kwargs", eval_kwargs)):
+        if kwargs is not None and not (isinstance(kwargs, dict) and all(isinstance(key, str) for key in kwargs)):
+            raise TaskError(f"task {name!r}: {field} must be a dict of keyword arguments, got {kwargs!r}")
+        call_kwargs[field] = tuple(sorted((kwargs or {}).items()))
+        try:
+            hash(call_kwargs[field])
+        except TypeError:
+            raise TaskError(f"task {name!r}: {field}={kwargs!r}: its values must be hashable (flags, numbers, "
+                            "strings), as the model's call is part of the compiled program's identity") from None
     if is_nnx_module(module):
         raise TaskError(f"task {name!r}: pass the function that makes the flax.nnx model, e.g. lambda rngs: "
                         f"{type(module).__name__}(..., rngs=rngs), not a model: each init draws its own parameters")
@@ -126,7 +150,8 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     input_leaves, input_structure = jax.tree.flatten(init_input)
     input_shapes = tuple(jax.ShapeDtypeStruct(np.shape(leaf), jnp.result_type(leaf)) for leaf in input_leaves)
     if isinstance(module, nn.Module):
-        init, apply = FlaxInit(module, input_structure, input_shapes), LinenApply(module)
+        init = FlaxInit(module, input_structure, input_shapes, call_kwargs["train_kwargs"])
+        apply = LinenApply(module, **call_kwargs)
         variables = jax.eval_shape(init.variables, jax.random.key(0))
         if set(variables) != {"params"}:
             raise TaskError(f"task {name!r}: the module has variables besides params "
@@ -134,13 +159,14 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
                             "(no BatchNorm statistics)")
     else:
         check_nnx_make(name, module)
-        init, apply = NNXInit(module), NNXApply(module)
+        init, apply = NNXInit(module), NNXApply(module, **call_kwargs)
     if isinstance(loss, str):
         zero_inputs = zeros_like_shapes(input_structure, input_shapes)
         outputs = jax.eval_shape(lambda key: apply(init(key), zero_inputs, key), jax.random.key(0))
         _check_targets(name, outputs, loss, train, valid, test)
     return from_functions(init, FlaxLoss(apply, loss), train, valid, batch_size=batch_size, name=name, roles=roles,
-                          test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale, config=config)
+                          test=test, valid_batch_size=valid_batch_size, loss_scale=loss_scale, config=config,
+                          eval_loss=FlaxLoss(apply, loss, evaluating=True))
 
 
 def _check_targets(name: str, outputs, loss: str, *splits) -> None:

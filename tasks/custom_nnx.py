@@ -4,13 +4,14 @@ An nnx module holds parameters it drew when it was made, but a task draws new on
 from_flax takes the function that makes the module from its random streams, `lambda rngs:
 MyModel(..., rngs=rngs)`, and calls it with `nnx.Rngs(key)`: at init to draw the parameters, and in the
 loss to rebuild the module (its random init is then dead code, which XLA drops) before putting the
-trained parameters in. The loss key seeds every stream, so nnx.Dropout draws a new mask each step.
+trained parameters in. The loss key seeds every stream, so nnx.Dropout draws a new mask each step;
+held-out metrics put the module in evaluation mode (model.eval()), so there it draws none.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 
@@ -41,11 +42,15 @@ class NNXInit:
 
 @dataclasses.dataclass(frozen=True)
 class NNXApply:
-    """(params, inputs, key) -> the module's outputs with those parameters, its streams seeded by key."""
+    """(params, inputs, key, evaluating) -> the module's outputs with those parameters, its streams seeded
+    by key; evaluating (held-out metrics), in evaluation mode (model.eval(): nnx.Dropout off). The call
+    takes train_kwargs, or eval_kwargs when evaluating."""
 
     make: Callable  # rngs -> nnx.Module
+    train_kwargs: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs: hashable, as make is
+    eval_kwargs: tuple[tuple[str, Any], ...] = ()
 
-    def __call__(self, params, inputs, key):
+    def __call__(self, params, inputs, key, evaluating: bool = False):
         from flax import nnx
 
         model = self.make(nnx.Rngs(jax.random.key(0) if key is None else key))
@@ -55,7 +60,9 @@ class NNXApply:
         else:
             state.replace_by_pure_dict(params)
         nnx.update(model, state)
-        return model(inputs)
+        if evaluating:
+            model.eval()
+        return model(inputs, **dict(self.eval_kwargs if evaluating else self.train_kwargs))
 
 
 def check_nnx_make(name: str, make: Callable) -> None:

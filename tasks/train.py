@@ -33,10 +33,10 @@ def train_step(task: Task, optimizer: optax.GradientTransformation, params, opt_
 
 
 def held_out_metrics(task: Task, params, data, split: str = "valid"):
-    """(loss, accuracy, NaN where the task has none) on the split's fixed held-out batch: the one
-    validation measure of training, the meta-training comparison and evaluation (the models are
-    deterministic, so the key is unused)."""
-    loss, aux = task.loss_and_aux(params, task.held_out(data, split), jax.random.key(0))
+    """(loss, accuracy, NaN where the task has none) on the split's fixed held-out batch, the model in
+    inference mode (Task.eval_loss_and_aux): the one validation measure of training, the meta-training
+    comparison and evaluation."""
+    loss, aux = task.eval_loss_and_aux(params, task.held_out(data, split))
     return loss, aux.get("accuracy", jnp.nan)
 
 

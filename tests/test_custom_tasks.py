@@ -268,3 +268,49 @@ def test_an_nnx_model_is_a_task_that_draws_parameters_and_dropout_from_its_keys(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
     assert task.loss(params, train, key) < 0.8 * start
+    # Held-out metrics run the model in evaluation mode: no dropout, the same loss as the model without it.
+    loss, _ = tasks.train.held_out_metrics(task, params, task.data)
+    x, y = task.held_out(task.data, "valid")
+    hidden = nnx.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"][None])
+    logits = hidden @ params["readout"]["kernel"] + params["readout"]["bias"][None]
+    assert float(loss) == pytest.approx(float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()),
+                                        rel=1e-5)
+
+
+class DropoutMLP(nn.Module):
+    """A linen model whose dropout follows a `train` argument, as flax's examples write it."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(16)(x)))
+        return nn.Dense(NUM_CLASSES)(x)
+
+
+def test_a_linen_models_dropout_is_off_in_held_out_metrics_with_eval_kwargs(key):
+    task = tasks.from_flax(DropoutMLP(), classification_data(48), classification_data(12, 100), loss="cross_entropy",
+                           batch_size=16, name="dropout_mlp", train_kwargs={"train": True}, eval_kwargs={"train": False})
+    params = task.init(key)
+    batch = task.held_out(task.data, "valid")
+    assert len({float(task.loss(params, batch, jax.random.key(seed))) for seed in range(3)}) == 3  # dropout on
+    loss, accuracy = tasks.train.held_out_metrics(task, params, task.data)
+    logits = DropoutMLP().apply({"params": params}, batch[0], train=False)
+    assert float(loss) == pytest.approx(float(optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()),
+                                        rel=1e-5)
+    assert float(accuracy) == pytest.approx(float(jnp.mean(jnp.argmax(logits, -1) == batch[1])))
+    with pytest.raises(tasks.TaskError, match="'dropout_mlp': eval_kwargs must be a dict of keyword arguments"):
+        tasks.from_flax(DropoutMLP(), classification_data(48), classification_data(12, 100), loss="cross_entropy",
+                        batch_size=16, name="dropout_mlp", train_kwargs={"train": True}, eval_kwargs=[False])
+
+
+def test_from_functions_measures_held_out_metrics_with_its_eval_loss(key):
+    def noisy_loss(params, batch, key):  # training draws noise, as dropout does; evaluation does not
+        return linear_loss(params, batch, key)[0] + jax.random.uniform(key)
+
+    def eval_loss(params, batch):
+        return linear_loss(params, batch, None)[0]
+    task = make_functions(loss=noisy_loss, eval_loss=eval_loss)
+    params = task.init(key)
+    assert float(tasks.train.held_out_metrics(task, params, task.data)[0]) == \
+        pytest.approx(float(eval_loss(params, task.held_out(task.data, "valid"))))
+    with pytest.raises(tasks.TaskError, match="the eval_loss returned an array of shape"):
+        make_functions(eval_loss=lambda params, batch: bad_loss_shape(params, batch, None))

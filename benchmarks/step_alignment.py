@@ -17,7 +17,8 @@ seeds 0-2; a gain of 1e-9 is the rule unchanged: it moves log s by at most 1e-6 
 each gain's mean final losses on the tuning seeds. Runs are cached as a user optimizer's are
 (`evaluate.optimizer`), so a rerun with the same gains reads them back. --trace instead prints what the
 controller would read, the rule unchanged: the mean over matrices of cos(g_t, u_{t-1}) in 100-step
-windows of one run (seed 1000) of each model at the whole-step multipliers TRACED.
+windows of one run of each model (its init and batches drawn from seed 1000) at the whole-step
+multipliers TRACED.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import optax
 
 import evaluate
 import lopt
+from evaluate.optimizers import code_digest, theta_digest
 from evaluate.suites import from_file
 
 SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
@@ -88,7 +90,8 @@ def trace(suite: evaluate.Suite, label: str, multiplier: float, seed: int = 1000
         losses.append(float(loss))
         alignments.append(float(alignment))
     print(f"{label} at x{multiplier}: " + "; ".join(
-        f"{start}: loss {statistics.fmean(losses[start:start + WINDOW]):.3f} cos {statistics.fmean(alignments[start + 1:start + WINDOW]):+.3f}"
+        f"{start}: loss {statistics.fmean(losses[start:start + WINDOW]):.3f} "
+        f"cos {statistics.fmean(alignments[max(start, 1):start + WINDOW]):+.3f}"  # step 0 has no last update
         for start in range(0, num_steps, WINDOW)))
 
 
@@ -105,9 +108,13 @@ def main(argv=None) -> None:
                 trace(suite, label, multiplier)
         return
     gains = tuple(float(gain) for gain in args.gains.split(","))
+    # The runs are cached under the version: it names the default's theta and the rule's code, so a changed
+    # default is run anew.
+    optimizer, theta, _ = lopt.load_optimizer(lopt.DEFAULT)
     controlled = evaluate.optimizer(
         "align", lambda gain, num_steps, roles: with_step_alignment(lopt.load(lopt.DEFAULT, num_steps=num_steps, roles=roles),
-                                                                    gain), rates=gains, version="probe1")
+                                                                    gain), rates=gains,
+        version=f"{lopt.DEFAULT} theta {theta_digest(theta)} code {code_digest(optimizer)}")
     evaluate.run_suite([controlled], SUITE, args.workdir, baselines=[])
     finals = collections.defaultdict(list)  # (task, gain) -> [(train, valid)], one per tuning seed
     for run in json.loads((Path(args.workdir) / "runs.json").read_text()):

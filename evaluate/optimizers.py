@@ -21,6 +21,7 @@ import inspect
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -196,17 +197,28 @@ def theta_digest(theta: Any) -> str:
 
 
 def code_digest(optimizer: lopt.LearnedOptimizer) -> str:
-    """A short hash of the source of the lopt package and of the module that defines the optimizer's class
-    (a user's own architecture may live elsewhere): a learned optimizer's cached runs are never reused
-    after an edit of the code its update runs."""
-    package = Path(lopt.__file__).parent
-    files = sorted(package.rglob("*.py"))
-    own = inspect.getsourcefile(type(optimizer))
-    if own is not None and Path(own).resolve().parent != package.resolve():
-        files.append(Path(own))
+    """A short hash of the source of the lopt package and of every module outside it that defines a class
+    of the optimizer's (a user's own architecture and its bases): a learned optimizer's cached runs are
+    never reused after an edit of the code its update runs (as saved on disk: reload an edited module
+    before a sweep)."""
+    package = Path(lopt.__file__).resolve().parent
+    files = {path.resolve() for path in package.rglob("*.py")}
+    for cls in type(optimizer).__mro__:
+        module = sys.modules.get(cls.__module__)
+        source = getattr(module, "__file__", None)
+        if (cls.__module__.partition(".")[0] in sys.stdlib_module_names or cls.__module__ == "builtins"
+                or (source is not None and Path(source).resolve().parent == package)):
+            continue
+        if source is None or not Path(source).is_file():
+            raise OptimizerError(f"{type(optimizer).__qualname__}: its class {cls.__qualname__} is defined outside "
+                                 "a source file (a notebook cell, stdin), so its code cannot be hashed for the run "
+                                 "cache; define it in a module")
+        files.add(Path(source).resolve())
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(files):
+        source = path.read_bytes()
+        name = str(path.relative_to(package)) if path.is_relative_to(package) else str(path)
+        digest.update(f"{name}\0{len(source)}\0".encode() + source)
     return digest.hexdigest()[:16]
 
 

@@ -62,8 +62,9 @@ def run_records(units) -> list[dict[str, Any]]:
 
 
 def cache_keys(units) -> list[str]:
-    """What the runs of each optimizer cached across sweeps (baselines, the user's) are stored under, one
-    line each: a user's optimizer is cached under what it was given, not its code, so the key is shown."""
+    """What the runs of each baseline and user optimizer are cached under across sweeps, one line each: a
+    user's optimizer is cached under what it was given, not its code, so the key is shown (a learned
+    optimizer's key holds hashes of its theta and code, nothing a user sets)."""
     optimizers = {unit.optimizer.name: unit.optimizer for unit in units if unit.optimizer.baseline}
     return [f"- `{name}`: `{optimizer.identity}`" + (f" (clear: `--clear-cache {name}`)" if optimizer.user else "")
             for name, optimizer in optimizers.items()]
@@ -101,7 +102,8 @@ def markdown(suite, tables, elapsed: float, scope, scope_source: str, rules, key
         lines += ["No learned optimizer, or no Adam, AdamW-cosine or Muon baseline on every task, to count."]
     if keys:
         lines += ["", "Runs of these optimizers are cached across sweeps under these keys (a changed `make` of an "
-                  "`evaluate.optimizer` with the same key reuses them):", "", *keys]
+                  "`evaluate.optimizer` with the same key reuses them; a learned optimizer's are cached under "
+                  "hashes of its theta and of its rule's code):", "", *keys]
     return "\n".join(lines) + "\n"
 
 

@@ -104,11 +104,12 @@ def clear_cache(workdir: str | os.PathLike | None = None, *, optimizer: str | No
                 cache_dir: str | os.PathLike | None = None) -> int:
     """Removes the stored runs of an optimizer (a baseline's name without "@RATE", or an
     `evaluate.optimizer`'s name: every rate and version of it) and/or of a task passed as an object (its
-    name), from the shared cache (cache_dir, default DEFAULT_CACHE) and from workdir's own runs; given
-    both, only the runs of that optimizer on that task. Returns how many were removed: the next sweep
-    trains them anew. What a run is stored under is what a user can change: the name, and for
-    `evaluate.optimizer` its rates and version; for a task object its name, class, config and parameter
-    shapes, never their code."""
+    name), from the shared cache (cache_dir, default DEFAULT_CACHE) and from the runs a sharded sweep
+    left in workdir; given both, only the runs of that optimizer on that task. Returns how many were
+    removed: the next sweep trains them anew. What a run is stored under is what a user can change: the
+    name, and for `evaluate.optimizer` its rates and version; for a task object its name, class, config,
+    parameter shapes and evaluation, never their code. A learned optimizer's runs need no clearing: they
+    are stored under hashes of its theta and of its rule's code, which an edit of either changes."""
     if optimizer is None and task is None:
         raise ValueError("clear_cache: name an optimizer=, a task= or both")
     directories = [Path(cache_dir or DEFAULT_CACHE)] + ([Path(workdir) / RUNS_DIR] if workdir is not None else [])

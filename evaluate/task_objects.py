@@ -6,8 +6,9 @@
 A task object is trained as it is (its parameterization is never replaced) and named in tables and
 cache keys by `task.name`, else `task.config.short_name()`. One whose registered config determines it
 (a task our registry builds) is cached as that config is, so it shares runs with the same task given by
-name. Any other is cached under its name, its class, its config's record and the shapes of its
-parameters: changing its code without changing one of those reuses the old runs; clear them with
+name. Any other is cached under its name, its class, its config's record, the shapes of its
+parameters and how its held-out metrics run the model (its eval loss, or the keyword arguments of a
+flax model's call there): changing its code without changing one of those reuses the old runs; clear them with
 `evaluate.clear_cache(workdir, task=NAME)` or `--clear-cache NAME`.
 """
 
@@ -49,6 +50,7 @@ class ObjectTaskConfig(tasks.TaskConfig):
     type: str  # module.qualname of its class
     config: str  # its own config's record as JSON, or "" where it has none that serializes
     params: str  # a hash of its parameters' paths, shapes and dtypes
+    evaluation: str = ""  # how its held-out metrics run the model (_evaluation_record)
 
     def build(self) -> tasks.Task:
         raise SuiteError(f"task {self.name!r} was passed as an object: a sweep runs the object, never a rebuild")
@@ -86,6 +88,19 @@ def _config_record(task: tasks.Task) -> str:
         return ""
 
 
+def _evaluation_record(task: tasks.Task) -> str:
+    """How held-out metrics run the model (Task.eval_loss_and_aux), as far as it can be named: a flax
+    model's call keywords in training and evaluation, a given eval loss's name, or the method that
+    measures them."""
+    evaluation = getattr(task, "eval_loss_fn", None) if isinstance(task, tasks.ArrayTask) else None
+    if evaluation is None:
+        return f"inference mode: {type(task).eval_loss_and_aux.__qualname__}"
+    apply = getattr(evaluation, "apply", None)
+    if hasattr(apply, "eval_kwargs"):  # a from_flax model (tasks.custom_flax.FlaxLoss)
+        return f"inference mode: {type(apply).__name__} train {apply.train_kwargs!r} eval {apply.eval_kwargs!r}"
+    return f"inference mode: {getattr(evaluation, '__module__', '')}.{getattr(evaluation, '__qualname__', type(evaluation).__qualname__)}"
+
+
 def suite_task(task: tasks.Task, num_steps: int) -> SuiteTask:
     """A task object as an entry of a suite, trained for num_steps."""
     if not isinstance(task, tasks.Task):
@@ -95,7 +110,8 @@ def suite_task(task: tasks.Task, num_steps: int) -> SuiteTask:
         config = task.config
     else:
         config = ObjectTaskConfig(name=name, type=f"{type(task).__module__}.{type(task).__qualname__}",
-                                  config=_config_record(task), params=_params_digest(task))
+                                  config=_config_record(task), params=_params_digest(task),
+                                  evaluation=_evaluation_record(task))
     return SuiteTask(name, config, num_steps, keep_parameterization=True, task=task)
 
 

@@ -57,7 +57,8 @@ class MetaTrainConfig:
     sigma: float = setting(0.01, "std of the ES / PES perturbations of theta")
     min_inner_length: int = setting(100, "inner runs last log-uniform [min, max] steps, then restart on a fresh task")
     max_inner_length: int = setting(1000, "the longest inner run (also the run length of full_es)")
-    meta_loss_split: str = setting("mix", "meta-loss on each step's 'train' batch, a 'valid' batch, or a 'mix' of both")
+    meta_loss_split: str = setting("mix", "meta-loss on each step's 'train' batch, a 'valid' batch (the model in "
+                                          "inference mode), or a 'mix' of both")
     meta_loss_valid_weight: float = setting(0.5, "'mix': the validation loss's share of the meta-loss")
     meta_loss_time_power: float = setting(1.0, "k: each step's meta-loss times (k + 1) (step / run length)^k; 0: even")
     max_meta_loss: float = setting(3.0, "normalized losses above this count as diverged and are capped")

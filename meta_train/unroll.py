@@ -157,7 +157,8 @@ class Unroller:
             if self.valid_weight:
                 valid_key = jax.random.fold_in(step_key, 1)
                 valid_batch = self._batch(data, worker.variant, valid_key, "valid")
-                valid = task.normalize_loss(task.loss(params, valid_batch, valid_key))
+                # Held out, the model runs as it is measured: in inference mode (dropout off).
+                valid = task.normalize_loss(task.eval_loss_and_aux(params, valid_batch)[0])
                 weight = self.valid_weight
                 meta = valid if weight == 1 else (1 - weight) * meta + weight * valid
             if isinstance(task, tasks.AugmentedTask):  # report the task's own loss, not the scaled one

@@ -128,8 +128,8 @@ def _check_splits_alike(name: str, host: dict[str, Any]) -> None:
 
 
 def _check_loss_output(task: ArrayTask) -> None:
-    """What the loss returns on a batch of each split, traced (nothing runs): a float scalar, or
-    (scalar, dict of metrics)."""
+    """What the loss returns on a batch of each split, and the eval loss on the held-out valid batch,
+    traced (nothing runs): a float scalar, or (scalar, dict of metrics), the same metrics from both."""
     # One trace for every split whose batches are shaped alike (tracing the model is the costly part).
     batches = {split: jax.eval_shape(functools.partial(task.batch, split=split), task.splits, jax.random.key(0))
                for split in task.splits}
@@ -143,7 +143,12 @@ def _check_loss_output(task: ArrayTask) -> None:
             found[("eval_loss", "the held-out valid batch")] = task.eval_loss_fn(params, task.held_out(data, "valid"))
         return found
 
-    for (function, batch), output in jax.eval_shape(outputs, task.splits, jax.random.key(0)).items():
+    try:
+        found = jax.eval_shape(outputs, task.splits, jax.random.key(0))
+    except TypeError as error:  # a call that does not fit a signature: the loss's, or a flax model's keywords
+        raise TaskError(f"task {task.name!r}: tracing the loss and eval loss on a batch failed: "
+                        f"{str(error).splitlines()[0]}") from None
+    for (function, batch), output in found.items():
         if isinstance(output, tuple) and (len(output) != 2 or not isinstance(output[1], dict)):
             raise TaskError(f"task {task.name!r}: the {function} returned a tuple of {len(output)} items; it must "
                             "return a scalar, or a pair (scalar, dict of metrics)")
@@ -151,6 +156,10 @@ def _check_loss_output(task: ArrayTask) -> None:
         if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.floating):
             raise TaskError(f"task {task.name!r}: the {function} returned {_describe(value)} on {batch}, "
                             "not a float scalar (average it over the batch)")
+    metrics = {function: sorted(split_loss_output(output)[1]) for (function, _), output in found.items()}
+    if len(set(map(tuple, metrics.values()))) > 1:
+        raise TaskError(f"task {task.name!r}: the loss returns the metrics {metrics['loss']} and the eval_loss "
+                        f"{metrics['eval_loss']}; return the same (held-out metrics read the eval_loss's)")
 
 
 def _describe(value) -> str:

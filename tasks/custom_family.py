@@ -112,7 +112,7 @@ def _signature(task: Task) -> tuple:
     shapes = (jax.eval_shape(task.init, jax.random.key(0)),
               jax.eval_shape(lambda data: task.batch(data, jax.random.key(0)), task.data))
     if isinstance(task, ArrayTask):
-        return shapes + ("functions", task.init_fn, task.loss_fn, task.role_leaves)
+        return shapes + ("functions", task.init_fn, task.loss_fn, task.eval_loss_fn, task.role_leaves)
     model = {field: value for field, value in dataclasses.asdict(task.config).items() if field != "dataset"}
     return shapes + (type(task.config), model)
 

@@ -116,15 +116,16 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     tasks.from_functions, which builds the task.
     train_kwargs, eval_kwargs: keyword arguments of the model's call in training and in held-out metrics
     (validation loss), e.g. {"train": True} and {"train": False} for a module whose dropout follows a
-    `train` argument. An nnx model is also put in evaluation mode there (`model.eval()`: nnx.Dropout off);
-    a linen module without eval_kwargs keeps its dropout on there, with a fixed key.
+    `train` argument; eval_kwargs defaults to train_kwargs. An nnx model is also put in evaluation mode
+    there (`model.eval()`: nnx.Dropout off); a linen module whose eval_kwargs leave its dropout on keeps
+    it on there, with a fixed key.
     """
     check_name_and_sizes(name, batch_size, valid_batch_size)
     call_kwargs = {}
     for field, kwargs in (("train_kwargs", train_kwargs), ("eval_kwargs", eval_kwargs)):
         if kwargs is not None and not (isinstance(kwargs, dict) and all(isinstance(key, str) for key in kwargs)):
             raise TaskError(f"task {name!r}: {field} must be a dict of keyword arguments, got {kwargs!r}")
-        call_kwargs[field] = tuple(sorted((kwargs or {}).items()))
+        call_kwargs[field] = tuple(sorted((kwargs if kwargs is not None else train_kwargs or {}).items()))
         try:
             hash(call_kwargs[field])
         except TypeError:
@@ -152,7 +153,11 @@ def from_flax(module: nn.Module, train: Any, valid: Any, *, loss: str | Callable
     if isinstance(module, nn.Module):
         init = FlaxInit(module, input_structure, input_shapes, call_kwargs["train_kwargs"])
         apply = LinenApply(module, **call_kwargs)
-        variables = jax.eval_shape(init.variables, jax.random.key(0))
+        try:
+            variables = jax.eval_shape(init.variables, jax.random.key(0))
+        except TypeError as error:  # the call's keywords do not fit the module's signature
+            raise TaskError(f"task {name!r}: initializing the module with train_kwargs={train_kwargs!r} failed: "
+                            f"{str(error).splitlines()[0]}") from None
         if set(variables) != {"params"}:
             raise TaskError(f"task {name!r}: the module has variables besides params "
                             f"({', '.join(sorted(variables))}); from_flax trains modules without mutable state "

@@ -130,10 +130,13 @@ def test_augmented_custom_task_keeps_the_function(task, key):
     @jax.jit
     def normalized_losses(key):
         return (augmented.normalize_loss(augmented.loss(augmented.init(key), batch, key)),
-                task.normalize_loss(task.loss(task.init(key), batch, key)))
+                task.normalize_loss(task.loss(task.init(key), batch, key)),
+                augmented.normalize_loss(augmented.eval_loss_and_aux(augmented.init(key), batch)[0]),
+                task.normalize_loss(task.eval_loss_and_aux(task.init(key), batch)[0]))
 
-    augmented_loss, plain_loss = normalized_losses(key)
+    augmented_loss, plain_loss, augmented_eval, plain_eval = normalized_losses(key)
     assert float(augmented_loss) == pytest.approx(float(plain_loss), rel=1e-4)
+    assert float(augmented_eval) == pytest.approx(float(plain_eval), rel=1e-4)  # its inference mode too
 
 
 def test_family_buckets_tasks_by_shape_and_model(task):
@@ -186,6 +189,15 @@ def make_functions(**changes):
     return tasks.from_functions(**{**arguments, **changes})
 
 
+class DropoutMLP(nn.Module):
+    """A linen model whose dropout follows a `train` argument, as flax's examples write it."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(16)(x)))
+        return nn.Dense(NUM_CLASSES)(x)
+
+
 def make_flax(**changes):
     x, y = classification_data(16)
     arguments = dict(module=MLP(), train=(x, y), valid=(x, y), loss="cross_entropy", batch_size=4, name="bad_task")
@@ -205,6 +217,13 @@ def make_flax(**changes):
     (make_flax, dict(module=lambda rngs: nnx.BatchNorm(NUM_FEATURES, rngs=rngs)), "state besides parameters"),
     (make_flax, dict(train=classification_data(16)[0]), "must be a pair"),
     (make_flax, dict(train=(classification_data(16)[0], np.full(16, 7))), r"labels \(\) a row in \[0, 3\)"),
+    (make_functions, dict(eval_loss=3), "eval_loss must be a function"),
+    (make_functions, dict(eval_loss=lambda params, batch: linear_loss(params, batch, None)[0]),
+     r"the loss returns the metrics \['max_error'\] and the eval_loss \[\]"),
+    (make_flax, dict(module=DropoutMLP(), train_kwargs={"trian": True}),
+     "initializing the module with train_kwargs={'trian': True} failed: .*unexpected keyword argument 'trian'"),
+    (make_flax, dict(module=DropoutMLP(), train_kwargs={"train": True}, eval_kwargs={"trian": False}),
+     "tracing the loss and eval loss on a batch failed: .*unexpected keyword argument 'trian'"),
 ])
 def test_bad_input_is_one_line_naming_the_task(make, changes, message):
     with pytest.raises(tasks.TaskError, match=message) as raised:
@@ -275,15 +294,6 @@ def test_an_nnx_model_is_a_task_that_draws_parameters_and_dropout_from_its_keys(
     logits = hidden @ params["readout"]["kernel"] + params["readout"]["bias"][None]
     assert float(loss) == pytest.approx(float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()),
                                         rel=1e-5)
-
-
-class DropoutMLP(nn.Module):
-    """A linen model whose dropout follows a `train` argument, as flax's examples write it."""
-
-    @nn.compact
-    def __call__(self, x, train: bool):
-        x = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(16)(x)))
-        return nn.Dense(NUM_CLASSES)(x)
 
 
 def test_a_linen_models_dropout_is_off_in_held_out_metrics_with_eval_kwargs(key):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -247,6 +248,18 @@ def test_the_code_digest_follows_the_source_of_a_users_architecture(tmp_path, mo
     assert evaluate.optimizers.code_digest(lopt.MLPLOpt(hidden_size=4)) != before  # lopt's own: lopt's source alone
     module.write_text(module.read_text() + "# an edit\n")
     assert evaluate.optimizers.code_digest(mine) != before
+    # A base class of the user's in another module counts too.
+    (tmp_path / "my_derived.py").write_text("import my_architecture\n\nclass Derived(my_architecture.Mine):\n    pass\n")
+    derived = importlib.import_module("my_derived").Derived(hidden_size=4)
+    edited_base = evaluate.optimizers.code_digest(derived)
+    module.write_text(module.read_text() + "# another edit\n")
+    assert evaluate.optimizers.code_digest(derived) != edited_base
+    # A class with no source file (defined in a notebook cell or on stdin) is refused in one line.
+    notebook = types.ModuleType("notebook_cell")
+    monkeypatch.setitem(sys.modules, "notebook_cell", notebook)
+    exec("import lopt\nclass Cell(lopt.MLPLOpt):\n    pass\n", notebook.__dict__)
+    with pytest.raises(evaluate.OptimizerError, match="Cell is defined outside a source file .* define it in a module"):
+        evaluate.optimizers.code_digest(notebook.Cell(hidden_size=4))
 
 
 def test_runs_a_concurrent_sweep_caches_after_planning_are_read_not_retrained(sweep, tiny_suite, learned_checkpoint,
@@ -394,11 +407,11 @@ def test_a_workdir_holding_another_sweep_is_refused_unless_forced(sweep, tiny_su
     arguments = dict(seeds=2, baselines=["adam@0.01"], cache_dir=root / "cache", log=lambda line: None)
     with pytest.raises(evaluate.SweepError, match=r"holds another sweep \(it differs in: suite, tasks, optimizers"):
         evaluate.run_suite([], other, work, **arguments)
-    runs_before = sorted(path.name for path in (work / "runs").iterdir())
+    runs_before = {path.name for path in (root / "cache").iterdir()}
     result = evaluate.run_suite([], other, work, force=True, **arguments)
     # Adam at 0.01 alone is another program than the tuned grid's 16 runs in the cache: trained anew.
     assert [unit.reused for unit in result.units] == [0]
-    assert sorted(path.name for path in (work / "runs").iterdir()) == runs_before  # kept: keyed by content
+    assert runs_before < {path.name for path in (root / "cache").iterdir()}  # kept, and the new run added
     assert sorted(path.name for path in (work / "plots").iterdir()) == ["curves_digits_width_16.png"]
     assert "digits width 32" not in (work / "summary.md").read_text()
 

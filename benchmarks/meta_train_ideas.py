@@ -1,7 +1,8 @@
 """Ideas from the field against the main job, each the `default` preset otherwise, then every result and
 the shipped default evaluated under the externally tuned protocol on `ood` and `in_distribution`.
-The ES-Single estimator (`estimator=es_single`) is measured with the preset's mixed meta-objective and,
-against PES on the same objective, with a validation-only one (`meta_loss_split=valid`). ELO's expert
+The ES-Single estimator (`estimator=es_single`) is measured with the preset's mixed meta-objective,
+against PES on the same objective with a validation-only one (`meta_loss_split=valid`), and against PES
+meta-training all of theta (`meta_train_only=`), there also with the validation objective. ELO's expert
 supervision and failure-aware resumption were measured here too, did not pay, and were removed from
 meta_train (results/meta_train_ideas.md keeps their numbers; the git log, their code).
 
@@ -29,6 +30,11 @@ VARIANTS = {  # name: the --set of `python -m meta_train --config default`
     "es_single": ["estimator=es_single"],
     "pes_valid": ["meta_loss_split=valid"],
     "es_single_valid": ["estimator=es_single", "meta_loss_split=valid"],
+    # All of theta (the MLP too), where the main job meta-trains 12 step-size and decay numbers: does
+    # ES-Single's estimate hold the whole rule on course where PES's does not?
+    "pes_all": ["meta_train_only="],
+    "es_single_all": ["estimator=es_single", "meta_train_only="],
+    "es_single_all_valid": ["estimator=es_single", "meta_train_only=", "meta_loss_split=valid"],
 }
 # Variants this study measured whose options were removed from meta_train after it (commit 99196c5 has
 # them): their runs and sweeps, where --runs still holds them, are reported beside the others.

@@ -77,8 +77,8 @@ def markdown(suite, tables, elapsed: float, scope, scope_source: str, rules, key
     lines = [f"# Suite `{suite.name}`: {suite.description}", "",
              f"{len(suite.tasks)} tasks, {len(overall)} optimizers, {sum(row['runs'] for row in rows)} training runs. "
              f"Training every run took {compute:.0f} s (compilation included); this invocation took {elapsed:.0f} s "
-             "(runs already in the cache, from this sweep's interrupted invocations or any other sweep, are read back, not "
-             f"retrained). The suite is built around meta-training family `{scope.family}` and horizon "
+             "(runs already in the cache, from this sweep's interrupted invocations or any other sweep, "
+             f"are read back, not retrained). The suite is built around meta-training family `{scope.family}` and horizon "
              f"{scope.horizon} ({scope_source}).", "", rules.describe(), "",
              "Training loss is the mean over the evaluation seeds of the mean minibatch loss of the last record "
              "interval. Validation loss and accuracy are measured on a fixed held-out set, the same for every "

@@ -167,7 +167,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     workdir = Path(workdir)
     if shard is not None:  # checked whichever form it came in
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
-    store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR), mirror=shard is not None)
+    store = CacheAndWorkdir(RunStore(cache_dir or DEFAULT_CACHE), RunStore(workdir / RUNS_DIR),
+                            mirror=shard is not None)
     units = [Unit(task, optimizer, rules, store, stride, parallel) for task in suite.tasks for optimizer in chosen]
     mine = units if shard is None else [unit for index, unit in enumerate(units)
                                         if (index // len(chosen)) % shard[1] == shard[0]]

@@ -98,7 +98,8 @@ def _evaluation_record(task: tasks.Task) -> str:
     apply = getattr(evaluation, "apply", None)
     if hasattr(apply, "eval_kwargs"):  # a from_flax model (tasks.custom_flax.FlaxLoss)
         return f"inference mode: {type(apply).__name__} train {apply.train_kwargs!r} eval {apply.eval_kwargs!r}"
-    return f"inference mode: {getattr(evaluation, '__module__', '')}.{getattr(evaluation, '__qualname__', type(evaluation).__qualname__)}"
+    name = getattr(evaluation, "__qualname__", type(evaluation).__qualname__)
+    return f"inference mode: {getattr(evaluation, '__module__', '')}.{name}"
 
 
 def suite_task(task: tasks.Task, num_steps: int) -> SuiteTask:

@@ -82,10 +82,6 @@ class Estimator(abc.ABC):
         return self._split_over_tasks(jax.vmap(
             lambda k: self.unroller.init(thetas, k, stagger, variant_probs))(keys))
 
-    def _unroll(self, thetas_per_task, workers: Worker, data, num_steps: int, variant_probs=None):
-        """thetas_per_task: theta-like with leading (task, particle) axes."""
-        return self.unroller.unroll_workers(thetas_per_task, workers, data, num_steps, variant_probs)
-
     @abc.abstractmethod
     def init(self, theta, key, variant_probs=None) -> EstimatorState: ...
 
@@ -120,7 +116,7 @@ class _Antithetic(Estimator):
         """(workers, truncation, L+ - L-) of the runs at theta + eps and theta - eps."""
         flat, unravel = ravel_pytree(theta)
         pairs = jax.vmap(jax.vmap(unravel))(jnp.stack([flat[None] + eps, flat[None] - eps], axis=1))
-        workers, truncation = self._unroll(pairs, workers, data, num_steps, variant_probs)
+        workers, truncation = self.unroller.unroll_workers(pairs, workers, data, num_steps, variant_probs)
         difference = truncation.meta_losses[:, 0] - truncation.meta_losses[:, 1]  # (tasks, K)
         return workers, truncation, difference
 

@@ -46,7 +46,7 @@ def exact_gradient(problem, init_key, run_length=RUN_LENGTH):
 
     def measured_loss(theta):
         thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (NUM_TASKS, 1) + t.shape), theta)
-        _, truncation = estimator._unroll(thetas, workers, estimator.unroller.data, steps)
+        _, truncation = estimator.unroller.unroll_workers(thetas, workers, estimator.unroller.data, steps)
         return jnp.mean(truncation.meta_losses[:, :, -TRUNCATION:])
 
     return jax.jit(jax.grad(measured_loss))(theta)

@@ -18,7 +18,8 @@ each gain's mean final losses on the tuning seeds. Runs are cached as a user opt
 (`evaluate.optimizer`), so a rerun with the same gains reads them back. --trace instead prints what the
 controller would read, the rule unchanged: the mean over matrices of cos(g_t, u_{t-1}) in 100-step
 windows of one run of each model (its init and batches drawn from seed 1000) at the whole-step
-multipliers TRACED.
+multipliers TRACED, and beside it a second candidate signal, the trust ratio (the fall of the windows'
+mean loss over the fall the steps' g_t . u_t predicted).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from evaluate.suites import from_file
 
 SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
 LOG_SCALE_RANGE = (math.log(0.05), math.log(2.0))
-TRACED = {"conv max-pool 3x32 mnist 14x14": (1.0, 0.3), "conv mnist 8x8": (1.0,), "transformer shakespeare": (1.0,)}
+TRACED = {"conv max-pool 3x32 mnist 14x14": (1.0, 0.3), "conv mnist 8x8": (1.0, 0.3), "transformer shakespeare": (1.0, 2.0)}
 WINDOW = 100
 
 
@@ -81,18 +82,25 @@ def trace(suite: evaluate.Suite, label: str, multiplier: float, seed: int = 1000
         alignment = jnp.mean(jnp.stack([cosine(g, u) for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(last_updates))
                                         if g.ndim >= 2]))
         updates, state = tx.update(grads, state, params, loss=loss)
-        return optax.apply_updates(params, updates), state, updates, loss, alignment
+        predicted = sum(jnp.vdot(g, u) for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(updates)))
+        return optax.apply_updates(params, updates), state, updates, loss, alignment, predicted
 
     state, last_updates, key = tx.init(params), jax.tree.map(jnp.zeros_like, params), jax.random.PRNGKey(seed + 1)
-    losses, alignments = [], []
+    losses, alignments, predicted = [], [], []
     for key in jax.random.split(key, num_steps):
-        params, state, last_updates, loss, alignment = step(params, state, last_updates, key)
+        params, state, last_updates, loss, alignment, first_order = step(params, state, last_updates, key)
         losses.append(float(loss))
         alignments.append(float(alignment))
+        predicted.append(float(first_order))
+    means = [statistics.fmean(losses[start:start + WINDOW]) for start in range(0, num_steps, WINDOW)]
+    # The trust ratio: how far the window's mean loss fell into the next window's, over the fall its
+    # steps' minibatch gradients predicted to first order (sum of g_t . u_t): near 1 in the linear regime.
+    ratios = [(means[k + 1] - means[k]) / sum(predicted[k * WINDOW:(k + 1) * WINDOW]) for k in range(len(means) - 1)]
     print(f"{label} at x{multiplier}: " + "; ".join(
-        f"{start}: loss {statistics.fmean(losses[start:start + WINDOW]):.3f} "
-        f"cos {statistics.fmean(alignments[max(start, 1):start + WINDOW]):+.3f}"  # step 0 has no last update
-        for start in range(0, num_steps, WINDOW)))
+        f"{k * WINDOW}: loss {means[k]:.3f} "
+        f"cos {statistics.fmean(alignments[max(k * WINDOW, 1):(k + 1) * WINDOW]):+.3f}"  # step 0 has no last update
+        + (f" trust {ratios[k]:+.2f}" if k < len(ratios) else "")
+        for k in range(len(means))))
 
 
 def main(argv=None) -> None:

@@ -11,12 +11,13 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 import lopt
 import tasks
 from lopt.baselines import BASELINES, PRACTITIONER_BASELINES
 from meta_train.config import resolve_eval_task
-from tasks.train import train
+from tasks.train import train_each
 
 COMPARED_BASELINES = PRACTITIONER_BASELINES
 
@@ -51,26 +52,31 @@ def compare_with_baselines(task: tasks.Task, optimizer: lopt.LearnedOptimizer, t
                            num_steps: int, *, seed: int = 1, log: Callable[[str], None] = lambda line: None
                            ) -> list[ComparisonRow]:
     """The learned optimizer, its initialization, and each of COMPARED_BASELINES tuned over its grid, each
-    trained for num_steps; `log` gets a line as each run ends."""
+    trained for num_steps (an optimizer's runs vmapped together); `log` gets a line per run."""
     log_every = math.gcd(num_steps, max(num_steps // 10, 1))
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
     total, done = comparison_size(), []
 
-    def run(name: str, transform) -> ComparisonRow:
-        result = train(task, transform, num_steps, seed=seed, log_every=log_every, log=lambda line: None)
-        done.append(name)
-        log(f"  [{len(done)}/{total}] {name}: train loss {result.train_loss:.4g}, valid loss {result.valid_loss:.4g}")
-        return ComparisonRow(name, result.train_loss, result.valid_loss, result.valid_accuracy)
+    def runs(names: list[str], make: Callable[[Any], Any], settings: Any) -> list[ComparisonRow]:
+        """One run per setting, vmapped in one compiled program (train_each)."""
+        results = train_each(task, make, settings, num_steps, seed=seed, log_every=log_every, log=lambda line: None)
+        for name, result in zip(names, results):
+            done.append(name)
+            log(f"  [{len(done)}/{total}] {name}: train loss {result.train_loss:.4g}, valid loss {result.valid_loss:.4g}")
+        return [ComparisonRow(name, result.train_loss, result.valid_loss, result.valid_accuracy)
+                for name, result in zip(names, results)]
 
-    rows = [run("learned optimizer", optimizer.transform(theta, num_steps, roles)),
-            run("learned optimizer at its initialization", optimizer.transform(initial_theta, num_steps, roles))]
+    rows = runs(["learned optimizer", "learned optimizer at its initialization"],
+                lambda theta: optimizer.transform(theta, num_steps, roles),
+                jax.tree.map(lambda *leaves: jnp.stack(leaves), theta, initial_theta))
     for name, label in COMPARED_BASELINES.items():
         make, grid = BASELINES[name][:2]
-        runs = {rate: run(f"{label}, learning rate {rate:g}", make(rate, num_steps, roles)) for rate in grid}
-        best_train = min(runs, key=lambda rate: _finite(runs[rate].train_loss))
-        best_valid = min(runs, key=lambda rate: _finite(runs[rate].valid_loss))
-        rows.append(ComparisonRow(f"{label} (tuned over {len(grid)} rates)", runs[best_train].train_loss,
-                                  runs[best_valid].valid_loss, runs[best_valid].valid_accuracy,
+        by_rate = dict(zip(grid, runs([f"{label}, learning rate {rate:g}" for rate in grid],
+                                      lambda rate: make(rate, num_steps, roles), jnp.asarray(grid, jnp.float32))))
+        best_train = min(by_rate, key=lambda rate: _finite(by_rate[rate].train_loss))
+        best_valid = min(by_rate, key=lambda rate: _finite(by_rate[rate].valid_loss))
+        rows.append(ComparisonRow(f"{label} (tuned over {len(grid)} rates)", by_rate[best_train].train_loss,
+                                  by_rate[best_valid].valid_loss, by_rate[best_valid].valid_accuracy,
                                   f"lr {best_train:g} on train, {best_valid:g} on valid"))
     return rows
 

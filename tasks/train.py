@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from tasks.base import Task
@@ -55,14 +56,28 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
     """Trains from a fresh init for any positive num_steps, logging the mean training loss at every
     multiple of `log_every` and at the last step. The inner loop is a jitted `lax.scan` of `log_every`
     steps (the last chunk is shorter where log_every does not divide num_steps)."""
+    return train_each(task, lambda _: optimizer, jnp.zeros(1), num_steps, seed=seed, log_every=log_every,
+                      log=log)[0]
+
+
+def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransformation], settings: Any,
+               num_steps: int, *, seed: int = 0, log_every: int = 100, log=print) -> list[TrainResult]:
+    """`train(task, make_optimizer(setting), ...)` for each setting, vmapped in one compiled program (one
+    compilation for a whole learning-rate grid): `settings` is a pytree whose leaves' leading axis runs
+    over the settings (an array of rates, stacked thetas), and every run starts from the same init and
+    draws the same batches. Each log line holds every run's loss; steps_per_second is the group's."""
+    count = len(jax.tree.leaves(settings)[0])
     if num_steps < 1 or log_every < 1:
         raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be positive")
     key_init, key_train = jax.random.split(jax.random.key(seed))
-    params = task.init(key_init)
-    opt_state = optimizer.init(params)
+    params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *leaf.shape)), task.init(key_init))
+    opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)
 
     @functools.partial(jax.jit, static_argnames="length")
-    def run_chunk(params, opt_state, data, key, length):
+    @functools.partial(jax.vmap, in_axes=(0, 0, 0, None, None, None))
+    def run_chunk(setting, params, opt_state, data, key, length):
+        optimizer = make_optimizer(setting)
+
         def one_step(carry, key):
             params, opt_state, loss = train_step(task, optimizer, *carry, data, key)
             return (params, opt_state), loss
@@ -71,19 +86,22 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
         return params, opt_state, losses.mean()
 
     data = task.data
-    train_loss = float("nan")
+    train_loss = np.full(count, np.nan)
     compiled, timed_steps, elapsed = set(), 0, 0.0
     for chunk, done in enumerate(range(0, num_steps, log_every)):
         length = min(log_every, num_steps - done)
         start = time.perf_counter()
-        params, opt_state, mean_loss = run_chunk(params, opt_state, data, jax.random.fold_in(key_train, chunk),
-                                                 length)
-        train_loss = float(mean_loss)
+        params, opt_state, mean_loss = run_chunk(settings, params, opt_state, data,
+                                                 jax.random.fold_in(key_train, chunk), length)
+        train_loss = np.asarray(mean_loss)
         if length in compiled:  # a chunk that compiled its program is left out of the throughput
             timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
         compiled.add(length)
-        log(f"step {done + length:6d}  train loss {train_loss:.4f}")
-    valid_loss, valid_accuracy = map(float, jax.jit(lambda p, d: held_out_metrics(task, p, d))(params, data))
-    return TrainResult(steps=num_steps, train_loss=train_loss, valid_loss=valid_loss,
-                       valid_accuracy=None if jnp.isnan(valid_accuracy) else valid_accuracy,
-                       steps_per_second=timed_steps / elapsed if timed_steps else float("nan"), params=params)
+        log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss)}")
+    valid_loss, valid_accuracy = map(np.asarray, jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d),
+                                                                  in_axes=(0, None)))(params, data))
+    return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),
+                        valid_accuracy=None if np.isnan(valid_accuracy[run]) else float(valid_accuracy[run]),
+                        steps_per_second=timed_steps / elapsed if timed_steps else float("nan"),
+                        params=jax.tree.map(lambda leaf: leaf[run], params))
+            for run in range(count)]

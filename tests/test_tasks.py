@@ -182,6 +182,20 @@ def test_held_out_sets_are_the_whole_small_split_or_a_fixed_sample_of_a_large_on
     np.testing.assert_array_equal(windows[:, 1:] - windows[:, :-1], 1)  # contiguous windows
 
 
+def test_a_grid_trained_in_one_program_matches_each_setting_trained_alone():
+    import optax
+
+    task = tasks.get_task("quadratic_10d")
+    rates = [1e-3, 1e-2, 1e-1]
+    together = tasks.train.train_each(task, optax.adam, jnp.asarray(rates), 20, log_every=10, log=lambda line: None)
+    for rate, result in zip(rates, together):
+        alone = tasks.train.train(task, optax.adam(rate), 20, log_every=10, log=lambda line: None)
+        np.testing.assert_allclose([result.train_loss, result.valid_loss], [alone.train_loss, alone.valid_loss],
+                                   rtol=1e-5)
+        jax.tree.map(lambda mine, its: np.testing.assert_allclose(mine, its, rtol=1e-5), result.params, alone.params)
+    assert together[0].train_loss > together[2].train_loss  # the settings differ, not one run copied
+
+
 def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):
     import optax
 

@@ -726,11 +726,12 @@ def test_a_learned_optimizers_step_is_scaled_or_tuned_like_a_baselines_rate(lear
     assert halved.identity != plain.identity  # never read back from the other's cached runs
     task = tasks.get_task("mlp_digits_8x8", width=16, batch_size=32)
     params = task.init(jax.random.key(0))
-    grads = jax.grad(task.loss)(params, task.batch(task.data, jax.random.key(1)), None)
+    grads = jax.jit(jax.grad(task.loss))(params, task.batch(task.data, jax.random.key(1)), None)
 
     def first_update(optimizer):
         transform = optimizer.make(optimizer.candidates[0].hyper, STEPS, task.roles(params))
-        return transform.update(grads, transform.init(params), params, loss=1.0)[0]
+        return jax.jit(lambda grads, params: transform.update(grads, transform.init(params), params, loss=1.0)[0])(
+            grads, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 0.5 * b, rtol=1e-6), first_update(halved), first_update(plain))
     with pytest.raises(evaluate.OptimizerError, match=r"@fast: after '@' a learned optimizer takes a positive step"):
         evaluate.resolve(f"{learned_checkpoint}@fast")

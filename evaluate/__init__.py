@@ -27,7 +27,7 @@ from evaluate.optimizers import (BASELINES, STARTING_RATES, EvalOptimizer, Optim
 from evaluate.protocol import TUNINGS, Protocol, TuningError
 from evaluate.runner import Curves
 from evaluate.runner import run as run_optimizer
-from evaluate.store import clear_cache
+from evaluate.store import clear_cache, prune_cache
 from evaluate.suites import SUITES, MetaTrainingScope, Suite, SuiteError, SuiteTask
 from evaluate.suites import build as build_suite
 from evaluate.summary import Table

@@ -1,6 +1,6 @@
 """python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S]
                    [--tuning external|same-seeds|none] [--tuning-seeds K] [--tuning-first-seed S] [--shard I/N]
-                   [--clear-cache NAME]
+                   [--clear-cache NAME] [--prune-cache DAYS]
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
 TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep. With
@@ -20,7 +20,7 @@ from evaluate.memory import TooLargeError
 from evaluate.optimizers import EvalOptimizer, OptimizerError
 from evaluate.protocol import (DEFAULT_TUNING, DEFAULT_TUNING_FIRST_SEED, DEFAULT_TUNING_SEEDS, TUNINGS, TuningError,
                                protocol)
-from evaluate.store import clear_cache
+from evaluate.store import clear_cache, prune_cache
 from evaluate.suites import SUITES, Suite, SuiteError
 from evaluate.sweep import DEFAULT_BASELINES, SELF_TUNING_BASELINES, SweepError, run_suite
 from evaluate.task_objects import is_task_list
@@ -29,6 +29,16 @@ from tasks import ConfigError
 
 SUITE_OBJECT = "an evaluate.Suite, a tasks.Task or a list of them"
 OPTIMIZER_OBJECT = "an evaluate.optimizer(...) or a list of them"
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days, 0 or more")
+    return days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                              "evaluate.optimizer's or a baseline's name, a task object's name) from the cache and "
                              "--workdir, so they are trained anew: they are stored under their names, rates and "
                              "versions, not their code (repeatable)")
+    parser.add_argument("--prune-cache", type=_days, metavar="DAYS",
+                        help="first remove from the cache the runs no sweep has written or read in DAYS days, and "
+                             "those an older version of evaluate wrote")
     parser.add_argument("--workdir", required=True, help="output directory")
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
                         "(default: the learned optimizer's, else 1000); for a file suite or task objects, every "
@@ -136,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             raise TuningError(f"--tuning {args.tuning}: one of external, same-seeds, none")
         protocol(tuning, args.seeds, args.first_seed, args.tuning_seeds, args.tuning_first_seed)  # before any clearing
         optimizers, suite = _optimizers(args.optimizer), _suite(args.suite)
+        if args.prune_cache is not None:
+            print(f"--prune-cache {args.prune_cache:g}: removed {prune_cache(args.prune_cache, args.cache)} stored runs",
+                  flush=True)
         for name in args.clear_cache:
             removed = (clear_cache(args.workdir, optimizer=name, cache_dir=args.cache)
                        + clear_cache(args.workdir, task=name, cache_dir=args.cache))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,10 @@ class RunStore:
             return None  # unreadable: the run is simply done again (files are written atomically)
         if not isinstance(record, dict) or record.get("key") != key or "curves" not in record:
             return None
+        try:
+            os.utime(path)  # its last use, which prune_cache reads
+        except OSError:
+            pass  # a read-only cache is still read
         return Curves.from_dict(record["curves"])
 
     def put(self, key: dict[str, Any], curves: Curves) -> None:
@@ -123,4 +128,24 @@ def clear_cache(workdir: str | os.PathLike | None = None, *, optimizer: str | No
             if _matches(key, optimizer, task):
                 path.unlink(missing_ok=True)
                 removed += 1
+    return removed
+
+
+def prune_cache(unused_days: float, cache_dir: str | os.PathLike | None = None) -> int:
+    """Removes from the shared cache (cache_dir, default DEFAULT_CACHE) the runs no sweep has written or
+    read in `unused_days` days, and every run an older STORE_VERSION wrote (no key of this code reads
+    them). Returns how many were removed. The cache otherwise only grows: an edited rule's or task's
+    runs are stored under new keys, and the old ones stay."""
+    if not (isinstance(unused_days, (int, float)) and unused_days >= 0):
+        raise ValueError(f"prune_cache: unused_days={unused_days!r} must be a number of days, 0 or more")
+    directory, cutoff, removed = Path(cache_dir or DEFAULT_CACHE), time.time() - unused_days * 86400, 0
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            key = json.loads(path.read_text(encoding="utf-8")).get("key")
+            last_used = path.stat().st_mtime
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable or not a run: not ours to judge
+        if isinstance(key, dict) and (last_used < cutoff or key.get("version") != STORE_VERSION):
+            path.unlink(missing_ok=True)
+            removed += 1
     return removed

@@ -3,8 +3,10 @@ Adam on task objects, its cache key shown and cleared, and both named on the com
 `module.path:attribute` (checkpoints.imports.resolve_import_path, whose every error is one line)."""
 
 import json
+import os
 import shutil
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +148,39 @@ def test_its_cache_key_is_shown_and_clearing_it_trains_it_anew(custom_sweep, com
     assert evaluate.clear_cache(task="tiny regression", cache_dir=tmp_path / "cache") == 8 + 2
     with pytest.raises(ValueError, match="clear_cache: name an optimizer=, a task= or both"):
         evaluate.clear_cache(tmp_path)
+
+
+def test_pruning_removes_the_runs_unused_for_days_and_those_of_an_older_store_version(custom_sweep, competitors,
+                                                                                      tmp_path, monkeypatch, capsys):
+    result, root = custom_sweep
+    optimizer, objects = competitors
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    stored = sorted(cache.glob("*.json"))
+    ten_days_ago = time.time() - 10 * 86400
+    for path in stored:
+        os.utime(path, (ten_days_ago, ten_days_ago))
+    # A sweep of Lion alone reads its 4 runs back (2 rates on each task), which refreshes them.
+    evaluate.run_suite([optimizer], objects, tmp_path / "lion", steps=STEPS, seeds=1, baselines=[],
+                       tuning="same_seeds", cache_dir=cache, log=quiet)
+    used = [path for path in stored if path.stat().st_mtime > ten_days_ago]
+    assert len(used) == 2 * 2 and len(stored) == 2 * (2 + 8)
+    # One of them as an older version of the code wrote it.
+    record = json.loads(used[0].read_text())
+    record["key"]["version"] -= 1
+    used[0].write_text(json.dumps(record))
+    (cache / "notes.json").write_text("[]")  # not a run: left alone
+    assert evaluate.prune_cache(5, cache_dir=cache) == len(stored) - 3
+    assert sorted(cache.glob("*.json")) == sorted([*used[1:], cache / "notes.json"])
+    assert evaluate.prune_cache(5, cache_dir=cache) == 0
+    with pytest.raises(ValueError, match="unused_days=-1 must be a number of days"):
+        evaluate.prune_cache(-1, cache_dir=cache)
+    # The command line: a bad number of days is one line and exit 2, before anything is removed.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--optimizer", "adam", "--suite", "ood", "--workdir", str(tmp_path / "w"), "--cache", str(cache),
+              "--prune-cache", "soon"])
+    assert exit_info.value.code == 2 and "--prune-cache: 'soon' is not a number of days" in capsys.readouterr().err
+    assert used[1].is_file()
 
 
 def test_task_objects_are_named_and_keyed_as_documented():

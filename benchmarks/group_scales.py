@@ -32,6 +32,8 @@ import lopt
 from benchmarks.pretrained_results import results_folder
 from benchmarks.weight_decay import check_suite, compare_variants
 from evaluate.optimizers import REFERENCE_BASELINE
+from evaluate.protocol import (DEFAULT_TUNING, DEFAULT_TUNING_FIRST_SEED, DEFAULT_TUNING_SEEDS, TuningError,
+                               protocol)
 
 # Kinds of tensor whose extra step factor is a setting of the rule, not a theta entry (see lopt.normalized_mlp).
 KIND_SETTINGS = {"conv": "conv_step", "embedding": "embedding_step"}
@@ -73,6 +75,10 @@ def arguments(argv):
     args.out = args.out or results_folder(args.optimizer, "group_scales_")
     if args.first_seed < 0:
         parser.error(f"--first-seed: {args.first_seed} is negative")
+    try:  # the sweep's default ruleset tunes the baselines on seeds of their own
+        protocol(DEFAULT_TUNING, 3, args.first_seed, DEFAULT_TUNING_SEEDS, DEFAULT_TUNING_FIRST_SEED)
+    except TuningError as error:
+        parser.error(f"--first-seed: {error}")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
     unknown = sorted(set(args.baselines) - set(evaluate.BASELINES))
     if unknown or not args.baselines:

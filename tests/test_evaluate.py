@@ -170,6 +170,7 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
     for argv, message in ((["--scales", "hidden=x"], "'hidden=x' is not GROUP=FACTOR"),
                           (["--scales", "embeddings=2"], "'embeddings=2' is not GROUP=FACTOR"),
                           (["--scales", "conv=2", "--first-seed", "-1"], "--first-seed: -1 is negative"),
+                          (["--scales", "conv=2", "--first-seed", "999"], "--first-seed: tuning seeds 1000-1001 overlap"),
                           (["--scales", "hidden=0"], "'hidden=0' is not GROUP=FACTOR"),
                           (["--scales", "hidden=2", "--baselines", "adam,lion"], "--baselines: lion"),
                           (["--scales", "hidden=2", "--optimizer", "mulo"], "no learned group step"),

@@ -93,9 +93,12 @@ def trace(suite: evaluate.Suite, label: str, multiplier: float, seed: int = 1000
         alignments.append(float(alignment))
         predicted.append(float(first_order))
     means = [statistics.fmean(losses[start:start + WINDOW]) for start in range(0, num_steps, WINDOW)]
-    # The trust ratio: how far the window's mean loss fell into the next window's, over the fall its
-    # steps' minibatch gradients predicted to first order (sum of g_t . u_t): near 1 in the linear regime.
-    ratios = [(means[k + 1] - means[k]) / sum(predicted[k * WINDOW:(k + 1) * WINDOW]) for k in range(len(means) - 1)]
+    # The trust ratio: how far the window's mean loss fell into the next window's, over the fall the steps
+    # between the two windows' centres predicted to first order (the sum of their minibatch g_t . u_t):
+    # near 1 in the linear regime.
+    half = WINDOW // 2
+    ratios = [(means[k + 1] - means[k]) / sum(predicted[k * WINDOW + half:(k + 1) * WINDOW + half])
+              for k in range(len(means) - 1)]
     print(f"{label} at x{multiplier}: " + "; ".join(
         f"{k * WINDOW}: loss {means[k]:.3f} "
         f"cos {statistics.fmean(alignments[max(k * WINDOW, 1):(k + 1) * WINDOW]):+.3f}"  # step 0 has no last update

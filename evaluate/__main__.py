@@ -1,6 +1,7 @@
 """python -m evaluate --optimizer NAME_OR_PATH --suite NAME --workdir DIR [--steps N] [--seeds K] [--first-seed S]
                    [--tuning external|same-seeds|none] [--tuning-seeds K] [--tuning-first-seed S] [--shard I/N]
                    [--clear-cache NAME] [--prune-cache DAYS]
+python -m evaluate --prune-cache DAYS | --clear-cache NAME [--workdir DIR]   (the cache's upkeep alone)
 
 Runs learned optimizers and tuned baselines on a suite of held-out tasks and writes tables, plots and
 TensorBoard scalars to the workdir. Running the same command again resumes an interrupted sweep. With
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                              "@0.1 scales its whole step, @tuned tunes that multiplier per task), a baseline "
                              "(adam, or adam@0.001 at one rate), or module.path:attribute naming "
                              f"{OPTIMIZER_OBJECT} (or a function returning one) (repeatable)")
-    parser.add_argument("--suite", required=True,
+    parser.add_argument("--suite",
                         help=f"a suite name, a JSON suite file, or module.path:attribute naming {SUITE_OBJECT} "
                              "(or a function returning one; task objects run --steps steps, default the horizon "
                              "the suite is built around)")
@@ -78,11 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="first remove the stored runs of the optimizer or task object NAME (an "
                              "evaluate.optimizer's or a baseline's name, a task object's name) from the cache and "
                              "--workdir, so they are trained anew: they are stored under their names, rates and "
-                             "versions, not their code (repeatable)")
+                             "versions, not their code (repeatable; without --suite, only this is done)")
     parser.add_argument("--prune-cache", type=_days, metavar="DAYS",
-                        help="first remove from the cache the runs no sweep has written or read in DAYS days, and "
-                             "those an older version of evaluate wrote")
-    parser.add_argument("--workdir", required=True, help="output directory")
+                        help="first remove from the cache the runs no sweep has written or read in DAYS days (0: "
+                             "all), and those an older version of evaluate wrote (without --suite, only this is done)")
+    parser.add_argument("--workdir", help="output directory")
     parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
                         "(default: the learned optimizer's, else 1000); for a file suite or task objects, every "
                         "task's budget")
@@ -139,7 +140,12 @@ def _optimizers(texts: list[str]) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    maintenance_only = args.suite is None and (args.clear_cache or args.prune_cache is not None)
+    missing = [flag for flag, value in (("--suite", args.suite), ("--workdir", args.workdir)) if value is None]
+    if missing and not maintenance_only:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     enable_compilation_cache()
     baselines = (None if args.baselines is None else [] if args.baselines == "none"
                  else [name.strip() for name in args.baselines.split(",") if name.strip()])
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if tuning not in TUNINGS:
             raise TuningError(f"--tuning {args.tuning}: one of external, same-seeds, none")
         protocol(tuning, args.seeds, args.first_seed, args.tuning_seeds, args.tuning_first_seed)  # before any clearing
-        optimizers, suite = _optimizers(args.optimizer), _suite(args.suite)
+        optimizers, suite = _optimizers(args.optimizer), None if args.suite is None else _suite(args.suite)
         if args.prune_cache is not None:
             print(f"--prune-cache {args.prune_cache:g}: removed {prune_cache(args.prune_cache, args.cache)} stored runs",
                   flush=True)
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             removed = (clear_cache(args.workdir, optimizer=name, cache_dir=args.cache)
                        + clear_cache(args.workdir, task=name, cache_dir=args.cache))
             print(f"--clear-cache {name}: removed {removed} stored runs", flush=True)
+        if maintenance_only:
+            return 0
         run_suite(optimizers, suite, args.workdir, steps=args.steps, seeds=args.seeds,
                   baselines=baselines, tuning=tuning, tuning_seeds=args.tuning_seeds,
                   tuning_first_seed=args.tuning_first_seed, cache_dir=args.cache, force=args.force, shard=args.shard,

@@ -133,9 +133,10 @@ def clear_cache(workdir: str | os.PathLike | None = None, *, optimizer: str | No
 
 def prune_cache(unused_days: float, cache_dir: str | os.PathLike | None = None) -> int:
     """Removes from the shared cache (cache_dir, default DEFAULT_CACHE) the runs no sweep has written or
-    read in `unused_days` days, and every run an older STORE_VERSION wrote (no key of this code reads
-    them). Returns how many were removed. The cache otherwise only grows: an edited rule's or task's
-    runs are stored under new keys, and the old ones stay."""
+    read in `unused_days` days (0: every run), and every run an older STORE_VERSION wrote (no key of this
+    code reads them; a newer version's are kept). Returns how many were removed. A read refreshes a run
+    where this user may set its modification time; a file this user may not remove is left. Without
+    pruning the cache only grows: an edited rule's or task's runs are stored under new keys."""
     if not (isinstance(unused_days, (int, float)) and unused_days >= 0):
         raise ValueError(f"prune_cache: unused_days={unused_days!r} must be a number of days, 0 or more")
     directory, cutoff, removed = Path(cache_dir or DEFAULT_CACHE), time.time() - unused_days * 86400, 0
@@ -145,7 +146,13 @@ def prune_cache(unused_days: float, cache_dir: str | os.PathLike | None = None) 
             last_used = path.stat().st_mtime
         except (OSError, ValueError, AttributeError):
             continue  # unreadable or not a run: not ours to judge
-        if isinstance(key, dict) and (last_used < cutoff or key.get("version") != STORE_VERSION):
-            path.unlink(missing_ok=True)
-            removed += 1
+        if not isinstance(key, dict):
+            continue
+        version = key.get("version")
+        if last_used <= cutoff or (isinstance(version, int) and version < STORE_VERSION):
+            try:
+                path.unlink(missing_ok=True)
+                removed += 1
+            except OSError:
+                continue  # another user's file in a shared cache
     return removed

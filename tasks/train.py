@@ -47,7 +47,7 @@ class TrainResult:
     train_loss: float  # mean over the last logging interval (the remainder, where shorter)
     valid_loss: float  # on the validation split's fixed held-out batch (held_out_metrics)
     valid_accuracy: float | None
-    steps_per_second: float
+    steps_per_second: float  # after compiling; train_each's runs share their group's
     params: Any = dataclasses.field(default=None, repr=False, compare=False)  # the model at the end
 
 
@@ -55,7 +55,9 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
           log_every: int = 100, log=print) -> TrainResult:
     """Trains from a fresh init for any positive num_steps, logging the mean training loss at every
     multiple of `log_every` and at the last step. The inner loop is a jitted `lax.scan` of `log_every`
-    steps (the last chunk is shorter where log_every does not divide num_steps)."""
+    steps (the last chunk is shorter where log_every does not divide num_steps). It is `train_each` over
+    one setting, so its numbers are the ones a grid's run gets, up to the float rounding that the grid's
+    batch size changes."""
     return train_each(task, lambda _: optimizer, jnp.zeros(1), num_steps, seed=seed, log_every=log_every,
                       log=log)[0]
 
@@ -65,10 +67,21 @@ def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransfo
     """`train(task, make_optimizer(setting), ...)` for each setting, vmapped in one compiled program (one
     compilation for a whole learning-rate grid): `settings` is a pytree whose leaves' leading axis runs
     over the settings (an array of rates, stacked thetas), and every run starts from the same init and
-    draws the same batches. Each log line holds every run's loss; steps_per_second is the group's."""
-    count = len(jax.tree.leaves(settings)[0])
+    draws the same batches. make_optimizer gets a setting as a traced value, so it may compute with it
+    (optax schedules and rates do) but not branch on it in Python. All runs are in memory at once. Each
+    log line holds every run's loss; each result's steps_per_second is the whole group's.
+
+        results = train_each(task, optax.adam, jnp.asarray([1e-3, 1e-2]), 1000)  # Adam at two rates
+    """
     if num_steps < 1 or log_every < 1:
         raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be positive")
+    settings = jax.tree.map(jnp.asarray, settings)
+    sizes = {leaf.shape[0] if leaf.ndim else 0 for leaf in jax.tree.leaves(settings)}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError("settings: a pytree of arrays with one leading axis of at least one setting, got "
+                         f"leading sizes {sorted(sizes) or 'of no leaves'} (0: a scalar, as each number of a list is, or an "
+                         "empty axis; a grid of rates is jnp.asarray(rates))")
+    (count,) = sizes
     key_init, key_train = jax.random.split(jax.random.key(seed))
     params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *leaf.shape)), task.init(key_init))
     opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)

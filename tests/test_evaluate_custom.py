@@ -170,17 +170,27 @@ def test_pruning_removes_the_runs_unused_for_days_and_those_of_an_older_store_ve
     record["key"]["version"] -= 1
     used[0].write_text(json.dumps(record))
     (cache / "notes.json").write_text("[]")  # not a run: left alone
+    # And one as a newer version wrote it (another install sharing the cache): kept.
+    record = json.loads(used[1].read_text())
+    record["key"]["version"] += 1
+    used[1].write_text(json.dumps(record))
     assert evaluate.prune_cache(5, cache_dir=cache) == len(stored) - 3
     assert sorted(cache.glob("*.json")) == sorted([*used[1:], cache / "notes.json"])
     assert evaluate.prune_cache(5, cache_dir=cache) == 0
     with pytest.raises(ValueError, match="unused_days=-1 must be a number of days"):
         evaluate.prune_cache(-1, cache_dir=cache)
-    # The command line: a bad number of days is one line and exit 2, before anything is removed.
+    # The command line: a bad number of days is one line and exit 2; the upkeep runs without a sweep.
     with pytest.raises(SystemExit) as exit_info:
-        main(["--optimizer", "adam", "--suite", "ood", "--workdir", str(tmp_path / "w"), "--cache", str(cache),
-              "--prune-cache", "soon"])
+        main(["--cache", str(cache), "--prune-cache", "soon"])
     assert exit_info.value.code == 2 and "--prune-cache: 'soon' is not a number of days" in capsys.readouterr().err
-    assert used[1].is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--cache", str(cache)])
+    assert exit_info.value.code == 2 and "required: --suite, --workdir" in capsys.readouterr().err
+    os.utime(used[2], (ten_days_ago, ten_days_ago))
+    assert main(["--cache", str(cache), "--prune-cache", "9"]) == 0  # used[2], 10 days unused, goes
+    assert "--prune-cache 9: removed 1 stored runs" in capsys.readouterr().out
+    assert main(["--cache", str(cache), "--prune-cache", "0"]) == 0
+    assert sorted(cache.glob("*.json")) == [cache / "notes.json"]
 
 
 def test_task_objects_are_named_and_keyed_as_documented():

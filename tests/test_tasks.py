@@ -187,13 +187,27 @@ def test_a_grid_trained_in_one_program_matches_each_setting_trained_alone():
 
     task = tasks.get_task("quadratic_10d")
     rates = [1e-3, 1e-2, 1e-1]
-    together = tasks.train.train_each(task, optax.adam, jnp.asarray(rates), 20, log_every=10, log=lambda line: None)
+    together = tasks.train_each(task, optax.adam, jnp.asarray(rates), 20, log_every=10, log=lambda line: None)
+    key_init, key_train = jax.random.split(jax.random.key(0))
     for rate, result in zip(rates, together):
-        alone = tasks.train.train(task, optax.adam(rate), 20, log_every=10, log=lambda line: None)
-        np.testing.assert_allclose([result.train_loss, result.valid_loss], [alone.train_loss, alone.valid_loss],
+        # The reference: 20 plain steps of train_step, keyed as train documents (a key per logging chunk).
+        params, opt_state, losses = task.init(key_init), optax.adam(rate).init(task.init(key_init)), []
+        for chunk in range(2):
+            for key in jax.random.split(jax.random.fold_in(key_train, chunk), 10):
+                params, opt_state, loss = tasks.train_step(task, optax.adam(rate), params, opt_state, task.data, key)
+                losses.append(float(loss))
+        np.testing.assert_allclose(result.train_loss, np.mean(losses[10:]), rtol=1e-5)
+        np.testing.assert_allclose(result.valid_loss, tasks.train.held_out_metrics(task, params, task.data)[0],
                                    rtol=1e-5)
-        jax.tree.map(lambda mine, its: np.testing.assert_allclose(mine, its, rtol=1e-5), result.params, alone.params)
+        jax.tree.map(lambda mine, its: np.testing.assert_allclose(mine, its, rtol=1e-5), result.params, params)
     assert together[0].train_loss > together[2].train_loss  # the settings differ, not one run copied
+    for settings, message in (([1e-3, 1e-2], r"\[0\] .*jnp.asarray\(rates\)"), (jnp.asarray(1e-3), r"leading sizes \[0\]"),
+                              (jnp.zeros(0), r"leading sizes \[0\]"), ({}, "of no leaves"),
+                              ({"a": jnp.zeros(2), "b": jnp.zeros(3)}, r"leading sizes \[2, 3\]")):
+        with pytest.raises(ValueError, match="settings: a pytree of arrays with one leading axis"):
+            tasks.train_each(task, optax.adam, settings, 2, log=lambda line: None)
+        with pytest.raises(ValueError, match=message):
+            tasks.train_each(task, optax.adam, settings, 2, log=lambda line: None)
 
 
 def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):

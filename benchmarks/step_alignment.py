@@ -9,6 +9,7 @@ whole-step multiplier is 0.3, the others' 1) without losing the models where its
 
     python -m benchmarks.step_alignment [--workdir runs/step_alignment] [--gains 1e-9,0.01,0.03,0.1]
     python -m benchmarks.step_alignment --trace
+    python -m benchmarks.step_alignment --noise
 
 
 Runs `evaluate` on the max-pooling conv net, the small conv net and the transformer as the `ood` suite
@@ -19,7 +20,10 @@ each gain's mean final losses on the tuning seeds. Runs are cached as a user opt
 controller would read, the rule unchanged: the mean over matrices of cos(g_t, u_{t-1}) in 100-step
 windows of one run of each model (its init and batches drawn from seed 1000) at the whole-step
 multipliers TRACED, and beside it a second candidate signal, the trust ratio (the fall of the windows'
-mean loss over the fall the steps' g_t . u_t predicted).
+mean loss over the fall the steps' g_t . u_t predicted). --noise prints a third candidate, a per-tensor
+measure of gradient noise: the RMS over a conv kernel's entries of Adam's m / sqrt(v) (decays 0.9 and
+0.999, bias-corrected; about 1 for a steady gradient, about 0.23 for pure noise), in 100-step windows of
+one run (seed 2000) of each conv net of NOISE_SUITES, at conv-kernel step multipliers NOISE_CONV_STEPS.
 """
 
 from __future__ import annotations
@@ -39,11 +43,15 @@ import evaluate
 import lopt
 from evaluate.optimizers import code_digest, theta_digest
 from evaluate.suites import from_file
+from lopt.normalized_mlp import scale_by_tensor
 
 SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
 LOG_SCALE_RANGE = (math.log(0.05), math.log(2.0))
 TRACED = {"conv max-pool 3x32 mnist 14x14": (1.0, 0.3), "conv mnist 8x8": (1.0, 0.3), "transformer shakespeare": (1.0, 2.0)}
 WINDOW = 100
+SUITES = Path(__file__).parent / "suites"
+NOISE_SUITES = ("ood_convs.json", "conv_pooling.json", "in_distribution_convs.json")
+NOISE_CONV_STEPS = (1.0, 0.5)
 
 
 def cosine(a, b):
@@ -106,12 +114,48 @@ def trace(suite: evaluate.Suite, label: str, multiplier: float, seed: int = 1000
         for k in range(len(means))))
 
 
+def trace_noise(entry, conv_step: float, seed: int = 2000) -> None:
+    """Prints each conv kernel's (and the readout's) mean RMS of Adam's m / sqrt(v) in each window of one
+    run of the default, its conv kernels' steps times conv_step."""
+    task, num_steps = entry.config.build(), entry.num_steps
+    params = task.init(jax.random.PRNGKey(seed))
+    tx = optax.chain(lopt.load(lopt.DEFAULT, num_steps=num_steps, roles=task.roles(params)),
+                     scale_by_tensor(lambda path, leaf: conv_step if leaf.ndim >= 4 else 1.0))
+    adam = optax.scale_by_adam(0.9, 0.999)
+    names = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params) if leaf.ndim >= 2]
+
+    @jax.jit
+    def step(params, state, adam_state, key):
+        batch_key, loss_key = jax.random.split(key)
+        loss, grads = jax.value_and_grad(task.loss)(params, task.batch(task.data, batch_key), loss_key)
+        adam_direction, adam_state = adam.update(grads, adam_state)
+        noise = jnp.stack([jnp.sqrt(jnp.mean(jnp.square(d))) for d in jax.tree.leaves(adam_direction) if d.ndim >= 2])
+        updates, state = tx.update(grads, state, params, loss=loss)
+        return optax.apply_updates(params, updates), state, adam_state, noise
+
+    state, adam_state, noises = tx.init(params), adam.init(params), []
+    for key in jax.random.split(jax.random.PRNGKey(seed + 1), num_steps):
+        params, state, adam_state, noise = step(params, state, adam_state, key)
+        noises.append(noise)
+    windows = jnp.stack(noises).reshape(-1, WINDOW, len(names)).mean(axis=1)  # (window, tensor)
+    print(f"{entry.label}, conv step x{conv_step}, RMS of m / sqrt(v) per {WINDOW}-step window:")
+    for index, name in enumerate(names):
+        print(f"  {name}: " + " ".join(f"{value:.2f}" for value in windows[:, index].tolist()))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_alignment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default="runs/step_alignment")
     parser.add_argument("--gains", default="1e-9,0.01,0.03,0.1", help="comma-separated positive gains tried")
     parser.add_argument("--trace", action="store_true", help="print the alignment along one run of each model")
+    parser.add_argument("--noise", action="store_true", help="print each conv net's gradient noise along one run")
     args = parser.parse_args(argv)
+    if args.noise:
+        for conv_step in NOISE_CONV_STEPS:
+            for suite_file in NOISE_SUITES:
+                for entry in from_file(SUITES / suite_file).tasks:
+                    trace_noise(entry, conv_step)
+        return
     if args.trace:
         suite = from_file(SUITE)
         for label, multipliers in TRACED.items():

@@ -1,7 +1,7 @@
 """Does a text task's held-out sample rank optimizers as its whole validation split does?
 
-    python -m benchmarks.text_valid_sample [--task lstm_shakespeare] [--optimizer orthogonal_mixed_linear]
-        [--baseline muon_linear@0.03] [--steps 1000] [--seeds 3] [--out FILE]
+    python -m benchmarks.text_valid_sample [--task lstm_shakespeare] [--optimizer orthogonal_mlp]
+        [--schedule linear] [--baseline muon_linear@0.03] [--steps 1000] [--seeds 3] [--out FILE]
 
 Evaluation's validation loss on a text task is the mean over tasks.datasets.arrays.HELD_OUT_WINDOWS evenly
 spaced windows of the validation split, a few thousand characters. A gap of 1% between two optimizers on
@@ -37,7 +37,8 @@ def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.text_valid_sample",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="lstm_shakespeare", help="a registered text task")
-    parser.add_argument("--optimizer", default="orthogonal_mixed_linear", help="a shipped learned optimizer")
+    parser.add_argument("--optimizer", default=lopt.DEFAULT, help="a shipped learned optimizer or a checkpoint")
+    parser.add_argument("--schedule", default=None, help="its learning rate's decay (default: its own)")
     parser.add_argument("--baseline", default="muon_linear@0.03", help="BASELINE@RATE")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
@@ -54,9 +55,13 @@ def arguments(argv):
     if args.task not in tasks.TASKS or tasks.TASKS[args.task].kind not in TEXT_KINDS:
         parser.error(f"--task {args.task!r}: give a registered text task "
                      f"({', '.join(n for n, c in tasks.TASKS.items() if c.kind in TEXT_KINDS)})")
-    shipped = [info.name for info in lopt.list_pretrained()]
-    if args.optimizer not in shipped:
-        parser.error(f"--optimizer {args.optimizer!r}: give a shipped learned optimizer ({', '.join(shipped)})")
+    settings = {} if args.schedule is None else {"schedule": args.schedule}
+    try:
+        args.learned = lopt.load_optimizer(args.optimizer, **settings)
+    except ValueError as error:  # not a shipped name nor a checkpoint, or a schedule it does not take
+        parser.error(f"--optimizer {args.optimizer!r}: {error}")
+    if args.schedule is not None:
+        args.optimizer += f" ({args.schedule})"
     if args.steps <= 0 or args.steps % CHUNK:
         parser.error(f"--steps {args.steps}: must be a positive multiple of {CHUNK}")
     return args
@@ -91,7 +96,8 @@ def main(argv=None):
     task = tasks.get_task(args.task, parameterization="sp")
     roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
     fixed = args.baseline
-    optimizers = {args.optimizer: lopt.load(args.optimizer, num_steps=args.steps, roles=roles),
+    learned, theta, _ = args.learned
+    optimizers = {args.optimizer: learned.transform(theta, args.steps, roles),
                   fixed.name: fixed.make(fixed.candidates[0].hyper, args.steps, roles)}
     whole_split, count = whole_split_scorer(task)
     lines = [f"{args.task} (sp), {args.steps} steps, seeds 0-{args.seeds - 1}: final training loss (last "

@@ -155,14 +155,26 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
         with pytest.raises(SystemExit) as refused:
             weight_decay.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
-    args = weight_decay.arguments(["--optimizer", "orthogonal_mixed", "--decays", "0.3", "--fit-gains=-1,2"])
-    label, entries = weight_decay.save_variants("orthogonal_mixed", args.loaded, args.decays, tmp_path, args.fit_gains)
+    args = weight_decay.arguments(["--optimizer", "orthogonal_mlp", "--decays", "0.3", "--fit-gains=-1,3"])
+    label, entries = weight_decay.save_variants("orthogonal_mlp", args.loaded, args.decays, tmp_path, args.fit_gains)
     assert [entry.partition("=")[0] for entry in entries] == [
-        "orthogonal_mixed_wd0.3", "orthogonal_mixed_fit-1", "orthogonal_mixed_fit2"]
+        "orthogonal_mlp_wd0.3", "orthogonal_mlp_fit-1", "orthogonal_mlp_fit3"]
     optimizer, theta, _ = lopt.load_optimizer(entries[-1].partition("=")[2])
-    assert optimizer.fit_decay and theta["fit_decay"].tolist() == [2.0, 0.0]
+    assert optimizer.fit_decay and theta["fit_decay"].tolist() == [3.0, 0.0]
     assert float(optimizer.decoupled_weight_decay(theta)) == pytest.approx(
         float(args.loaded[0].decoupled_weight_decay(args.loaded[1])))
+
+
+def test_the_text_sample_benchmark_loads_what_lopt_loads_and_refuses_the_rest(capsys):
+    from benchmarks import text_valid_sample
+    for argv, message in ((["--optimizer", "nope"], "--optimizer 'nope': 'nope' is neither a shipped"),
+                          (["--schedule", "bogus"], "schedule='bogus': one of cosine, linear"),
+                          (["--task", "mlp_mnist_8x8"], "--task 'mlp_mnist_8x8': give a registered text task")):
+        with pytest.raises(SystemExit) as refused:
+            text_valid_sample.arguments(argv)
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+    args = text_valid_sample.arguments(["--schedule", "linear"])
+    assert args.optimizer == "orthogonal_mlp (linear)" and args.learned[0].schedule == "linear"
 
 
 def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad_pairs(tmp_path, capsys):
@@ -181,11 +193,13 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
         with pytest.raises(SystemExit) as refused:
             group_scales.arguments(argv)
         assert refused.value.code == 2 and message in capsys.readouterr().err
-    args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "hidden=2", "--scales", "input=0.5,output=3"])
-    assert args.out == Path("benchmarks/results/group_scales_orthogonal_mixed_fit")  # never another optimizer's
-    label, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
+    mine = lopt.save(tmp_path / "mine", *lopt.load_optimizer("orthogonal_mlp")[:2])
+    args = group_scales.arguments(["--optimizer", str(mine), "--scales", "hidden=2"])
+    assert args.out == Path("benchmarks/results/group_scales_mine")  # never another optimizer's
+    args = group_scales.arguments(["--optimizer", "orthogonal_mlp", "--scales", "hidden=2", "--scales", "input=0.5,output=3"])
+    label, entries = group_scales.save_variants("orthogonal_mlp", args.loaded, args.scales, tmp_path)
     assert [entry.partition("=")[0] for entry in entries] == [
-        "orthogonal_mixed_fit_hidden2", "orthogonal_mixed_fit_input0.5_output3"]
+        "orthogonal_mlp_hidden2", "orthogonal_mlp_input0.5_output3"]
     optimizer, original, _ = args.loaded
     _, theta, spec = lopt.load_optimizer(entries[1].partition("=")[2])
     ratio = dict(zip(optimizer.groups, np.exp(np.asarray(theta["log_group_scales"])
@@ -194,10 +208,10 @@ def test_the_group_scales_benchmark_scales_only_the_named_groups_and_refuses_bad
     assert spec["provenance"]["preset"] == "orthogonal_mlp"  # the original's scope, for the suite
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta["mlp"]), jax.tree.leaves(original["mlp"])))
     # conv and embedding are settings of the rule, multiplied; theta stays as it was.
-    args = group_scales.arguments(["--optimizer", "orthogonal_mixed_fit", "--scales", "conv=5,embedding=3"])
-    _, entries = group_scales.save_variants("orthogonal_mixed_fit", args.loaded, args.scales, tmp_path)
+    args = group_scales.arguments(["--optimizer", "orthogonal_mlp", "--scales", "conv=0.5,embedding=3"])
+    _, entries = group_scales.save_variants("orthogonal_mlp", args.loaded, args.scales, tmp_path)
     variant, theta, _ = lopt.load_optimizer(entries[0].partition("=")[2])
-    assert (variant.conv_step, variant.embedding_step) == (5.0, 3.0) and variant.fit_decay
+    assert (variant.conv_step, variant.embedding_step) == (2.5, 15.0) and variant.fit_decay
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(original)))
 
 

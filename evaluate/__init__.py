@@ -20,7 +20,7 @@ take `module.path:attribute`):
 """
 
 from evaluate.counts import FAMILIES
-from evaluate.memory import TooLargeError
+from tasks.memory import TooLargeError
 from evaluate.metrics import best_loss, diverged, final_loss, ranks, speedup, steps_to_reach, win_rate
 from evaluate.optimizers import (BASELINES, STARTING_RATES, EvalOptimizer, OptimizerError, baseline, learned, optimizer,
                                  resolve, starting_point)

@@ -17,7 +17,7 @@ from typing import Any
 
 from checkpoints.files import enable_compilation_cache
 from checkpoints.imports import ImportPathError, looks_like_import_path, resolve_import_path
-from evaluate.memory import TooLargeError
+from tasks.memory import TooLargeError
 from evaluate.optimizers import EvalOptimizer, OptimizerError
 from evaluate.protocol import (DEFAULT_TUNING, DEFAULT_TUNING_FIRST_SEED, DEFAULT_TUNING_SEEDS, TUNINGS, TuningError,
                                protocol)

@@ -13,8 +13,11 @@ import dataclasses
 import time
 from typing import Any, Sequence
 
+import jax
+
 import tasks
-from evaluate import memory, metrics, runner
+from tasks import memory
+from evaluate import metrics, runner
 from evaluate.optimizers import EvalOptimizer
 from evaluate.protocol import Protocol
 from evaluate.store import CacheAndWorkdir, RunStore, run_key
@@ -136,7 +139,9 @@ class Plan:
         """Builds the task and checks its memory, before anything is written or compiled: a device that
         cannot hold the planned group runs smaller groups, under keys that say so."""
         self.build(built)
-        fitting = memory.runs_that_fit(self.built, self.optimizer, self.task.num_steps, self.parallel, self.task.label)
+        roles = self.built.roles(jax.eval_shape(self.built.init, jax.random.key(0)))
+        one_run = self.optimizer.make(self.optimizer.candidates[0].hyper, self.task.num_steps, roles)
+        fitting = memory.runs_that_fit(self.built, one_run, self.parallel, f"{self.task.label} with {self.optimizer.name}")
         if fitting != self.parallel:
             self.parallel = fitting
             self.look_up()

@@ -21,6 +21,7 @@ from tasks.language import LanguageModelConfig, LanguageModelTask, RecurrentLMCo
 from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfig
 from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
+from tasks.memory import TooLargeError
 from tasks.train import TrainResult, train_each, train_step
 from tasks.array_task import ArrayTask, CustomTaskConfig, TaskError
 from tasks.custom import from_functions

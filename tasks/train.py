@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tasks import memory
 from tasks.base import Task
 
 # Optax optimizers the command line offers, by name.
@@ -63,18 +64,23 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
 
 
 def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransformation], settings: Any,
-               num_steps: int, *, seed: int = 0, log_every: int = 100, log=print) -> list[TrainResult]:
-    """`train(task, make_optimizer(setting), ...)` for each setting, vmapped in one compiled program (one
+               num_steps: int, *, seed: int = 0, log_every: int = 100, log=print,
+               parallel: int | None = None) -> list[TrainResult]:
+    """`train(task, make_optimizer(setting), ...)` for each setting, vmapped in compiled programs (one
     compilation for a whole learning-rate grid): `settings` is a pytree whose leaves' leading axis runs
     over the settings (an array of rates, stacked thetas), and every run starts from the same init and
     draws the same batches. make_optimizer gets a setting as a traced value, so it may compute with it
-    (optax schedules and rates do) but not branch on it in Python. All runs are in memory at once. Each
-    log line holds every run's loss; each result's steps_per_second is the whole group's.
+    (optax schedules and rates do) but not branch on it in Python. `parallel` runs are vmapped together
+    (None: all of them, or as many as the device's memory holds, by tasks.memory's estimate; a device
+    too small for one run raises TooLargeError before anything compiles). Each log line holds a group's
+    losses; each result's steps_per_second is its group's.
 
         results = train_each(task, optax.adam, jnp.asarray([1e-3, 1e-2]), 1000)  # Adam at two rates
     """
     if num_steps < 1 or log_every < 1:
         raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be positive")
+    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
+        raise ValueError(f"parallel={parallel!r}: a positive number of runs, or None")
     settings = jax.tree.map(jnp.asarray, settings)
     sizes = {leaf.shape[0] if leaf.ndim else 0 for leaf in jax.tree.leaves(settings)}
     if len(sizes) != 1 or 0 in sizes:
@@ -82,9 +88,28 @@ def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransfo
                          f"leading sizes {sorted(sizes) or 'of no leaves'} (0: a scalar, as each number of a list is, or an "
                          "empty axis; a grid of rates is jnp.asarray(rates))")
     (count,) = sizes
+    if parallel is None:  # one run is not estimated: it runs or fails as it would alone
+        parallel = count if count == 1 else memory.runs_that_fit(
+            task, make_optimizer(jax.tree.map(lambda leaf: leaf[0], settings)), count, "train_each: the task")
+    parallel = min(parallel, count)
+    # The last group is padded with copies of its last setting, so every group runs one compiled program
+    # at one size (and so one rounding).
+    padded = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], -count % parallel, axis=0)]),
+                          settings)
+    run_group = _group_runner(task, make_optimizer, num_steps, seed, log_every)
+    results = []
+    for start in range(0, count, parallel):
+        group_log = log if parallel == count else (
+            lambda line, first=start + 1, last=min(start + parallel, count): log(f"runs {first}-{last} of {count}: {line}"))
+        results += run_group(jax.tree.map(lambda leaf: leaf[start:start + parallel], padded), group_log)
+    return results[:count]
+
+
+def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_every: int):
+    """settings, log -> the results of one vmapped group of runs (train_each), its programs compiled once
+    for every group of the same size."""
     key_init, key_train = jax.random.split(jax.random.key(seed))
-    params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (count, *leaf.shape)), task.init(key_init))
-    opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)
+    init_params = task.init(key_init)
 
     @functools.partial(jax.jit, static_argnames="length")
     @functools.partial(jax.vmap, in_axes=(0, 0, 0, None, None, None))
@@ -98,23 +123,30 @@ def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransfo
         (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), jax.random.split(key, length))
         return params, opt_state, losses.mean()
 
-    data = task.data
-    train_loss = np.full(count, np.nan)
-    compiled, timed_steps, elapsed = set(), 0, 0.0
-    for chunk, done in enumerate(range(0, num_steps, log_every)):
-        length = min(log_every, num_steps - done)
-        start = time.perf_counter()
-        params, opt_state, mean_loss = run_chunk(settings, params, opt_state, data,
-                                                 jax.random.fold_in(key_train, chunk), length)
-        train_loss = np.asarray(mean_loss)
-        if length in compiled:  # a chunk that compiled its program is left out of the throughput
-            timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
-        compiled.add(length)
-        log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss)}")
-    valid_loss, valid_accuracy = map(np.asarray, jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d),
-                                                                  in_axes=(0, None)))(params, data))
-    return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),
-                        valid_accuracy=None if np.isnan(valid_accuracy[run]) else float(valid_accuracy[run]),
-                        steps_per_second=timed_steps / elapsed if timed_steps else float("nan"),
-                        params=jax.tree.map(lambda leaf: leaf[run], params))
-            for run in range(count)]
+    held_out = jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d), in_axes=(0, None)))
+
+    def run_group(settings, log) -> list[TrainResult]:
+        size = jax.tree.leaves(settings)[0].shape[0]
+        params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (size, *leaf.shape)), init_params)
+        opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)
+        data = task.data
+        train_loss = np.full(size, np.nan)
+        compiled, timed_steps, elapsed = set(), 0, 0.0
+        for chunk, done in enumerate(range(0, num_steps, log_every)):
+            length = min(log_every, num_steps - done)
+            start = time.perf_counter()
+            params, opt_state, mean_loss = run_chunk(settings, params, opt_state, data,
+                                                     jax.random.fold_in(key_train, chunk), length)
+            train_loss = np.asarray(mean_loss)
+            if length in compiled:  # a chunk that compiled its program is left out of the throughput
+                timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
+            compiled.add(length)
+            log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss)}")
+        valid_loss, valid_accuracy = map(np.asarray, held_out(params, data))
+        return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),
+                            valid_accuracy=None if np.isnan(valid_accuracy[run]) else float(valid_accuracy[run]),
+                            steps_per_second=timed_steps / elapsed if timed_steps else float("nan"),
+                            params=jax.tree.map(lambda leaf: leaf[run], params))
+                for run in range(size)]
+
+    return run_group

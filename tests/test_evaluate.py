@@ -548,8 +548,8 @@ def test_a_sweeps_numbers_do_not_depend_on_memory_or_on_what_the_cache_holds(tin
     assert sweep("two_seeds", 2, "shared_cache")[0] == fresh
     # The group does not follow free memory: only a device too small for it makes it smaller, and the
     # runs' keys and the summary say so.
-    monkeypatch.setattr(evaluate.memory, "device_memory_bytes", lambda: 1)
-    monkeypatch.setattr(evaluate.memory, "estimate", lambda *args: evaluate.memory.RunMemory(1, 0, 0, 0, 0))
+    monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: 1)
+    monkeypatch.setattr(tasks.memory, "estimate", lambda *args: tasks.memory.RunMemory(1, 0, 0, 0, 0))
     small, result = sweep("small", 2, "small_cache")
     assert small != fresh and result.summary[0]["runs_per_group"] == 1
     for label in fresh:

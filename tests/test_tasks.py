@@ -210,6 +210,33 @@ def test_a_grid_trained_in_one_program_matches_each_setting_trained_alone():
             tasks.train_each(task, optax.adam, settings, 2, log=lambda line: None)
 
 
+def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_refused(monkeypatch):
+    import optax
+
+    task = tasks.get_task("quadratic_10d")
+    rates = jnp.asarray([1e-3, 1e-2, 3e-2, 1e-1, 3e-1])
+    together = tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lambda line: None)
+    lines = []
+    in_pairs = tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lines.append, parallel=2)
+    assert len(in_pairs) == 5 and lines[0].startswith("runs 1-2 of 5: step") and lines[-1].startswith("runs 5-5 of 5")
+    for alone, grouped in zip(together, in_pairs):  # the same runs, up to the group size's rounding
+        np.testing.assert_allclose(grouped.train_loss, alone.train_loss, rtol=1e-4)
+        np.testing.assert_allclose(grouped.valid_loss, alone.valid_loss, rtol=1e-4)
+    # With parallel left to memory, a device that holds two runs' estimate runs pairs.
+    one_run = tasks.memory.estimate(task, optax.adam(1e-3)).total
+    monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: int(2.5 * one_run / tasks.memory.USABLE_SHARE))
+    lines.clear()
+    tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lines.append)
+    assert lines[0].startswith("runs 1-2 of 5")
+    monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: 1)
+    with pytest.raises(tasks.TooLargeError, match=r"train_each: the task: one run needs about \d+\.\d GiB"):
+        tasks.train_each(task, optax.adam, rates, 20, log=lambda line: None)
+    assert tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)[0].train_loss == pytest.approx(
+        together[0].train_loss, rel=1e-4)  # one run is not estimated
+    with pytest.raises(ValueError, match=r"parallel=0: a positive number of runs, or None"):
+        tasks.train_each(task, optax.adam, rates, 20, parallel=0)
+
+
 def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):
     import optax
 

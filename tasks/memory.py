@@ -1,9 +1,9 @@
-"""How much memory one run of an optimizer on a task needs, estimated from shapes alone (nothing is
-allocated or compiled), and how much the device has: a sweep refuses a task that cannot fit before
-spending minutes compiling it, and vmaps as many runs together as fit.
+"""How much memory one training run of an optimizer on a task needs, estimated from shapes alone (nothing
+is allocated or compiled), and how much the device has: `train_each` vmaps as many runs together as fit,
+and an evaluation sweep refuses a task that cannot fit before spending minutes compiling it.
 
 The budget is the device's total memory, never what happens to be free: how many runs share a compiled
-program changes their rounding, so a sweep's numbers must not follow whatever else the machine holds."""
+program changes their rounding, so a run's numbers must not follow whatever else the machine holds."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import re
 
 import jax
 import numpy as np
+import optax
 
-import tasks
-from evaluate.optimizers import EvalOptimizer
+from tasks.base import Task
 
 GIB = 2 ** 30
-# A run may use this share of the available memory; the rest is left for XLA's workspace and the host.
+# A run may use this share of the device's memory; the rest is left for XLA's workspace and the host.
 USABLE_SHARE = 0.7
 
 
@@ -43,12 +43,19 @@ class RunMemory:
     def total(self) -> int:
         return self.params_bytes + self.state_bytes + self.activation_bytes + self.update_temporary_bytes
 
+    def describe(self) -> str:
+        return (f"about {self.total / GIB:.1f} GiB ({self.num_params / 1e6:.1f}M parameters: "
+                f"{self.params_bytes / GIB:.1f} GiB parameters, gradients and updates, {self.state_bytes / GIB:.1f} "
+                f"GiB optimizer state, {self.activation_bytes / GIB:.1f} GiB activations, "
+                f"{self.update_temporary_bytes / GIB:.1f} GiB update temporaries)")
 
-def estimate(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int) -> RunMemory:
+
+def estimate(task: Task, optimizer: optax.GradientTransformation) -> RunMemory:
+    """The memory one run of `optimizer` (built for the task's roles and run length) on `task` needs."""
     key = jax.random.key(0)
     params = jax.eval_shape(task.init, key)
-    transform = optimizer.make(optimizer.candidates[0].hyper, num_steps, task.roles(params))
-    state = jax.eval_shape(transform.init, params)
+    optimizer = optax.with_extra_args_support(optimizer)
+    state = jax.eval_shape(optimizer.init, params)
     data = task.data
 
     def residuals(batch):  # jax.vjp's backward function is a pytree of the residuals backprop keeps
@@ -57,7 +64,7 @@ def estimate(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int) -> RunM
     train = residuals(jax.eval_shape(task.batch, data, key))
     # The held-out batch's forward pass, measured at every record point: about what backprop would keep.
     held_out = residuals(jax.eval_shape(lambda d: task.held_out(d, "valid"), data))
-    update = jax.make_jaxpr(lambda g, s, p: transform.update(g, s, p, loss=1.0))(params, state, params)
+    update = jax.make_jaxpr(lambda g, s, p: optimizer.update(g, s, p, loss=1.0))(params, state, params)
     largest = max((_bytes(var.aval) for equation in update.jaxpr.eqns for var in equation.outvars
                    if hasattr(var.aval, "shape")), default=0)
     return RunMemory(num_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)),
@@ -82,17 +89,13 @@ def device_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no /proc
 
 
-def runs_that_fit(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, wanted: int, label: str,
+def runs_that_fit(task: Task, optimizer: optax.GradientTransformation, wanted: int, label: str,
                   budget: int | None = None) -> int:
-    """How many runs to vmap together (at most `wanted`); raises if not even one fits."""
-    need = estimate(task, optimizer, num_steps)
+    """How many runs of `optimizer` on `task` to vmap together (at most `wanted`); raises TooLargeError,
+    naming `label` (the task and optimizer), if not even one fits."""
+    need = estimate(task, optimizer)
     budget = int(USABLE_SHARE * (device_memory_bytes() if budget is None else budget))
     if need.total > budget:
-        raise TooLargeError(
-            f"{label} with {optimizer.name}: one run needs about {need.total / GIB:.1f} GiB "
-            f"({need.num_params / 1e6:.1f}M parameters: {need.params_bytes / GIB:.1f} GiB parameters, gradients "
-            f"and updates, {need.state_bytes / GIB:.1f} GiB optimizer state, {need.activation_bytes / GIB:.1f} GiB "
-            f"activations, {need.update_temporary_bytes / GIB:.1f} GiB update temporaries), more than the "
-            f"{budget / GIB:.1f} GiB usable on {jax.devices()[0].device_kind}; use a smaller width or a "
-            "device with more memory")
+        raise TooLargeError(f"{label}: one run needs {need.describe()}, more than the {budget / GIB:.1f} GiB usable "
+                            f"on {jax.devices()[0].device_kind}; use a smaller width or a device with more memory")
     return max(1, min(wanted, budget // max(need.total, 1)))

@@ -55,12 +55,15 @@ def arguments(argv):
     if args.task not in tasks.TASKS or tasks.TASKS[args.task].kind not in TEXT_KINDS:
         parser.error(f"--task {args.task!r}: give a registered text task "
                      f"({', '.join(n for n, c in tasks.TASKS.items() if c.kind in TEXT_KINDS)})")
-    settings = {} if args.schedule is None else {"schedule": args.schedule}
     try:
-        args.learned = lopt.load_optimizer(args.optimizer, **settings)
-    except ValueError as error:  # not a shipped name nor a checkpoint, or a schedule it does not take
+        args.learned = lopt.load_optimizer(args.optimizer)
+    except ValueError as error:  # not a shipped name nor a checkpoint
         parser.error(f"--optimizer {args.optimizer!r}: {error}")
     if args.schedule is not None:
+        try:
+            args.learned = lopt.load_optimizer(args.optimizer, schedule=args.schedule)
+        except (TypeError, ValueError) as error:  # a schedule it does not know, or an optimizer without one
+            parser.error(f"--schedule {args.schedule!r}: {error}")
         args.optimizer += f" ({args.schedule})"
     if args.steps <= 0 or args.steps % CHUNK:
         parser.error(f"--steps {args.steps}: must be a positive multiple of {CHUNK}")

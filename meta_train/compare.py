@@ -58,8 +58,9 @@ def compare_with_baselines(task: tasks.Task, optimizer: lopt.LearnedOptimizer, t
     total, done = comparison_size(), []
 
     def runs(names: list[str], make: Callable[[Any], Any], settings: Any) -> list[ComparisonRow]:
-        """One run per setting, vmapped in one compiled program (train_each)."""
-        results = train_each(task, make, settings, num_steps, seed=seed, log_every=log_every, log=lambda line: None)
+        """One run per setting, vmapped together as far as memory allows (train_each)."""
+        results = train_each(task, make, settings, num_steps, seed=seed, log_every=log_every, log=lambda line: None,
+                             label=f"the held-out task with {names[0].partition(',')[0]}")
         for name, result in zip(names, results):
             done.append(name)
             log(f"  [{len(done)}/{total}] {name}: train loss {result.train_loss:.4g}, valid loss {result.valid_loss:.4g}")

@@ -179,7 +179,12 @@ def _compare(config: MetaTrainConfig, trainer: MetaTrainer, theta, initial_theta
     log(f"comparing on the held-out task {config.eval_task} ({config.eval_steps} steps each): the learned "
         f"optimizer, its initialization and {', '.join(COMPARED_BASELINES.values())} over their learning-rate "
         f"grids ({comparison_size()} runs)")
-    rows = compare_with_baselines(task, trainer.optimizer, theta, initial_theta, config.eval_steps, log=log)
+    try:
+        rows = compare_with_baselines(task, trainer.optimizer, theta, initial_theta, config.eval_steps, log=log)
+    except tasks.TooLargeError as error:  # the learned optimizer is saved: say how to finish without it
+        raise MetaTrainingError(f"the comparison on eval_task {config.eval_task!r} cannot run: {error}. The learned "
+                                f"optimizer is saved at {workdir / OPTIMIZER_DIR}; rerun with --resume --no-compare "
+                                "to finish without the comparison, or set eval_task to a smaller task") from None
     table = markdown_table(rows)
     write_atomically(workdir / COMPARISON_FILE, json.dumps(
         {"task": config.eval_task, "steps": config.eval_steps, "rows": [dataclasses.asdict(r) for r in rows]},

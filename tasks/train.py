@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import time
 from typing import Any, Callable
 
@@ -65,22 +66,31 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
 
 def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransformation], settings: Any,
                num_steps: int, *, seed: int = 0, log_every: int = 100, log=print,
-               parallel: int | None = None) -> list[TrainResult]:
+               parallel: int | None = None, label: str = "train_each") -> list[TrainResult]:
     """`train(task, make_optimizer(setting), ...)` for each setting, vmapped in compiled programs (one
     compilation for a whole learning-rate grid): `settings` is a pytree whose leaves' leading axis runs
     over the settings (an array of rates, stacked thetas), and every run starts from the same init and
     draws the same batches. make_optimizer gets a setting as a traced value, so it may compute with it
-    (optax schedules and rates do) but not branch on it in Python. `parallel` runs are vmapped together
-    (None: all of them, or as many as the device's memory holds, by tasks.memory's estimate; a device
-    too small for one run raises TooLargeError before anything compiles). Each log line holds a group's
-    losses; each result's steps_per_second is its group's.
+    (optax schedules and rates do) but not branch on it in Python; with more than one setting and
+    `parallel=None` it is also called once on the first setting, outside jit, for the memory estimate.
+
+    `parallel` runs are vmapped together. None: all of them, or, where the device's memory holds fewer
+    (tasks.memory's estimate), groups of equal size that fit, each finished group's models moved to the
+    host; where not even one run fits, TooLargeError (naming `label`) before anything compiles. Each log
+    line holds a group's losses; each result's steps_per_second is its group's.
 
         results = train_each(task, optax.adam, jnp.asarray([1e-3, 1e-2]), 1000)  # Adam at two rates
     """
     if num_steps < 1 or log_every < 1:
         raise ValueError(f"num_steps={num_steps} and log_every={log_every} must be positive")
-    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
-        raise ValueError(f"parallel={parallel!r}: a positive number of runs, or None")
+    if parallel is not None:
+        try:  # any integer, numpy's too; not a float or a bool
+            runs = 0 if isinstance(parallel, bool) else operator.index(parallel)
+        except TypeError:
+            runs = 0
+        if runs < 1:
+            raise ValueError(f"parallel={parallel!r}: a positive number of runs, or None")
+        parallel = runs
     settings = jax.tree.map(jnp.asarray, settings)
     sizes = {leaf.shape[0] if leaf.ndim else 0 for leaf in jax.tree.leaves(settings)}
     if len(sizes) != 1 or 0 in sizes:
@@ -90,24 +100,30 @@ def train_each(task: Task, make_optimizer: Callable[[Any], optax.GradientTransfo
     (count,) = sizes
     if parallel is None:  # one run is not estimated: it runs or fails as it would alone
         parallel = count if count == 1 else memory.runs_that_fit(
-            task, make_optimizer(jax.tree.map(lambda leaf: leaf[0], settings)), count, "train_each: the task")
-    parallel = min(parallel, count)
-    # The last group is padded with copies of its last setting, so every group runs one compiled program
-    # at one size (and so one rounding).
-    padded = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], -count % parallel, axis=0)]),
+            task, make_optimizer(jax.tree.map(lambda leaf: leaf[0], settings)), count, label)
+    groups = -(-count // min(parallel, count))
+    size = -(-count // groups)  # groups of equal size: the last is padded by fewer copies
+    # The padding repeats the last setting, so every group runs one compiled program at one size (and so
+    # one rounding); its runs are dropped.
+    padded = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], groups * size - count, axis=0)]),
                           settings)
     run_group = _group_runner(task, make_optimizer, num_steps, seed, log_every)
     results = []
-    for start in range(0, count, parallel):
-        group_log = log if parallel == count else (
-            lambda line, first=start + 1, last=min(start + parallel, count): log(f"runs {first}-{last} of {count}: {line}"))
-        results += run_group(jax.tree.map(lambda leaf: leaf[start:start + parallel], padded), group_log)
-    return results[:count]
+    for start in range(0, count, size):
+        real = min(size, count - start)
+        prefix = "" if groups == 1 else (f"run {start + 1} of {count}: " if real == 1 else
+                                         f"runs {start + 1}-{start + real} of {count}: ")
+        group = run_group(jax.tree.map(lambda leaf: leaf[start:start + size], padded), real,
+                          lambda line: log(prefix + line))
+        if groups > 1:  # the memory is the next group's: finished models wait on the host
+            group = [dataclasses.replace(result, params=jax.device_get(result.params)) for result in group]
+        results += group
+    return results
 
 
 def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_every: int):
-    """settings, log -> the results of one vmapped group of runs (train_each), its programs compiled once
-    for every group of the same size."""
+    """settings, real, log -> the results of the first `real` runs of one vmapped group (train_each; the
+    rest are padding), its programs compiled once for every group of the same size."""
     key_init, key_train = jax.random.split(jax.random.key(seed))
     init_params = task.init(key_init)
 
@@ -125,7 +141,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
 
     held_out = jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d), in_axes=(0, None)))
 
-    def run_group(settings, log) -> list[TrainResult]:
+    def run_group(settings, real: int, log) -> list[TrainResult]:
         size = jax.tree.leaves(settings)[0].shape[0]
         params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (size, *leaf.shape)), init_params)
         opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)
@@ -141,12 +157,12 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
             if length in compiled:  # a chunk that compiled its program is left out of the throughput
                 timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
             compiled.add(length)
-            log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss)}")
+            log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss[:real])}")
         valid_loss, valid_accuracy = map(np.asarray, held_out(params, data))
         return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),
                             valid_accuracy=None if np.isnan(valid_accuracy[run]) else float(valid_accuracy[run]),
                             steps_per_second=timed_steps / elapsed if timed_steps else float("nan"),
                             params=jax.tree.map(lambda leaf: leaf[run], params))
-                for run in range(size)]
+                for run in range(real)]
 
     return run_group

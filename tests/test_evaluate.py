@@ -168,7 +168,7 @@ def test_the_weight_decay_benchmark_saves_each_variant_and_refuses_bad_lists(tmp
 def test_the_text_sample_benchmark_loads_what_lopt_loads_and_refuses_the_rest(capsys):
     from benchmarks import text_valid_sample
     for argv, message in ((["--optimizer", "nope"], "--optimizer 'nope': 'nope' is neither a shipped"),
-                          (["--schedule", "bogus"], "schedule='bogus': one of cosine, linear"),
+                          (["--schedule", "bogus"], "--schedule 'bogus': NormalizedMLPLOpt.schedule='bogus': one of"),
                           (["--task", "mlp_mnist_8x8"], "--task 'mlp_mnist_8x8': give a registered text task")):
         with pytest.raises(SystemExit) as refused:
             text_valid_sample.arguments(argv)

@@ -18,7 +18,7 @@ from meta_train import checkpointing
 from meta_train.checkpointing import WorkdirError
 from meta_train.config import ConfigError, MetaTrainConfig, preset, with_overrides
 from meta_train.sharding import task_mesh
-from meta_train.train import export_checkpoint, meta_train
+from meta_train.train import MetaTrainingError, export_checkpoint, meta_train
 from meta_train.trainer import MetaTrainer
 from tests.process_helpers import kill_after_first_checkpoint
 
@@ -100,6 +100,22 @@ def test_killed_run_resumes_to_the_same_theta(finished_run, tmp_path):
     meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
     assert any(line.startswith("resuming from the checkpoint at step") for line in lines), lines
     assert_same_theta(final_theta(workdir), final_theta(uninterrupted))
+
+
+def test_a_comparison_too_large_for_memory_says_how_to_finish_and_loses_nothing(finished_run, tmp_path, monkeypatch):
+    import tasks
+
+    workdir = tmp_path / "no_room"
+    shutil.copytree(finished_run[0], workdir)
+    (workdir / "comparison.json").unlink()
+    monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: 1)
+    with pytest.raises(MetaTrainingError, match=r"the comparison on eval_task .* cannot run: the held-out task with "
+                       r"learned optimizer: one run needs about .*saved at .*optimizer; rerun with --resume --no-compare"):
+        meta_train(tiny("outer_steps=600"), workdir, resume=True, log=lambda line: None)
+    assert_same_theta(final_theta(workdir), final_theta(finished_run[0]))
+    lines = []
+    result = meta_train(tiny("outer_steps=600"), workdir, resume=True, compare=False, log=lines.append)
+    assert result.optimizer_path == workdir / "optimizer" and not (workdir / "comparison.json").exists()
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished_run, tmp_path):

@@ -213,28 +213,32 @@ def test_a_grid_trained_in_one_program_matches_each_setting_trained_alone():
 def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_refused(monkeypatch):
     import optax
 
-    task = tasks.get_task("quadratic_10d")
+    task = tasks.get_task("mlp_digits_8x8", width=8, depth=1)  # minibatches: each group must draw the same ones
     rates = jnp.asarray([1e-3, 1e-2, 3e-2, 1e-1, 3e-1])
     together = tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lambda line: None)
     lines = []
-    in_pairs = tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lines.append, parallel=2)
-    assert len(in_pairs) == 5 and lines[0].startswith("runs 1-2 of 5: step") and lines[-1].startswith("runs 5-5 of 5")
-    for alone, grouped in zip(together, in_pairs):  # the same runs, up to the group size's rounding
+    in_threes = tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lines.append, parallel=np.int64(4))
+    # Four at most: two groups of three (the last padded by one copy), each line its group's real runs' losses.
+    assert [line.partition(": step")[0] for line in lines] == ["runs 1-3 of 5"] * 2 + ["runs 4-5 of 5"] * 2
+    assert [len(line.split("train loss ")[1].split(", ")) for line in lines] == [3, 3, 2, 2]
+    assert len(in_threes) == 5 and all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(in_threes[0].params))
+    for alone, grouped in zip(together, in_threes):  # the same runs, up to the group size's rounding
         np.testing.assert_allclose(grouped.train_loss, alone.train_loss, rtol=1e-4)
         np.testing.assert_allclose(grouped.valid_loss, alone.valid_loss, rtol=1e-4)
-    # With parallel left to memory, a device that holds two runs' estimate runs pairs.
+    # With parallel left to memory, a device that holds two runs' estimate runs groups of two.
     one_run = tasks.memory.estimate(task, optax.adam(1e-3)).total
     monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: int(2.5 * one_run / tasks.memory.USABLE_SHARE))
     lines.clear()
     tasks.train_each(task, optax.adam, rates, 20, log_every=10, log=lines.append)
-    assert lines[0].startswith("runs 1-2 of 5")
+    assert [line.partition(": step")[0] for line in lines] == ["runs 1-2 of 5"] * 2 + ["runs 3-4 of 5"] * 2 + ["run 5 of 5"] * 2
     monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: 1)
-    with pytest.raises(tasks.TooLargeError, match=r"train_each: the task: one run needs about \d+\.\d GiB"):
-        tasks.train_each(task, optax.adam, rates, 20, log=lambda line: None)
-    assert tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)[0].train_loss == pytest.approx(
-        together[0].train_loss, rel=1e-4)  # one run is not estimated
-    with pytest.raises(ValueError, match=r"parallel=0: a positive number of runs, or None"):
-        tasks.train_each(task, optax.adam, rates, 20, parallel=0)
+    with pytest.raises(tasks.TooLargeError, match=r"^my grid: one run needs about \d+\.\d GiB"):
+        tasks.train_each(task, optax.adam, rates, 20, log=lambda line: None, label="my grid")
+    assert tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)[0].train_loss == \
+        pytest.approx(together[0].train_loss, rel=1e-4)  # one run is not estimated
+    for parallel in (0, 2.0, True):
+        with pytest.raises(ValueError, match=rf"parallel={parallel!r}: a positive number of runs, or None"):
+            tasks.train_each(task, optax.adam, rates, 20, parallel=parallel)
 
 
 def test_the_lstm_language_model_has_hidden_gate_matrices_and_learns(key):

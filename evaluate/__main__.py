@@ -164,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--clear-cache {name}: removed {removed} stored runs", flush=True)
         if maintenance_only:
             return 0
-        run_suite(optimizers, suite, args.workdir, steps=args.steps, seeds=args.seeds,
-                  baselines=baselines, tuning=tuning, tuning_seeds=args.tuning_seeds,
-                  tuning_first_seed=args.tuning_first_seed, cache_dir=args.cache, force=args.force, shard=args.shard,
-                  first_seed=args.first_seed, log=lambda line: print(line, flush=True))
+        result = run_suite(optimizers, suite, args.workdir, steps=args.steps, seeds=args.seeds,
+                           baselines=baselines, tuning=tuning, tuning_seeds=args.tuning_seeds,
+                           tuning_first_seed=args.tuning_first_seed, cache_dir=args.cache, force=args.force,
+                           shard=args.shard, first_seed=args.first_seed, log=lambda line: print(line, flush=True))
+        if result.complete:  # one row per optimizer; the per-task tables are in summary.md
+            print(f"\n{result.overall}")
     # ConfigError: a user's task (tasks.from_functions ...) built at import that cannot work, named in one line.
     except (ConfigError, ImportPathError, OptimizerError, SuiteError, SweepError, TooLargeError, TuningError) as error:
         print(f"error: {error}", file=sys.stderr)

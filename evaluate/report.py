@@ -70,7 +70,7 @@ def cache_keys(units) -> list[str]:
             for name, optimizer in optimizers.items()]
 
 
-def markdown(suite, tables, elapsed: float, scope, scope_source: str, rules, keys: list[str] = ()) -> str:
+def markdown(suite, tables, elapsed: float, basis: str, rules, keys: list[str] = ()) -> str:
     rows, overall, counts = tables
     compute = sum(row["seconds"] for row in rows)
     adam = f"{rules.reference} Adam"
@@ -78,8 +78,7 @@ def markdown(suite, tables, elapsed: float, scope, scope_source: str, rules, key
              f"{len(suite.tasks)} tasks, {len(overall)} optimizers, {sum(row['runs'] for row in rows)} training runs. "
              f"Training every run took {compute:.0f} s (compilation included); this invocation took {elapsed:.0f} s "
              "(runs already in the cache, from this sweep's interrupted invocations or any other sweep, "
-             f"are read back, not retrained). The suite is built around meta-training family `{scope.family}` and horizon "
-             f"{scope.horizon} ({scope_source}).", "", rules.describe(), "",
+             f"are read back, not retrained). The suite: {basis}.", "", rules.describe(), "",
              "Training loss is the mean over the evaluation seeds of the mean minibatch loss of the last record "
              "interval. Validation loss and accuracy are measured on a fixed held-out set, the same for every "
              f"optimizer (the whole validation split up to {HELD_OUT_EXAMPLES:,} examples, else a fixed sample of "
@@ -126,7 +125,8 @@ def write_tensorboard(directory: Path, units) -> None:
         writer.close()
 
 
-def write_all(workdir: Path, suite, units, tables, elapsed: float, scope, scope_source: str, rules) -> list[Path]:
+def write_all(workdir: Path, suite, units, tables, elapsed: float, scope, scope_source: str, basis: str,
+              rules) -> list[Path]:
     """Every output; tables: the summary's (rows, overall, counts)."""
     rows, overall, family_counts = tables
     records = run_records(units)
@@ -142,7 +142,7 @@ def write_all(workdir: Path, suite, units, tables, elapsed: float, scope, scope_
                                                   "scope": dataclasses.asdict(scope), "scope_source": scope_source,
                                                   "protocol": rules.to_dict(), "seconds": elapsed, "rows": rows,
                                                   "overall": overall, "counts": family_counts}), indent=2),
-             SUMMARY_MD: markdown(suite, tables, elapsed, scope, scope_source, rules, cache_keys(units))}
+             SUMMARY_MD: markdown(suite, tables, elapsed, basis, rules, cache_keys(units))}
     for name, text in files.items():
         write_atomically(workdir / name, text)
     write_tensorboard(workdir / TENSORBOARD_DIR, units)

@@ -237,6 +237,10 @@ def from_file(path: str | os.PathLike, steps: int | None = None) -> Suite:
         unknown = sorted(set(entry) - {"task", "set", "steps", "label", "axis", "x"})
         if unknown:
             raise SuiteError(f"{where}: unknown keys {', '.join(unknown)}")
+        if ":" in str(entry["task"]):
+            raise SuiteError(f"{where}: {entry['task']!r} is an import path; a suite file names registered tasks. Give "
+                             f"your own tasks as --suite {entry['task']} (a tasks.Task or a list of them), or pass the "
+                             "objects to evaluate.run_suite")
         try:
             config = tasks.task_config(entry["task"], **entry.get("set", {}))
         except (KeyError, ValueError, TypeError) as error:

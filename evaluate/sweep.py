@@ -157,9 +157,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
             raise SweepError(f"{name}={value!r}: must be a positive integer")
     rules = protocol(tuning, seeds, first_seed, tuning_seeds, tuning_first_seed)
     chosen = _competitors(optimizers, baselines, rules)
-    suite, scope, scope_source = _suite_and_scope(chosen, suite, steps)
-    log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, built around family "
-        f"{scope.family} and horizon {scope.horizon} ({scope_source}); {rules.label}")
+    suite, scope, scope_source, basis = _suite_and_scope(chosen, suite, steps)
+    log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, {basis}; {rules.label}")
     for optimizer in chosen:
         if optimizer.user:
             log(f"{optimizer.name}: runs cached under {optimizer.identity!r}; a changed make with the same name, "
@@ -194,7 +193,7 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     rows, overall = summarize(done, suite, rules)
     counts = family_counts(done, suite, rules.reference)
     elapsed = time.perf_counter() - start
-    files = report.write_all(workdir, suite, done, (rows, overall, counts), elapsed, scope, scope_source, rules)
+    files = report.write_all(workdir, suite, done, (rows, overall, counts), elapsed, scope, scope_source, basis, rules)
     log(f"{suite.name}: {len(done)} optimizer-task pairs in {elapsed:.0f} s; summary in {workdir / report.SUMMARY_MD}")
     return SweepResult(suite, done, rows, overall, workdir, files, counts=counts, protocol=rules)
 
@@ -273,19 +272,27 @@ def _read_back(units: list[Unit], mine: list[Unit], done: list[UnitResult]) -> l
 
 
 def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLike | Suite | Sequence[tasks.Task],
-                     steps: int | None) -> tuple[Suite, MetaTrainingScope, str]:
-    """The suite to run, the scope it is built around, and where that came from. `steps` replaces the
-    horizon of a named suite, so the log and the summary name the horizon the suite was built with."""
+                     steps: int | None) -> tuple[Suite, MetaTrainingScope, str, str]:
+    """The suite to run, the scope it is built around, where that came from, and what the log and the
+    summary say the suite is built on: a named suite on the scope's family and horizon (`steps` replaces
+    the horizon), task objects on the horizon alone, a suite file or object on the budgets it gives."""
     scope, scope_source = _scope(optimizers)
     if isinstance(suite, Suite):
-        return suite, scope, scope_source
+        return suite, scope, scope_source, "each task trained for the steps the suite gives"
     if isinstance(suite, (tasks.Task, list, tuple)):
         if not task_objects.is_task_list(suite):
             raise SuiteError("a suite given as a list must hold tasks.Task objects, at least one")
-        return task_objects.from_tasks(suite, steps or scope.horizon), scope, scope_source
-    if steps is not None and str(suite) in SUITES:
+        why = f"steps={steps}" if steps else f"the meta-training horizon, {scope_source}"
+        return (task_objects.from_tasks(suite, steps or scope.horizon), scope, scope_source,
+                f"each task trained for {steps or scope.horizon} steps ({why})")
+    if str(suite) not in SUITES:  # a JSON suite file
+        return (build(suite, scope, steps), scope, scope_source,
+                f"each task trained for {steps} steps (steps={steps})" if steps else
+                "each task trained for the steps its file gives")
+    if steps is not None:
         scope, scope_source = dataclasses.replace(scope, horizon=steps), f"{scope_source}; horizon from steps={steps}"
-    return build(suite, scope, steps), scope, scope_source
+    return (build(suite, scope, steps), scope, scope_source,
+            f"built around meta-training family `{scope.family}` and horizon {scope.horizon} ({scope_source})")
 
 
 def _scope(optimizers: Sequence[EvalOptimizer]) -> tuple[MetaTrainingScope, str]:

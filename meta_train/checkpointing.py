@@ -30,6 +30,7 @@ from meta_train.config import BOOKKEEPING_FIELDS, ConfigError, MetaTrainConfig
 CONFIG_FILE = "config.json"
 TASKS_FILE = "tasks.json"  # the family's tasks, each bucket's configs in order, as the run trained them
 CHECKPOINT_DIR = "checkpoints"
+OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
 DAMAGED_DIR = "damaged_checkpoints"
 
 
@@ -194,7 +195,9 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
         raise WorkdirError(
             f"{workdir} holds a run of another config (it differs in "
             + ", ".join(f"{name}: {saved.get(name)!r} there, {current.get(name)!r} here" for name in changed)
-            + "); use another --workdir, or --force to start over there")
+            + "); use another --workdir, or --force to start over there"
+            + (f" (to meta-train its result further: --set init_from={workdir / OPTIMIZER_DIR} in another --workdir)"
+               if (workdir / OPTIMIZER_DIR).is_dir() else ""))
     if not resume and (workdir / CHECKPOINT_DIR).exists():
         raise WorkdirError(f"{workdir} already holds a run of this config: --resume continues it, "
                            "--force starts over")

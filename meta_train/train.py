@@ -29,7 +29,7 @@ from meta_train.config import ConfigError, MetaTrainConfig, object_label, resolv
 from meta_train.progress import Progress
 from meta_train.trainer import MAX_CONSECUTIVE_SKIPS, MetaTrainer
 
-OPTIMIZER_DIR = "optimizer"  # the final theta, in the format lopt.load reads
+OPTIMIZER_DIR = checkpointing.OPTIMIZER_DIR
 COMPARISON_FILE = "comparison.json"
 TENSORBOARD_DIR = "tensorboard"
 

@@ -381,6 +381,9 @@ def test_a_custom_suite_file(tmp_path):
     path.write_text(json.dumps({"tasks": [{"task": "mlp_digits_8x8", "set": {"widht": 8}}]}))
     with pytest.raises(evaluate.SuiteError, match=r"task 0: .*has no field widht"):
         evaluate.build_suite(path, evaluate.MetaTrainingScope())
+    path.write_text(json.dumps({"tasks": [{"task": "my_module:HELD_OUT"}]}))
+    with pytest.raises(evaluate.SuiteError, match=r"task 0: 'my_module:HELD_OUT' is an import path; .* --suite my_module:HELD_OUT"):
+        evaluate.build_suite(path, evaluate.MetaTrainingScope())
     path.write_text(json.dumps({"tasks": [{"task": "mlp_digits_8x8", "axis": "width"}]}))
     with pytest.raises(evaluate.SuiteError, match=r"give both an axis and its value x"):
         evaluate.build_suite(path, evaluate.MetaTrainingScope())
@@ -662,11 +665,18 @@ def test_the_help_lists_the_new_baselines_and_the_ood_suite(capsys):
 def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
     from evaluate.sweep import _suite_and_scope
 
-    suite, scope, source = _suite_and_scope([], "horizon", 200)
+    suite, scope, source, basis = _suite_and_scope([], "horizon", 200)
     assert scope.horizon == 200 and source.endswith("horizon from steps=200")
+    assert basis == f"built around meta-training family `{scope.family}` and horizon 200 ({source})"
     assert [task.num_steps for task in suite.tasks] == [200, 600, 2000]
-    _, scope, source = _suite_and_scope([], "horizon", None)
+    _, scope, source, _ = _suite_and_scope([], "horizon", None)
     assert scope.horizon == 1000 and "steps" not in source
+    # Task objects and suite files are not built around a family: the log and the summary name their budget.
+    task = tasks.get_task("quadratic_10d")
+    assert _suite_and_scope([], [task], 200)[3] == "each task trained for 200 steps (steps=200)"
+    assert _suite_and_scope([], [task], None)[3].startswith("each task trained for 1000 steps (the meta-training horizon, ")
+    suite_file = Path(__file__).parent.parent / "benchmarks" / "suites" / "ood_convs.json"
+    assert _suite_and_scope([], suite_file, None)[3] == "each task trained for the steps its file gives"
 
 
 @pytest.mark.slow

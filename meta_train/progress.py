@@ -19,6 +19,7 @@ class Progress:
         self.bar = tqdm(total=total, initial=start, unit="step", file=stream, dynamic_ncols=True) \
             if stream.isatty() else None
         self.window_time, self.window_step = time.perf_counter(), start
+        self.compiling = True
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
         summary = f"meta-loss {metrics['meta_loss']:.4f}"
@@ -26,13 +27,15 @@ class Progress:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix_str(summary)
         elif step % self.every == 0 or step == self.total:
-            # The rate over the last window: the first window includes the compilation.
             now = time.perf_counter()
-            rate = (step - self.window_step) / max(now - self.window_time, 1e-9)
-            self.window_time, self.window_step = now, step
-            eta = (self.total - step) / rate if rate else float("nan")
-            print(f"step {step}/{self.total}  {summary}  {rate:.1f} steps/s  eta {eta:.0f}s",
-                  file=self.stream, flush=True)
+            elapsed, steps = now - self.window_time, step - self.window_step
+            if self.compiling:  # the first window's time is mostly compilation: no rate to extrapolate
+                timing = f"{elapsed:.0f}s, compilation included"
+            else:  # the rate over the last window
+                rate = steps / max(elapsed, 1e-9)
+                timing = f"{rate:.1f} steps/s  eta {(self.total - step) / rate if rate else float('nan'):.0f}s"
+            self.window_time, self.window_step, self.compiling = now, step, False
+            print(f"step {step}/{self.total}  {summary}  {timing}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -376,3 +376,18 @@ def test_a_run_can_start_from_a_saved_optimizer_and_meta_train_only_part_of_its_
         MetaTrainer(with_overrides(config, ["optimizer.fit_decay=false", "init_from="]))
     with pytest.raises(ConfigError, match=r"meta_train_only='fit_decays': fit_decays not in this optimizer's theta, whose entries are fit_decay, log_group"):
         MetaTrainer(with_overrides(config, ["meta_train_only=fit_decays"]))
+
+
+def test_progress_lines_give_a_rate_only_after_the_window_that_compiled():
+    import io
+
+    from meta_train.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(6, 0, 2, stream=stream)
+    for step in range(1, 7):
+        progress.update(step, {"meta_loss": 1.0 / step})
+    first, *rest = stream.getvalue().splitlines()
+    assert first.startswith("step 2/6  meta-loss 0.5000  ") and first.endswith("s, compilation included")
+    assert [line.split("  ")[0] for line in rest] == ["step 4/6", "step 6/6"]
+    assert all(" steps/s  eta " in line for line in rest)

@@ -225,7 +225,10 @@ def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_ref
     for alone, grouped in zip(together, in_threes):  # the same runs, up to the group size's rounding
         np.testing.assert_allclose(grouped.train_loss, alone.train_loss, rtol=1e-4)
         np.testing.assert_allclose(grouped.valid_loss, alone.valid_loss, rtol=1e-4)
-    # With parallel left to memory, a device that holds two runs' estimate runs groups of two.
+    # With parallel left to memory, a device that holds two runs' estimate runs groups of two (on a task
+    # that compiles faster).
+    task = tasks.get_task("quadratic_10d")
+    together = tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)
     one_run = tasks.memory.estimate(task, optax.adam(1e-3)).total
     monkeypatch.setattr(tasks.memory, "device_memory_bytes", lambda: int(2.5 * one_run / tasks.memory.USABLE_SHARE))
     lines.clear()
@@ -235,7 +238,7 @@ def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_ref
     with pytest.raises(tasks.TooLargeError, match=r"^my grid: one run needs about \d+\.\d GiB"):
         tasks.train_each(task, optax.adam, rates, 20, log=lambda line: None, label="my grid")
     assert tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)[0].train_loss == \
-        pytest.approx(together[0].train_loss, rel=1e-4)  # one run is not estimated
+        together[0].train_loss  # one run is not estimated
     for parallel in (0, 2.0, True):
         with pytest.raises(ValueError, match=rf"parallel={parallel!r}: a positive number of runs, or None"):
             tasks.train_each(task, optax.adam, rates, 20, parallel=parallel)

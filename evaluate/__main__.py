@@ -73,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                              f"{OPTIMIZER_OBJECT} (or a function returning one) (repeatable)")
     parser.add_argument("--suite",
                         help=f"a suite name, a JSON suite file, or module.path:attribute naming {SUITE_OBJECT} "
-                             "(or a function returning one; task objects run --steps steps, default the horizon "
-                             "the suite is built around)")
+                             "(or a function returning one; task objects run --steps steps, default the first "
+                             "learned optimizer's meta-training horizon, else 1000; an evaluate.Suite keeps its own)")
     parser.add_argument("--clear-cache", action="append", default=[], metavar="NAME",
                         help="first remove the stored runs of the optimizer or task object NAME (an "
                              "evaluate.optimizer's or a baseline's name, a task object's name) from the cache and "
@@ -84,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="first remove from the cache the runs no sweep has written or read in DAYS days (0: "
                              "all), and those an older version of evaluate wrote (without --suite, only this is done)")
     parser.add_argument("--workdir", help="output directory")
-    parser.add_argument("--steps", type=int, help="the meta-training horizon the suite is built around "
+    parser.add_argument("--steps", type=int, help="for a named suite, the meta-training horizon it is built around "
                         "(default: the learned optimizer's, else 1000); for a file suite or task objects, every "
-                        "task's budget")
+                        "task's budget (default: the file's, 1000 where it gives none; for task objects, that "
+                        "horizon); an evaluate.Suite keeps its own")
     parser.add_argument("--seeds", type=int, default=3,
                         help="evaluation seeds per optimizer, setting and task (default: %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0,

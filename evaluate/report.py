@@ -139,7 +139,7 @@ def write_all(workdir: Path, suite, units, tables, elapsed: float, scope, scope_
     files = {RUNS_JSON: json.dumps(_json_safe(records)), RUNS_CSV: _csv(flat, RUN_COLUMNS),
              SUMMARY_CSV: _csv(rows, rows[0].keys()),
              SUMMARY_JSON: json.dumps(_json_safe({"suite": suite.name, "description": suite.description,
-                                                  "scope": dataclasses.asdict(scope), "scope_source": scope_source,
+                                                  "scope": dataclasses.asdict(scope), "scope_source": scope_source, "basis": basis,
                                                   "protocol": rules.to_dict(), "seconds": elapsed, "rows": rows,
                                                   "overall": overall, "counts": family_counts}), indent=2),
              SUMMARY_MD: markdown(suite, tables, elapsed, basis, rules, cache_keys(units))}

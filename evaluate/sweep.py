@@ -129,9 +129,10 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
         `baselines` are added after them.
     suite: a name from evaluate.SUITES, a JSON suite file, a Suite, or a list of tasks.Task objects (the
         user's own models, trained as they are; see evaluate.task_objects).
-    steps: the meta-training horizon the suite is built around (default: what the first learned
-        optimizer was meta-trained with, else 1000); for a file suite or task objects, every task's budget
-        (default: a file's own, else that horizon).
+    steps: for a named suite, the meta-training horizon it is built around (default: what the first
+        learned optimizer was meta-trained with, else 1000); for a file suite or task objects, every task's
+        budget (default: a file's own, 1000 where it gives none; for task objects, that horizon); a Suite
+        keeps its own budgets.
     seeds: the evaluation seeds, first_seed..first_seed+seeds-1, that every figure reports: runs per
         optimizer, setting and task, vmapped together.
     baselines: the baselines added (default: DEFAULT_BASELINES, tuned; with tuning="none",
@@ -278,7 +279,8 @@ def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLi
     the horizon), task objects on the horizon alone, a suite file or object on the budgets it gives."""
     scope, scope_source = _scope(optimizers)
     if isinstance(suite, Suite):
-        return suite, scope, scope_source, "each task trained for the steps the suite gives"
+        ignored = f" (steps={steps} not applied: a Suite keeps its own budgets)" if steps else ""
+        return suite, scope, scope_source, f"each task trained for the steps the suite gives{ignored}"
     if isinstance(suite, (tasks.Task, list, tuple)):
         if not task_objects.is_task_list(suite):
             raise SuiteError("a suite given as a list must hold tasks.Task objects, at least one")
@@ -286,9 +288,12 @@ def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLi
         return (task_objects.from_tasks(suite, steps or scope.horizon), scope, scope_source,
                 f"each task trained for {steps or scope.horizon} steps ({why})")
     if str(suite) not in SUITES:  # a JSON suite file
-        return (build(suite, scope, steps), scope, scope_source,
+        built = build(suite, scope, steps)
+        budgets = {task.num_steps for task in built.tasks}
+        return (built, scope, scope_source,
                 f"each task trained for {steps} steps (steps={steps})" if steps else
-                "each task trained for the steps its file gives")
+                f"each task trained for {budgets.pop()} steps (its file's, 1000 where it gives none)" if len(budgets) == 1
+                else "each task trained for the steps its file gives (1000 where it gives none)")
     if steps is not None:
         scope, scope_source = dataclasses.replace(scope, horizon=steps), f"{scope_source}; horizon from steps={steps}"
     return (build(suite, scope, steps), scope, scope_source,

@@ -1,5 +1,5 @@
 """python -m meta_train [--config NAME] [--workdir DIR] [--set FIELD=VALUE ...] [--resume | --force]
-                        [--coordinator HOST:PORT --num-processes N --process-id I]
+                        [--no-compare] [--coordinator HOST:PORT --num-processes N --process-id I]
 
 Meta-trains a learned optimizer from a named preset, saves it for `lopt.load`, and compares it with
 tuned Adam, warmup-cosine AdamW and Muon on a held-out task. With no arguments: the default preset,

@@ -13,6 +13,7 @@ arrays, which orbax writes from process 0 alone.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -196,7 +197,8 @@ def check_workdir(workdir: Path, config: MetaTrainConfig, *, resume: bool, force
             f"{workdir} holds a run of another config (it differs in "
             + ", ".join(f"{name}: {saved.get(name)!r} there, {current.get(name)!r} here" for name in changed)
             + "); use another --workdir, or --force to start over there"
-            + (f" (to meta-train its result further: --set init_from={workdir / OPTIMIZER_DIR} in another --workdir)"
+            + (f" (to meta-train its result further: init_from={shlex.quote(str(workdir / OPTIMIZER_DIR))} "
+               "in another workdir)"
                if (workdir / OPTIMIZER_DIR).is_dir() else ""))
     if not resume and (workdir / CHECKPOINT_DIR).exists():
         raise WorkdirError(f"{workdir} already holds a run of this config: --resume continues it, "

@@ -676,7 +676,11 @@ def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
     assert _suite_and_scope([], [task], 200)[3] == "each task trained for 200 steps (steps=200)"
     assert _suite_and_scope([], [task], None)[3].startswith("each task trained for 1000 steps (the meta-training horizon, ")
     suite_file = Path(__file__).parent.parent / "benchmarks" / "suites" / "ood_convs.json"
-    assert _suite_and_scope([], suite_file, None)[3] == "each task trained for the steps its file gives"
+    assert _suite_and_scope([], suite_file, None)[3] == "each task trained for 1000 steps (its file's, 1000 where it gives none)"
+    assert _suite_and_scope([], suite_file, 50)[3] == "each task trained for 50 steps (steps=50)"
+    suite = evaluate.Suite("one", "", (evaluate.SuiteTask("quadratic", tasks.task_config("quadratic_10d"), 30),))
+    assert _suite_and_scope([], suite, 50)[3] == ("each task trained for the steps the suite gives (steps=50 not applied: "
+                                                  "a Suite keeps its own budgets)")
 
 
 @pytest.mark.slow

@@ -340,7 +340,7 @@ def test_running_a_finished_run_again_prints_its_result(finished_run):
     assert "--force starts it over" in lines[0]
     assert_same_theta(again.theta, final_theta(workdir))
     # Another config is still refused, with the way to meta-train the finished result further.
-    with pytest.raises(WorkdirError, match=r"holds a run of another config .*--set init_from=.*optimizer in another"):
+    with pytest.raises(WorkdirError, match=r"holds a run of another config .*init_from=.*optimizer in another workdir"):
         meta_train(tiny("outer_steps=700"), workdir, log=lines.append)
 
 

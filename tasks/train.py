@@ -140,6 +140,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
         return params, opt_state, losses.mean()
 
     held_out = jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d), in_axes=(0, None)))
+    compiled = set()  # chunk lengths run_chunk has compiled: every group has one size, so they share them
 
     def run_group(settings, real: int, log) -> list[TrainResult]:
         size = jax.tree.leaves(settings)[0].shape[0]
@@ -147,7 +148,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
         opt_state = jax.vmap(lambda setting, params: make_optimizer(setting).init(params))(settings, params)
         data = task.data
         train_loss = np.full(size, np.nan)
-        compiled, timed_steps, elapsed = set(), 0, 0.0
+        timed_steps, elapsed = 0, 0.0
         for chunk, done in enumerate(range(0, num_steps, log_every)):
             length = min(log_every, num_steps - done)
             start = time.perf_counter()

@@ -238,6 +238,9 @@ def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_ref
         tasks.train_each(task, optax.adam, rates, 20, log=lambda line: None, label="my grid")
     assert tasks.train_each(task, optax.adam, rates[:1], 20, log_every=10, log=lambda line: None)[0].train_loss == \
         pytest.approx(in_pairs[0].train_loss, rel=1e-4)  # one run is not estimated, and is the grid's first
+    # The groups share their compiled program: only the first group's one chunk is left out of the throughput.
+    one_chunk = tasks.train_each(task, optax.adam, rates[:2], 10, log_every=10, log=lambda line: None, parallel=1)
+    assert np.isnan(one_chunk[0].steps_per_second) and one_chunk[1].steps_per_second > 0
     for parallel in (0, 2.0, True):
         with pytest.raises(ValueError, match=rf"parallel={parallel!r}: a positive number of runs, or None"):
             tasks.train_each(task, optax.adam, rates, 20, parallel=parallel)

@@ -45,11 +45,11 @@ from evaluate.optimizers import code_digest, theta_digest
 from evaluate.suites import from_file
 from lopt.normalized_mlp import scale_by_tensor
 
-SUITE = Path(__file__).parent / "suites" / "step_alignment.json"
+SUITES = Path(__file__).parent / "suites"
+SUITE = SUITES / "step_alignment.json"
 LOG_SCALE_RANGE = (math.log(0.05), math.log(2.0))
 TRACED = {"conv max-pool 3x32 mnist 14x14": (1.0, 0.3), "conv mnist 8x8": (1.0, 0.3), "transformer shakespeare": (1.0, 2.0)}
 WINDOW = 100
-SUITES = Path(__file__).parent / "suites"
 NOISE_SUITES = ("ood_convs.json", "conv_pooling.json", "in_distribution_convs.json")
 NOISE_CONV_STEPS = (1.0, 0.5)
 

@@ -297,7 +297,7 @@ def _suite_and_scope(optimizers: Sequence[EvalOptimizer], suite: str | os.PathLi
     if steps is not None:
         scope, scope_source = dataclasses.replace(scope, horizon=steps), f"{scope_source}; horizon from steps={steps}"
     return (build(suite, scope, steps), scope, scope_source,
-            f"built around meta-training family `{scope.family}` and horizon {scope.horizon} ({scope_source})")
+            f"built around meta-training family {scope.family} and horizon {scope.horizon} ({scope_source})")
 
 
 def _scope(optimizers: Sequence[EvalOptimizer]) -> tuple[MetaTrainingScope, str]:

@@ -29,6 +29,7 @@ class ComparisonRow:
     valid_loss: float
     valid_accuracy: float | None
     setting: str = ""  # a tuned baseline's learning rates: the best on training and on validation loss
+    runs_per_group: int | None = None  # runs vmapped together (train_each): what the rounding depends on
 
 
 def held_out_task(task_name: str | tasks.Task, parameterization: str | None) -> tasks.Task:
@@ -64,8 +65,8 @@ def compare_with_baselines(task: tasks.Task, optimizer: lopt.LearnedOptimizer, t
         for name, result in zip(names, results):
             done.append(name)
             log(f"  [{len(done)}/{total}] {name}: train loss {result.train_loss:.4g}, valid loss {result.valid_loss:.4g}")
-        return [ComparisonRow(name, result.train_loss, result.valid_loss, result.valid_accuracy)
-                for name, result in zip(names, results)]
+        return [ComparisonRow(name, result.train_loss, result.valid_loss, result.valid_accuracy,
+                              runs_per_group=result.runs_per_group) for name, result in zip(names, results)]
 
     rows = runs(["learned optimizer", "learned optimizer at its initialization"],
                 lambda theta: optimizer.transform(theta, num_steps, roles),
@@ -78,7 +79,8 @@ def compare_with_baselines(task: tasks.Task, optimizer: lopt.LearnedOptimizer, t
         best_valid = min(by_rate, key=lambda rate: _finite(by_rate[rate].valid_loss))
         rows.append(ComparisonRow(f"{label} (tuned over {len(grid)} rates)", by_rate[best_train].train_loss,
                                   by_rate[best_valid].valid_loss, by_rate[best_valid].valid_accuracy,
-                                  f"lr {best_train:g} on train, {best_valid:g} on valid"))
+                                  f"lr {best_train:g} on train, {best_valid:g} on valid",
+                                  by_rate[best_valid].runs_per_group))
     return rows
 
 

@@ -135,6 +135,7 @@ class MetaTrainer:
             resolve_own_objects(config)
             family = resolve_family(config.task_family)
         family_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+        self.family = family
         self.buckets = family.sample_buckets(family_key, config.num_task_configs)
         self.cell_configs = [task_config for bucket in self.buckets for task_config in bucket]
         self.task_configs = [bucket[0] for bucket in self.buckets]  # each bucket's model
@@ -226,7 +227,12 @@ class MetaTrainer:
                    for estimator in self.estimators)
 
     def describe(self) -> str:
-        return "; ".join(" | ".join(describe_task(config) for config in bucket) for bucket in self.buckets)
+        text = "; ".join(" | ".join(describe_task(config) for config in bucket) for bucket in self.buckets)
+        if isinstance(self.family, tasks.CustomFamily) and len(self.cell_configs) != self.config.num_task_configs:
+            # A user's family is its tasks: said here, where a num_task_configs they set would go unused.
+            text += (f" (all {len(self.cell_configs)} tasks of family {self.family.name!r}; num_task_configs="
+                     f"{self.config.num_task_configs} applies to sampled families only)")
+        return text
 
 
 def describe_task(config: tasks.TaskConfig) -> str:

@@ -51,6 +51,9 @@ class TrainResult:
     valid_accuracy: float | None
     steps_per_second: float  # after compiling; train_each's runs share their group's
     params: Any = dataclasses.field(default=None, repr=False, compare=False)  # the model at the end
+    # Runs vmapped together in its program (train_each's group, padding included): the batch size that
+    # its float rounding depends on.
+    runs_per_group: int = 1
 
 
 def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *, seed: int = 0,
@@ -163,7 +166,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
         return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),
                             valid_accuracy=None if np.isnan(valid_accuracy[run]) else float(valid_accuracy[run]),
                             steps_per_second=timed_steps / elapsed if timed_steps else float("nan"),
-                            params=jax.tree.map(lambda leaf: leaf[run], params))
+                            params=jax.tree.map(lambda leaf: leaf[run], params), runs_per_group=size)
                 for run in range(real)]
 
     return run_group

@@ -151,5 +151,9 @@ def test_shipped_optimizers_are_listed_with_their_records():
         transform = lopt.load(name, num_steps=100, roles=task.roles(params))
         # The training loss, as tasks.train_step passes it (the default's decay reads it).
         # Jitted: the default's update dispatched op by op takes seconds.
-        updates, _ = jax.jit(transform.update)(params, transform.init(params), params, loss=jax.numpy.float32(2.3))
+        # The second update: the first is 0, where the schedule's warmup starts.
+        update = jax.jit(transform.update)
+        _, state = update(params, transform.init(params), params, loss=jax.numpy.float32(2.3))
+        updates, _ = update(params, state, params, loss=jax.numpy.float32(2.3))
         assert all(bool(jax.numpy.isfinite(u).all()) for u in jax.tree.leaves(updates))
+        assert any(bool((u != 0).any()) for u in jax.tree.leaves(updates)), name

@@ -667,7 +667,7 @@ def test_steps_set_the_horizon_that_the_log_and_the_summary_name():
 
     suite, scope, source, basis = _suite_and_scope([], "horizon", 200)
     assert scope.horizon == 200 and source.endswith("horizon from steps=200")
-    assert basis == f"built around meta-training family `{scope.family}` and horizon 200 ({source})"
+    assert basis == f"built around meta-training family {scope.family} and horizon 200 ({source})"
     assert [task.num_steps for task in suite.tasks] == [200, 600, 2000]
     _, scope, source, _ = _suite_and_scope([], "horizon", None)
     assert scope.horizon == 1000 and "steps" not in source

@@ -87,6 +87,9 @@ def test_meta_training_beats_its_initialization_on_the_held_out_task(finished_ru
     rows = {row["optimizer"]: row for row in json.loads((workdir / "comparison.json").read_text())["rows"]}
     trained, initial = rows["learned optimizer"], rows["learned optimizer at its initialization"]
     assert trained["train_loss"] < 0.7 * initial["train_loss"], rows
+    # Each row records how many runs were vmapped together (its rounding): the two thetas, each grid.
+    assert {row["runs_per_group"] for name, row in rows.items() if "learned" in name} == {2}
+    assert {row["runs_per_group"] for name, row in rows.items() if "tuned over 8" in name} == {8}, rows
 
 
 def test_killed_run_resumes_to_the_same_theta(finished_run, tmp_path):

@@ -37,8 +37,11 @@ def test_objects_given_to_meta_train_are_trained_on_recorded_and_asked_for_again
     from meta_train import compare
     monkeypatch.setattr(compare, "COMPARED_BASELINES", {"adam": "Adam"})  # the held-out object is the point here
     workdir = tmp_path / "objects"
+    lines = []
     result = meta_train(tiny("outer_steps=20", "eval_steps=10"), workdir, family=own_family.FAMILY,
-                        eval_task=own_family.HELD_OUT, log=lambda line: None)
+                        eval_task=own_family.HELD_OUT, log=lines.append)
+    # Every task of the family is trained, and the log says num_task_configs went unused.
+    assert "(all 2 tasks of family 'own_regressions'; num_task_configs=1 applies to sampled families only)" in lines[0]
     config = json.loads((workdir / "config.json").read_text())
     assert (config["task_family"], config["eval_task"]) == ("<own_regressions>", "<regression_5>")
     recorded = [record["name"] for record in json.loads((workdir / "tasks.json").read_text())]

@@ -222,6 +222,8 @@ def test_a_grid_too_large_for_memory_runs_in_groups_and_one_run_too_large_is_ref
     assert [line.partition(": step")[0] for line in lines] == ["runs 1-3 of 5"] * 2 + ["runs 4-5 of 5"] * 2
     assert [len(line.split("train loss ")[1].split(", ")) for line in lines] == [3, 3, 2, 2]
     assert len(in_threes) == 5 and all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(in_threes[0].params))
+    # Each result records the batch size its rounding depends on: its group's, padding included.
+    assert [r.runs_per_group for r in together] == [5] * 5 and [r.runs_per_group for r in in_threes] == [3] * 5
     for alone, grouped in zip(together, in_threes):  # the same runs, up to the group size's rounding
         np.testing.assert_allclose(grouped.train_loss, alone.train_loss, rtol=1e-4)
         np.testing.assert_allclose(grouped.valid_loss, alone.valid_loss, rtol=1e-4)

@@ -41,7 +41,7 @@ def tiny_suite():
 
 @pytest.fixture(scope="module")
 def learned_checkpoint(tmp_path_factory):
-    optimizer = lopt.MLPLOpt(hidden_size=4)
+    optimizer = lopt.MLPLOpt(hidden_size=16)  # above 8, matmuls: compiles faster than the elementwise MLP
     return lopt.save(tmp_path_factory.mktemp("lo") / "descent", optimizer, normalized_descent_theta(optimizer, 0.05))
 
 

@@ -74,7 +74,8 @@ def family_counts(units, suite, reference: str) -> Table:
     rows = [_entry(name, family, f"{reference} {FAMILIES[family]}",
                    [(by_task[task.label][name], by_task[task.label][family]) for task in suite.tasks])
             for name in names for family in present]
-    return Table(rows, counts_view)
+    return Table(rows, counts_view, empty=f"(nothing to count: no learned optimizer beside a baseline of "
+                                          f"{', '.join(FAMILIES)} on every task)")
 
 
 def _counts(entry: dict[str, Any], metric: str) -> str:

@@ -51,8 +51,19 @@ class Protocol:
     def to_dict(self) -> dict[str, Any]:
         return {"tuning": self.tuning, "seeds": list(self.seeds), "tuning_seeds": list(self.tuning_seeds)}
 
+    @property
+    def caveat(self) -> str:
+        """What the counts cannot tell on these seeds ("" where they can): run_suite logs it, summary.md says it."""
+        if len(self.seeds) > 1:
+            return ""
+        return ("One evaluation seed gives no standard error, so every difference counts as a win or a loss and "
+                "none as a tie; 3 or more seeds (--seeds) give counts with a spread.")
+
     def describe(self) -> str:
         """The paragraph of summary.md that says how every optimizer was set and on which seeds."""
+        return " ".join(filter(None, (self._ruleset(), self.caveat)))
+
+    def _ruleset(self) -> str:
         seeds = f"evaluation seeds {_seed_range(self.seeds)}"
         if self.tuning == "external":
             return (f"Ruleset: **{self.label}**. A tuned optimizer's grid (a baseline's learning rates, a learned "

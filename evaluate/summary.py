@@ -33,11 +33,15 @@ class Table(list):
     summary.md, so that `print(result.summary)` in a notebook shows what the CLI writes. `view` maps a
     row to its cells, header -> text."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]], view: Callable[[dict[str, Any]], dict[str, str]]):
+    def __init__(self, rows: Sequence[dict[str, Any]], view: Callable[[dict[str, Any]], dict[str, str]],
+                 empty: str = "(no rows)"):
         super().__init__(rows)
         self.view = view
+        self.empty = empty  # what prints in place of a table without rows
 
     def __str__(self) -> str:
+        if not self:
+            return self.empty
         cells = [self.view(row) for row in self]
         headers = list(cells[0]) if cells else []
         lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]

@@ -160,6 +160,8 @@ def run_suite(optimizers: Sequence[str | os.PathLike | EvalOptimizer],
     chosen = _competitors(optimizers, baselines, rules)
     suite, scope, scope_source, basis = _suite_and_scope(chosen, suite, steps)
     log(f"suite {suite.name}: {len(suite.tasks)} tasks x {len(chosen)} optimizers, {basis}; {rules.label}")
+    if rules.caveat:
+        log(rules.caveat)
     for optimizer in chosen:
         if optimizer.user:
             log(f"{optimizer.name}: runs cached under {optimizer.identity!r}; a changed make with the same name, "

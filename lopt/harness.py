@@ -60,7 +60,11 @@ def matrix_dimension_numbers(leaf: Any) -> optax.contrib.MuonDimensionNumbers:
 
 def muon_dimension_numbers(roles) -> Any:
     """optax.contrib.muon's dimension numbers: the hidden matrices orthogonalized, everything else (None)
-    to Adam, as Muon is used in practice (embeddings, readouts, biases and norms on Adam)."""
+    to Adam, as Muon is used in practice (embeddings, readouts, biases and norms on Adam). Returned as a
+    function of the params, the form `muon_weight_dimension_numbers` takes:
+
+        optax.contrib.muon(3e-3, muon_weight_dimension_numbers=lopt.muon_dimension_numbers(roles))
+    """
     def rule(role, leaf):
         return matrix_dimension_numbers(leaf) if role == "hidden" and is_hidden_matrix(role, leaf) else None
     return lambda params: jax.tree.map(rule, roles, params)

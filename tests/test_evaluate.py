@@ -799,3 +799,15 @@ def test_the_group_scales_benchmark_runs_its_variants_and_writes_one_results_fil
     rows = json.loads((tmp_path / "sweeps" / "one_task" / "summary.json").read_text())["rows"]
     losses = {row["optimizer"]: row["final_train_loss"] for row in rows}
     assert losses[f"{name}_input2"] != losses[name]  # the variant's steps differ
+
+
+@pytest.mark.slow  # a benchmark's own run: it compiles four conv nets' steps twice
+def test_the_conv_loop_benchmark_times_each_model_both_ways_and_writes_its_table(tmp_path, capsys):
+    from benchmarks import conv_loop_cost
+    path = conv_loop_cost.main(["--steps", "2", "--repeats", "1", "--out", str(tmp_path / "table.md")])
+    rows = [line.split(" | ") for line in path.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row[0].lstrip("| ") for row in rows] == list(conv_loop_cost.MODELS)
+    for row in rows:
+        assert float(row[1]) > 0 and float(row[2]) > 0
+        in_loop, alone = map(int, row[4].rstrip(" |").split(", "))
+        assert alone == 0  # a convolution compiled outside a loop is canonical

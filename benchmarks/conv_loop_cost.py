@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -113,7 +112,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", default="benchmarks/results/conv_loop_cost.md")
     args = parser.parse_args(argv)
     device = jax.devices()[0]
-    lines = [f"# A conv net's training step inside a compiled loop and from a Python loop",
+    lines = ["# A conv net's training step inside a compiled loop and from a Python loop",
              "", f"`python -m benchmarks.conv_loop_cost --steps {args.steps} --repeats {args.repeats}` on "
              f"{device.platform} ({device.device_kind}, {platform.processor() or platform.machine()}), jax "
              f"{jax.__version__}. Adam's step (`tasks.train_step`), milliseconds a step, the median of "

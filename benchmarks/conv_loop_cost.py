@@ -29,6 +29,7 @@ import tasks
 from checkpoints.files import write_atomically
 
 CANONICAL = "dim_labels=b01f_01io->b01f"
+GROUP = 4  # runs vmapped together in the group columns
 
 
 class UserConvNet(nn.Module):
@@ -69,6 +70,8 @@ def noncanonical_convolutions(compiled_text: str) -> int:
 
 
 def measure(task: tasks.Task, steps: int, repeats: int) -> dict:
+    """Milliseconds per step of one run, each way: "scan" and "python" for one run; "scan_group" and
+    "python_group" for GROUP runs vmapped together (as train_each and evaluate run a grid), per run."""
     optimizer = optax.adam(1e-3)
     params = task.init(jax.random.key(0))
     state = optimizer.init(params)
@@ -77,30 +80,41 @@ def measure(task: tasks.Task, steps: int, repeats: int) -> dict:
         params, opt_state, loss = tasks.train_step(task, optimizer, *carry, data, key)
         return (params, opt_state), loss
 
-    in_loop = jax.jit(lambda carry, keys, data: jax.lax.scan(lambda c, k: step(c, k, data), carry, keys))
-    one_step = jax.jit(step)
+    def scanned(carry, keys, data):
+        return jax.lax.scan(lambda c, k: step(c, k, data), carry, keys)
+
+    grouped = jax.vmap(step, in_axes=(0, None, None))
+    programs = {"scan": jax.jit(scanned), "python": jax.jit(step),
+                "scan_group": jax.jit(lambda carry, keys, data: jax.lax.scan(lambda c, k: grouped(c, k, data),
+                                                                             carry, keys)),
+                "python_group": jax.jit(grouped)}
     keys = jax.random.split(jax.random.key(1), steps)
+    group = jax.tree.map(lambda leaf: jax.numpy.stack([leaf] * GROUP), (params, state))
 
-    def looped():
-        return in_loop((params, state), keys, task.data)
+    def runner(name):
+        carry = group if name.endswith("group") else (params, state)
+        if name.startswith("scan"):
+            return lambda: programs[name](carry, keys, task.data)
 
-    def from_python():
-        carry = (params, state)
-        for key in keys:
-            carry, _ = one_step(carry, key, task.data)
-        return carry
+        def from_python(carry=carry):
+            for key in keys:
+                carry, _ = programs[name](carry, key, task.data)
+            return carry
+        return from_python
 
-    times = {"scan": [], "python": []}
-    for name, run in (("scan", looped), ("python", from_python)):
+    runs = {name: runner(name) for name in programs}
+    times = {name: [] for name in programs}
+    for run in runs.values():
         jax.block_until_ready(run())  # compiled and warmed up
-    for _ in range(repeats):  # alternated, so both meet the same load on a shared machine
-        for name, run in (("scan", looped), ("python", from_python)):
+    for _ in range(repeats):  # alternated, so all meet the same load on a shared machine
+        for name, run in runs.items():
             start = time.perf_counter()
             jax.block_until_ready(run())
-            times[name].append((time.perf_counter() - start) / steps * 1000)
-    scan_text = in_loop.lower((params, state), keys, task.data).compile().as_text()
-    step_text = one_step.lower((params, state), keys[0], task.data).compile().as_text()
-    return {"scan_ms": statistics.median(times["scan"]), "python_ms": statistics.median(times["python"]),
+            per_run = GROUP if name.endswith("group") else 1
+            times[name].append((time.perf_counter() - start) / steps / per_run * 1000)
+    scan_text = programs["scan"].lower((params, state), keys, task.data).compile().as_text()
+    step_text = programs["python"].lower((params, state), keys[0], task.data).compile().as_text()
+    return {**{f"{name}_ms": statistics.median(values) for name, values in times.items()},
             "noncanonical_scan": noncanonical_convolutions(scan_text),
             "noncanonical_step": noncanonical_convolutions(step_text)}
 
@@ -116,16 +130,19 @@ def main(argv=None) -> Path:
              "", f"`python -m benchmarks.conv_loop_cost --steps {args.steps} --repeats {args.repeats}` on "
              f"{device.platform} ({device.device_kind}, {platform.processor() or platform.machine()}), jax "
              f"{jax.__version__}. Adam's step (`tasks.train_step`), milliseconds a step, the median of "
-             f"{args.repeats} calls of {args.steps} steps; the two ways alternate. \"non-canonical\": the "
-             f"compiled program's convolutions whose labels are not `{CANONICAL.split('=')[1]}`.", "",
-             "| model | in `lax.scan` (ms/step) | jitted step from Python (ms/step) | scan / Python | non-canonical convolutions: scan, step |",
-             "| --- | --- | --- | --- | --- |"]
+             f"{args.repeats} calls of {args.steps} steps; the ways alternate. The group columns vmap {GROUP} "
+             "runs together, as `tasks.train_each` and `evaluate` run a grid, and give milliseconds per run-step. "
+             "\"non-canonical\": the compiled program's convolutions (one run) whose labels are not "
+             f"`{CANONICAL.split('=')[1]}`.", "",
+             "| model | in `lax.scan` | jitted step from Python | scan / Python | group in `lax.scan` | group step "
+             "from Python | non-canonical convolutions: scan, step |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, build in MODELS.items():
         result = measure(build(), args.steps, args.repeats)
         print(label, result, flush=True)
         lines.append(f"| {label} | {result['scan_ms']:.1f} | {result['python_ms']:.1f} | "
-                     f"{result['scan_ms'] / result['python_ms']:.2f} | {result['noncanonical_scan']}, "
-                     f"{result['noncanonical_step']} |")
+                     f"{result['scan_ms'] / result['python_ms']:.2f} | {result['scan_group_ms']:.1f} | "
+                     f"{result['python_group_ms']:.1f} | {result['noncanonical_scan']}, {result['noncanonical_step']} |")
     path = Path(args.out)
     write_atomically(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")

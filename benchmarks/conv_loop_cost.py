@@ -3,7 +3,8 @@ from a Python loop, on the default backend.
 
     python -m benchmarks.conv_loop_cost [--steps 20] [--repeats 3] [--out benchmarks/results/conv_loop_cost.md]
 
-train_each, evaluate and meta-training run their inner steps in `jax.lax.scan`. On XLA's CPU backend a
+Meta-training runs its inner steps in `jax.lax.scan`, and so do train_each and evaluate except where
+tasks.steps_from_python says a task's steps go one by one (this benchmark is why). On XLA's CPU backend a
 convolution inside a loop body can keep dimension labels other than the canonical `b01f_01io->b01f` that
 XLA gives it outside a loop, and such a convolution runs on a slow generic emitter (jax-ml/jax#12868). The
 benchmark times Adam's step (tasks.train_step, the step every part of the library runs) both ways on the

@@ -6,8 +6,9 @@ Runs are grouped in fixed chunks of a job list, and a run's numbers depend on th
 group is a batch dimension of the compiled program, and XLA's kernels round differently at other
 batch sizes): callers fix the grouping, never the free memory of the moment.
 
-The step is `tasks.train_step`, the very step meta-training unrolls. Nothing here names a backend:
-the runs go wherever JAX puts them (CPU, GPU).
+The step is `tasks.train_step`, the very step meta-training unrolls. The runs go wherever JAX puts
+them (CPU, GPU); on CPU a conv net's steps are dispatched one by one rather than looped inside the
+program, where XLA runs its gradient's convolutions slowly (tasks.steps_from_python).
 """
 
 from __future__ import annotations
@@ -122,6 +123,37 @@ def _program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride:
     return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, None)))
 
 
+def _stepped_program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
+    """`_program`'s runs, keys and curves, its steps dispatched one by one from Python (a vmapped jitted
+    step, and the held-out measure at every record point): for a conv net on CPU (tasks.steps_from_python)."""
+    roles = task.roles(jax.eval_shape(task.init, jax.random.key(0)))
+
+    def make(hyper):
+        return optimizer.make(hyper, num_steps, roles)
+
+    init = jax.jit(jax.vmap(lambda hyper, params: make(hyper).init(params)))
+    step = jax.jit(jax.vmap(lambda hyper, params, opt_state, key, data: tasks.train_step(
+        task, make(hyper), params, opt_state, data, key), in_axes=(0, 0, 0, 0, None)), donate_argnums=(1, 2))
+    held_out = jax.jit(jax.vmap(lambda params, data: held_out_metrics(task, params, data, "valid"), in_axes=(0, None)))
+    intervals, remainder = divmod(num_steps, stride)
+    lengths = [stride] * intervals + [remainder] * (remainder > 0)
+    split = jax.jit(jax.vmap(jax.random.split, in_axes=(0, None)), static_argnums=1)
+
+    def runs(hypers, params, keys, data):
+        opt_state = init(hypers, params)
+        interval_keys = split(split(keys, 3)[:, 1], len(lengths))  # as one_run: train_key, then intervals
+        curves = []
+        for interval, length in enumerate(lengths):
+            losses = []
+            for step_keys in jnp.swapaxes(split(interval_keys[:, interval], length), 0, 1):
+                params, opt_state, loss = step(hypers, params, opt_state, step_keys, data)
+                losses.append(loss)
+            curves.append((jnp.stack(losses).mean(axis=0), *held_out(params, data)))
+        return tuple(jnp.stack(values, axis=1) for values in zip(*curves))
+
+    return runs
+
+
 _PROGRAMS: dict[tuple, Any] = {}
 
 
@@ -129,7 +161,8 @@ def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: 
     """The compiled runs, reused for every learning rate and seed of the same task and optimizer."""
     key = (_compiled_under(task), optimizer.rule, num_steps, stride)
     if key not in _PROGRAMS:
-        _PROGRAMS[key] = _program(task, optimizer, num_steps, stride)
+        build = _stepped_program if tasks.steps_from_python(task) else _program
+        _PROGRAMS[key] = build(task, optimizer, num_steps, stride)
     return _PROGRAMS[key]
 
 

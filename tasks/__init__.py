@@ -22,7 +22,7 @@ from tasks.procedural import QuadraticConfig, QuadraticTask, TeacherStudentConfi
 from tasks.tabular import TabularClassificationConfig, TabularRegressionConfig
 from tasks.registry import FAMILIES, TASKS, config_from_dict, get_family, get_task, task_config
 from tasks.memory import TooLargeError
-from tasks.train import TrainResult, train_each, train_step
+from tasks.train import TrainResult, steps_from_python, train_each, train_step
 from tasks.array_task import ArrayTask, CustomTaskConfig, TaskError
 from tasks.custom import from_functions
 from tasks.custom_flax import from_flax

@@ -35,6 +35,19 @@ def train_step(task: Task, optimizer: optax.GradientTransformation, params, opt_
     return optax.apply_updates(params, updates), opt_state, loss
 
 
+def steps_from_python(task: Task) -> bool:
+    """Whether a training loop of `task` should dispatch its jitted steps one by one from Python rather
+    than run them inside `lax.scan`: on XLA's CPU backend, for a model with convolutions. There XLA keeps
+    some of the gradient's convolutions inside a loop body at non-canonical dimension labels, which run on
+    a slow generic emitter (jax-ml/jax#12868; `python -m benchmarks.conv_loop_cost` measures it)."""
+    if jax.default_backend() != "cpu":
+        return False
+    key = jax.random.key(0)
+    params = jax.eval_shape(task.init, key)
+    batch = jax.eval_shape(task.batch, task.data, key)
+    return "conv_general_dilated" in str(jax.make_jaxpr(task.loss)(params, batch, key))
+
+
 def held_out_metrics(task: Task, params, data, split: str = "valid"):
     """(loss, accuracy, NaN where the task has none) on the split's fixed held-out batch, the model in
     inference mode (Task.eval_loss_and_aux): the one validation measure of training, the meta-training
@@ -132,7 +145,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
 
     @functools.partial(jax.jit, static_argnames="length")
     @functools.partial(jax.vmap, in_axes=(0, 0, 0, None, None, None))
-    def run_chunk(setting, params, opt_state, data, key, length):
+    def looped_chunk(setting, params, opt_state, data, key, length):
         optimizer = make_optimizer(setting)
 
         def one_step(carry, key):
@@ -141,6 +154,19 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
 
         (params, opt_state), losses = jax.lax.scan(one_step, (params, opt_state), jax.random.split(key, length))
         return params, opt_state, losses.mean()
+
+    one_step = jax.jit(jax.vmap(lambda setting, params, opt_state, data, key: train_step(
+        task, make_optimizer(setting), params, opt_state, data, key), in_axes=(0, 0, 0, None, None)))
+
+    def stepped_chunk(settings, params, opt_state, data, key, length):
+        """looped_chunk's steps and keys, dispatched one by one (see steps_from_python)."""
+        losses = []
+        for step_key in jax.random.split(key, length):
+            params, opt_state, loss = one_step(settings, params, opt_state, data, step_key)
+            losses.append(loss)
+        return params, opt_state, jnp.stack(losses).mean(axis=0)
+
+    run_chunk = stepped_chunk if steps_from_python(task) else looped_chunk
 
     held_out = jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d), in_axes=(0, None)))
     compiled = set()  # chunk lengths run_chunk has compiled: every group has one size, so they share them

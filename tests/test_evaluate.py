@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -811,3 +812,21 @@ def test_the_conv_loop_benchmark_times_each_model_both_ways_and_writes_its_table
         assert all(float(cell) > 0 for cell in row[1:6])
         in_loop, alone = map(int, row[6].rstrip(" |").split(", "))
         assert alone == 0  # a convolution compiled outside a loop is canonical
+
+
+def test_a_conv_nets_runs_stepped_from_python_give_the_compiled_loops_curves():
+    from evaluate import runner
+    task = tasks.get_task("conv_digits_8x8", width=4)
+    adam = evaluate.resolve("adam")
+    hypers = jax.tree.map(lambda *leaves: jnp.stack(leaves), adam.candidates[2].hyper, adam.candidates[5].hyper)
+    keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    params = jax.vmap(task.init)(keys)
+    for steps, stride in ((12, 5), (10, 5)):  # with and without a shorter last interval
+        looped = runner._program(task, adam, steps, stride)(hypers, params, keys, task.data)
+        stepped = runner._stepped_program(task, adam, steps, stride)(hypers, jax.tree.map(jnp.copy, params), keys,
+                                                                     task.data)
+        for one, other in zip(looped, stepped):  # train loss, valid loss, accuracy at each record point
+            assert one.shape == other.shape == (2, len(runner.record_steps(steps, stride)) - 1)
+            np.testing.assert_allclose(other, one, rtol=1e-5)
+    if jax.default_backend() == "cpu":  # what a sweep of a conv net on CPU runs
+        assert runner.program(task, adam, 12, 5).__name__ == "runs"

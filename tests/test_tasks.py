@@ -353,3 +353,18 @@ def test_the_command_line_trains_any_positive_number_of_steps_logging_at_each_mu
         assert ("steps/s after compiling" in lines[-1]) == (steps == "7")
     with pytest.raises(ValueError, match="num_steps=0 and log_every=3 must be positive"):
         tasks.train.train(tasks.get_task("quadratic_10d"), tasks.train.OPTIMIZERS["adam"](1e-2), 0, log_every=3)
+
+
+def test_a_conv_nets_steps_on_cpu_are_dispatched_from_python_with_the_loops_keys_and_results(monkeypatch):
+    import optax
+    from tasks import train as train_module
+    conv, mlp = tasks.get_task("conv_digits_8x8", width=4), tasks.get_task("mlp_digits_8x8", width=8, depth=1)
+    # On CPU a model with convolutions steps from Python (XLA runs its gradient slowly inside a loop).
+    assert tasks.steps_from_python(conv) == (jax.default_backend() == "cpu") and not tasks.steps_from_python(mlp)
+    rates = jnp.asarray([1e-3, 3e-2])
+    stepped = tasks.train_each(conv, optax.adam, rates, 12, log_every=5, log=lambda line: None)
+    monkeypatch.setattr(train_module, "steps_from_python", lambda task: False)
+    looped = tasks.train_each(conv, optax.adam, rates, 12, log_every=5, log=lambda line: None)
+    for one, other in zip(stepped, looped):  # the same steps and batches, up to rounding
+        np.testing.assert_allclose(one.train_loss, other.train_loss, rtol=1e-5)
+        np.testing.assert_allclose(one.valid_loss, other.valid_loss, rtol=1e-5)

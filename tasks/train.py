@@ -73,9 +73,11 @@ def train(task: Task, optimizer: optax.GradientTransformation, num_steps: int, *
           log_every: int = 100, log=print) -> TrainResult:
     """Trains from a fresh init for any positive num_steps, logging the mean training loss at every
     multiple of `log_every` and at the last step. The inner loop is a jitted `lax.scan` of `log_every`
-    steps (the last chunk is shorter where log_every does not divide num_steps). It is `train_each` over
-    one setting, so its numbers are the ones a grid's run gets, up to the float rounding that the grid's
-    batch size changes."""
+    steps (the last chunk is shorter where log_every does not divide num_steps; a conv net's steps on CPU
+    go one by one, see steps_from_python). It is `train_each` over one setting, so its numbers are the ones
+    a grid's run gets, up to the float rounding that the grid's batch size changes. Training can amplify
+    that rounding: on a model that fits its training set, held-out losses can then differ as much as
+    seeds do, so compare optimizers over several seeds."""
     return train_each(task, lambda _: optimizer, jnp.zeros(1), num_steps, seed=seed, log_every=log_every,
                       log=log)[0]
 

@@ -81,7 +81,8 @@ def _at(tree, path):
     return tree
 
 
-@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "velo" else name
+                                  for name in sorted(EVERY_ARCHITECTURE)])  # VeLO's compiles longest
 def test_second_update_does_not_recompile_and_the_state_can_be_donated(name, digits):
     task, params, roles = digits
     optimizer = EVERY_ARCHITECTURE[name]

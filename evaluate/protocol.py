@@ -56,8 +56,8 @@ class Protocol:
         """What the counts cannot tell on these seeds ("" where they can): run_suite logs it, summary.md says it."""
         if len(self.seeds) > 1:
             return ""
-        return ("One evaluation seed gives no standard error, so every difference counts as a win or a loss and "
-                "none as a tie; 3 or more seeds (--seeds) give counts with a spread.")
+        return ("One evaluation seed gives no standard error, so every difference counts as a win or a loss, "
+                "however small; 3 or more seeds (--seeds) give counts with a spread.")
 
     def describe(self) -> str:
         """The paragraph of summary.md that says how every optimizer was set and on which seeds."""

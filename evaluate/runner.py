@@ -1,6 +1,7 @@
 """Training curves of an optimizer on a task: several runs (seeds, learning rates) vmapped together in
-one compiled program, recording training loss, and validation loss and accuracy on the task's fixed
-held-out batch (`Task.held_out`, the same for every optimizer), at a stride.
+one compiled program (for a conv net on CPU, one compiled step called from Python), recording training
+loss, and validation loss and accuracy on the task's fixed held-out batch (`Task.held_out`, the same for
+every optimizer), at a stride.
 
 Runs are grouped in fixed chunks of a job list, and a run's numbers depend on the group it ran in (the
 group is a batch dimension of the compiled program, and XLA's kernels round differently at other
@@ -140,6 +141,7 @@ def _stepped_program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int,
     split = jax.jit(jax.vmap(jax.random.split, in_axes=(0, None)), static_argnums=1)
 
     def runs(hypers, params, keys, data):
+        params = jax.tree.map(jnp.copy, params)  # the steps donate theirs: the caller's stay intact
         opt_state = init(hypers, params)
         interval_keys = split(split(keys, 3)[:, 1], len(lengths))  # as one_run: train_key, then intervals
         curves = []
@@ -158,7 +160,8 @@ _PROGRAMS: dict[tuple, Any] = {}
 
 
 def program(task: tasks.Task, optimizer: EvalOptimizer, num_steps: int, stride: int):
-    """The compiled runs, reused for every learning rate and seed of the same task and optimizer."""
+    """The compiled runs (`_program`, or `_stepped_program` where tasks.steps_from_python), reused for every
+    learning rate and seed of the same task and optimizer."""
     key = (_compiled_under(task), optimizer.rule, num_steps, stride)
     if key not in _PROGRAMS:
         build = _stepped_program if tasks.steps_from_python(task) else _program
@@ -184,8 +187,8 @@ def run(task: tasks.Task, optimizer: EvalOptimizer, jobs: Sequence[tuple[int, in
 def run_groups(task: tasks.Task, optimizer: EvalOptimizer, job_groups: Sequence[Sequence[tuple[int, int]]],
                num_steps: int, stride: int,
                on_result: Callable[[tuple[int, int], Curves], None] | None = None) -> list[Curves]:
-    """Curves of every distinct job of each group, each group vmapped in one program (groups of one size
-    share its compilation). The same group gives bit-identical curves; another grouping agrees to float
+    """Curves of every distinct job of each group, each group vmapped in `program` (groups of one size share
+    its compilation). The same group gives bit-identical curves; another grouping agrees to float
     rounding only. on_result(job, curves) is called as each group finishes (a sweep stores them there,
     so an interruption loses at most the group in progress)."""
     check_stride(num_steps, stride)

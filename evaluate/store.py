@@ -22,7 +22,7 @@ from tasks.datasets import HELD_OUT_EXAMPLES, HELD_OUT_WINDOWS
 # Bumped whenever a change of code changes what a run records: in evaluate/, and in the tasks' models,
 # data preparation or the optimizers' update rules (the test suite keeps a fingerprint of a run; see
 # tests/test_evaluate.py).
-STORE_VERSION = 2
+STORE_VERSION = 3  # 3: a conv net's steps on CPU dispatched from Python (tasks.steps_from_python)
 DEFAULT_CACHE = Path(os.environ.get("LOPT_BASELINE_CACHE", Path.home() / ".cache" / "lopt" / "baselines"))
 RUNS_DIR = "runs"  # a sharded sweep's runs, in its workdir
 

@@ -44,7 +44,7 @@ class UnitResult:
     chosen_on_valid_at_grid_edge: bool
     seconds: float  # wall time of the runs done now (0 when all came from the cache or the workdir)
     reused: int  # runs read back instead of trained
-    runs_per_group: int  # the most runs vmapped together in one compiled program (part of every run's key)
+    runs_per_group: int  # the most runs vmapped together (runner.program; part of every run's key)
     chosen_on_best_valid: str = ""  # the candidate with the lowest validation loss at any record point
     # Every candidate on the tuning seeds, where the choice was made apart from the evaluation seeds (the
     # external ruleset); None where it was made on `runs` itself.

@@ -45,7 +45,24 @@ def steps_from_python(task: Task) -> bool:
     key = jax.random.key(0)
     params = jax.eval_shape(task.init, key)
     batch = jax.eval_shape(task.batch, task.data, key)
-    return "conv_general_dilated" in str(jax.make_jaxpr(task.loss)(params, batch, key))
+    return _has_convolution(jax.make_jaxpr(task.loss)(params, batch, key).jaxpr)
+
+
+def _has_convolution(jaxpr) -> bool:
+    """Whether a jaxpr or any jaxpr nested in its equations' parameters (jit, scan, cond branches,
+    custom_vjp, ...) convolves."""
+    def nested(value):
+        if hasattr(value, "eqns"):  # a Jaxpr
+            yield value
+        elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):  # a ClosedJaxpr
+            yield value.jaxpr
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from nested(item)
+
+    return any(equation.primitive.name == "conv_general_dilated"
+               or any(_has_convolution(inner) for value in equation.params.values() for inner in nested(value))
+               for equation in jaxpr.eqns)
 
 
 def held_out_metrics(task: Task, params, data, split: str = "valid"):
@@ -171,7 +188,7 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
     run_chunk = stepped_chunk if steps_from_python(task) else looped_chunk
 
     held_out = jax.jit(jax.vmap(lambda p, d: held_out_metrics(task, p, d), in_axes=(0, None)))
-    compiled = set()  # chunk lengths run_chunk has compiled: every group has one size, so they share them
+    compiled = set()  # programs run_chunk has compiled (by chunk length where looped): groups share them
 
     def run_group(settings, real: int, log) -> list[TrainResult]:
         size = jax.tree.leaves(settings)[0].shape[0]
@@ -186,9 +203,10 @@ def _group_runner(task: Task, make_optimizer, num_steps: int, seed: int, log_eve
             params, opt_state, mean_loss = run_chunk(settings, params, opt_state, data,
                                                      jax.random.fold_in(key_train, chunk), length)
             train_loss = np.asarray(mean_loss)
-            if length in compiled:  # a chunk that compiled its program is left out of the throughput
+            program = None if run_chunk is stepped_chunk else length  # stepped: one program, any length
+            if program in compiled:  # a chunk that compiled its program is left out of the throughput
                 timed_steps, elapsed = timed_steps + length, elapsed + time.perf_counter() - start
-            compiled.add(length)
+            compiled.add(program)
             log(f"step {done + length:6d}  train loss {', '.join(f'{loss:.4f}' for loss in train_loss[:real])}")
         valid_loss, valid_accuracy = map(np.asarray, held_out(params, data))
         return [TrainResult(steps=num_steps, train_loss=float(train_loss[run]), valid_loss=float(valid_loss[run]),

@@ -362,9 +362,11 @@ def test_a_conv_nets_steps_on_cpu_are_dispatched_from_python_with_the_loops_keys
     # On CPU a model with convolutions steps from Python (XLA runs its gradient slowly inside a loop).
     assert tasks.steps_from_python(conv) == (jax.default_backend() == "cpu") and not tasks.steps_from_python(mlp)
     rates = jnp.asarray([1e-3, 3e-2])
-    stepped = tasks.train_each(conv, optax.adam, rates, 10, log_every=5, log=lambda line: None)
+    stepped = tasks.train_each(conv, optax.adam, rates, 7, log_every=5, log=lambda line: None)
+    # Only the first chunk compiles the one stepped program: the shorter last one is timed.
+    assert stepped[0].steps_per_second > 0 or jax.default_backend() != "cpu"
     monkeypatch.setattr(train_module, "steps_from_python", lambda task: False)
-    looped = tasks.train_each(conv, optax.adam, rates, 10, log_every=5, log=lambda line: None)
+    looped = tasks.train_each(conv, optax.adam, rates, 7, log_every=5, log=lambda line: None)
     for one, other in zip(stepped, looped):  # the same steps and batches, up to rounding
-        np.testing.assert_allclose(one.train_loss, other.train_loss, rtol=1e-5)
-        np.testing.assert_allclose(one.valid_loss, other.valid_loss, rtol=1e-5)
+        for field in ("train_loss", "valid_loss", "valid_accuracy"):
+            np.testing.assert_allclose(getattr(one, field), getattr(other, field), rtol=1e-5)

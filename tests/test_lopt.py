@@ -81,8 +81,8 @@ def _at(tree, path):
     return tree
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "velo" else name
-                                  for name in sorted(EVERY_ARCHITECTURE)])  # VeLO's compiles longest
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in ("velo", "lstm_lopt") else name
+                                  for name in sorted(EVERY_ARCHITECTURE)])  # VeLO's and the LSTM's compile longest
 def test_second_update_does_not_recompile_and_the_state_can_be_donated(name, digits):
     task, params, roles = digits
     optimizer = EVERY_ARCHITECTURE[name]
@@ -95,8 +95,10 @@ def test_second_update_does_not_recompile_and_the_state_can_be_donated(name, dig
     assert update._cache_size() == 1
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("name", sorted(EVERY_ARCHITECTURE))
+# VeLO and the LSTM in bfloat16 compile long: slow tests (float32 runs by default).
+@pytest.mark.parametrize("name, dtype", [
+    pytest.param(name, dtype, marks=pytest.mark.slow) if name in ("velo", "lstm_lopt") and dtype == jnp.bfloat16
+    else (name, dtype) for name in sorted(EVERY_ARCHITECTURE) for dtype in (jnp.float32, jnp.bfloat16)])
 def test_any_pytree_in_float32_or_bfloat16(name, dtype):
     """Conv, dense, vector, scalar and 1-row tensors in nested dicts and lists; updates in the params' dtype."""
     params = {"conv": jnp.ones((3, 3, 2, 4), dtype),
